@@ -1,0 +1,181 @@
+"""The ``focustune`` command line: list datasets and methods, train one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from focustune.errors import ConfigError, FocusTuneError
+
+JSON_METRICS = ("acc", "balanced_acc", "macro_f1", "auc", "per_class_recall")
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from focustune.data import list_datasets
+
+    print(_table(list_datasets(), ["name", "task", "classes", "train", "val", "test", "source"]))
+    print("\nAlso accepted as --dataset: a MedMNIST-layout .npz file, or a folder with one sub-folder "
+          "of images per class (optionally under train/ val/ test/).")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from focustune import params
+    from focustune.config import TrainConfig
+    from focustune.methods import get_method, method_names
+
+    for name in method_names():
+        cls = get_method(name)
+        print(f"{name}: {cls.summary}")
+        rows = params.describe(cls.Params)
+        for row in rows:
+            print(f"    {row['name']} ({row['type']}) = {row['default']!r}  {row['range']}  {row['help']}")
+        if not rows:
+            print("    (no hyperparameters of its own)")
+        if cls.defaults:
+            print("    shared defaults: " + ", ".join(f"{k}={v!r}" for k, v in cls.defaults.items()))
+    print("\nshared (every method):")
+    for row in params.describe(TrainConfig):
+        print(f"    {row['name']} ({row['type']}) = {row['default']!r}  {row['range']}  {row['help']}")
+    return 0
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def run_json(result: Any) -> dict[str, Any]:
+    """The documented ``--output-json`` shape."""
+    pick = lambda m: {k: m[k] for k in JSON_METRICS}  # noqa: E731
+    return _clean({
+        "method": result.method, "dataset": result.dataset, "seed": result.seed, "epochs": result.epochs,
+        "seconds": result.seconds, "params": result.params, "val": pick(result.val), "test": pick(result.test),
+        "history": [{"epoch": h["epoch"], "train_loss": h["train_loss"], "val": pick(h["val"])}
+                    for h in result.history],
+    })
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from focustune import params
+    from focustune.config import resolve
+    from focustune.data import load_dataset
+    from focustune.methods import get_method
+    from focustune.trainer import Trainer
+
+    overrides: dict[str, Any] = params.parse_assignments(args.set or [])
+    if args.epochs is not None:
+        if "epochs" in overrides:
+            raise ConfigError("give the epoch count once: --epochs or --set epochs=..., not both")
+        overrides["epochs"] = args.epochs
+    method_cls = get_method(args.method)
+    config, method_params = resolve(method_cls, overrides)
+    output = Path(args.output_json) if args.output_json else None
+    if output is not None and not output.parent.is_dir():
+        raise ConfigError(f"--output-json: folder {output.parent} does not exist")
+    if args.resume and not args.checkpoint_dir:
+        raise ConfigError("--resume needs --checkpoint-dir")
+    dataset = load_dataset(args.dataset, args.data_dir, size=args.size,
+                           imbalance_ratio=args.imbalance_ratio, seed=args.seed)
+
+    log = (lambda m: None) if args.quiet else _stderr
+    trainer = Trainer(method_cls(method_params), config, dataset, seed=args.seed, device=args.device,
+                      checkpoint_dir=args.checkpoint_dir, log=log)
+    summary = dataset.summary()
+    log(f"{method_cls.name} on {dataset.name}: {summary['sizes']} train class counts "
+        f"{summary['train_class_counts']}, {config.model}, device {trainer.device}")
+    if args.resume and trainer.load_checkpoint(args.checkpoint_dir):
+        log(f"resumed from {args.checkpoint_dir} at epoch {trainer.epoch}")
+    result = trainer.fit()
+    _print_summary(result, config.selection_metric)
+    if output is not None:
+        _write_json(output, run_json(result))
+        print(f"wrote {output}")
+    return 0
+
+
+def _print_summary(result: Any, metric: str) -> None:
+    print(f"\n{result.method} on {result.dataset}, seed {result.seed}: best epoch {result.best_epoch}/"
+          f"{result.epochs} by val {metric}, {result.seconds:.1f} s")
+    rows = [{"split": split, **{k: f"{m[k]:.4f}" for k in ("acc", "balanced_acc", "macro_f1", "auc",
+                                                            "worst_class_recall")}}
+            for split, m in (("val", result.val), ("test", result.test))]
+    print(_table(rows, ["split", "acc", "balanced_acc", "macro_f1", "auc", "worst_class_recall"]))
+    print("test per-class recall: " + ", ".join(f"{r:.3f}" for r in result.test["per_class_recall"]))
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    from focustune.data import EMBEDDED_DEFAULT
+
+    parser = argparse.ArgumentParser(prog="focustune", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("datasets", help="list embedded and MedMNIST datasets").set_defaults(func=cmd_datasets)
+    sub.add_parser("methods", help="list methods and their hyperparameters").set_defaults(func=cmd_methods)
+
+    train = sub.add_parser("train", help="train one run (no Ray needed)")
+    train.add_argument("--method", default="erm", help="registered method (see `focustune methods`)")
+    train.add_argument("--dataset", default=EMBEDDED_DEFAULT,
+                       help="dataset name, MedMNIST-layout .npz, or image folder")
+    train.add_argument("--data-dir", help="folder holding MedMNIST .npz files (downloaded there if missing)")
+    train.add_argument("--size", type=int, default=28, help="MedMNIST image size (28, 64, 128, 224) "
+                                                            "or the size image folders are resized to")
+    train.add_argument("--imbalance-ratio", type=float, help="make the training split long-tailed")
+    train.add_argument("--epochs", type=int, help="training epochs (same as --set epochs=N)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="set a hyperparameter (repeatable)")
+    train.add_argument("--output-json", help="write the run's result to this file")
+    train.add_argument("--checkpoint-dir", help="save a checkpoint there after every epoch")
+    train.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir's checkpoint")
+    train.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    train.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    train.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FocusTuneError as exc:
+        _stderr(f"focustune: error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _stderr("focustune: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

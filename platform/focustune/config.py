@@ -1,0 +1,69 @@
+"""Shared training hyperparameters and resolution of a run's full configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from focustune import params
+from focustune.errors import ConfigError
+from focustune.params import hp
+
+SELECTION_METRICS = ("balanced_acc", "acc", "macro_f1", "auc", "worst_class_recall")
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters every method shares (the trainer's own)."""
+
+    epochs: int = hp(20, low=1, high=10_000, help="training epochs (all phases together)")
+    batch_size: int = hp(128, low=2, high=65_536, help="samples per training batch")
+    lr: float = hp(1e-3, low=1e-7, high=10.0, log=True, help="learning rate")
+    weight_decay: float = hp(0.0, low=0.0, high=1.0, help="L2 weight decay")
+    optimizer: str = hp("adam", choices=("adam", "adamw", "sgd", "sam"),
+                        help="sam = sharpness-aware minimisation around SGD with momentum")
+    momentum: float = hp(0.9, low=0.0, high=0.999, help="SGD/SAM momentum")
+    sam_rho: float = hp(0.05, low=1e-4, high=2.0, log=True, help="SAM neighbourhood size")
+    scheduler: str = hp("none", choices=("none", "cosine", "multistep"),
+                        help="multistep = lr x0.1 at 50% and 75% of a phase")
+    model: str = hp("small_cnn", choices=("small_cnn", "lenet5", "resnet18", "resnet50",
+                                          "efficientnet_b0", "mobilenet_v3_small"), help="backbone")
+    head: str = hp("linear", choices=("linear", "spinal"), help="classification head")
+    augment: str = hp("none", choices=("none", "flip", "flip_shift"),
+                      help="batched tensor augmentation of training batches")
+    selection_metric: str = hp("balanced_acc", choices=SELECTION_METRICS,
+                               help="validation metric that picks the best epoch")
+    patience: int = hp(0, low=0, high=10_000, help="early stopping after this many epochs "
+                                                    "without improvement (0 = off)")
+    amp: bool = hp(True, help="mixed precision on CUDA (ignored on CPU)")
+    eval_batch_size: int = hp(1024, low=1, high=1_000_000, help="batch size for evaluation")
+
+
+SHARED_KEYS = tuple(f.name for f in fields(TrainConfig))
+
+
+def resolve(method_cls: type, overrides: Mapping[str, Any] | None = None) -> tuple[TrainConfig, Any]:
+    """Split ``overrides`` between the shared config and the method's params; validate both.
+
+    The method's ``defaults`` (its preferred shared settings, e.g. SAM for mdgan) apply first;
+    the user's overrides win. Unknown keys are refused with the list of known ones.
+    """
+    overrides = dict(overrides or {})
+    method_keys = {f.name for f in fields(method_cls.Params)}
+    unknown = sorted(set(overrides) - method_keys - set(SHARED_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"unknown hyperparameter{'s' if len(unknown) > 1 else ''} for method {method_cls.name}: "
+            f"{', '.join(unknown)}\n  method: {', '.join(sorted(method_keys)) or '(none)'}"
+            f"\n  shared: {', '.join(SHARED_KEYS)}")
+    shared = {**method_cls.defaults, **{k: v for k, v in overrides.items() if k in SHARED_KEYS}}
+    own = {k: v for k, v in overrides.items() if k in method_keys}
+    config = params.build(TrainConfig, shared, what="training")
+    method_params = params.build(method_cls.Params, own, what=f"method {method_cls.name}")
+    return config, method_params
+
+
+def flat_params(config: TrainConfig, method_params: Any) -> dict[str, Any]:
+    """Every resolved hyperparameter in one flat mapping (shared first, then the method's)."""
+    return {**params.as_dict(config), **params.as_dict(method_params)}

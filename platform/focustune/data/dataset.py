@@ -1,0 +1,104 @@
+"""The in-memory dataset: uint8 image tensors and int64 labels per split, plus metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from focustune.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    """One split: ``images`` uint8 [N, C, H, W], ``labels`` int64 [N]."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, index: torch.Tensor) -> Split:
+        return Split(self.images[index], self.labels[index])
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+    def class_counts(self, num_classes: int) -> torch.Tensor:
+        return torch.bincount(self.labels, minlength=num_classes)
+
+
+@dataclass
+class ImageDataset:
+    """A small image-classification dataset held as tensors."""
+
+    name: str
+    class_names: list[str]
+    train: Split
+    val: Split
+    test: Split
+    task: str = "multi-class"
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.images.shape[-1])
+
+    def split(self, name: str) -> Split:
+        if name not in SPLITS:
+            raise DataError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    def to(self, device: torch.device | str) -> ImageDataset:
+        return dataclasses.replace(self, train=self.train.to(device), val=self.val.to(device),
+                                   test=self.test.to(device))
+
+    def summary(self) -> dict:
+        """Plain-Python description (sizes, class counts) for listings and run records."""
+        return {
+            "name": self.name, "task": self.task, "classes": self.num_classes,
+            "class_names": list(self.class_names), "channels": self.channels,
+            "image_size": self.image_size, "source": self.source,
+            "sizes": {s: len(self.split(s)) for s in SPLITS},
+            "train_class_counts": self.train.class_counts(self.num_classes).tolist(),
+        }
+
+    def validate(self) -> ImageDataset:
+        """Refuse a dataset the trainer cannot use; return self so calls can chain."""
+        if self.num_classes < 2:
+            raise DataError(f"dataset {self.name!r} has {self.num_classes} class; at least 2 are needed")
+        for name in SPLITS:
+            part = self.split(name)
+            if part.images.dtype != torch.uint8:
+                raise DataError(f"{self.name}/{name}: images must be uint8, got {part.images.dtype}")
+            if part.images.ndim != 4:
+                raise DataError(f"{self.name}/{name}: images must be [N, C, H, W], got {tuple(part.images.shape)}")
+            if part.images.shape[0] != part.labels.shape[0]:
+                raise DataError(f"{self.name}/{name}: {part.images.shape[0]} images but "
+                                f"{part.labels.shape[0]} labels")
+            if len(part) == 0:
+                raise DataError(f"{self.name}/{name}: the split is empty")
+            low, high = int(part.labels.min()), int(part.labels.max())
+            if low < 0 or high >= self.num_classes:
+                raise DataError(f"{self.name}/{name}: labels must lie in 0..{self.num_classes - 1}, "
+                                f"found {low}..{high}")
+        shapes = {tuple(self.split(s).images.shape[1:]) for s in SPLITS}
+        if len(shapes) != 1:
+            raise DataError(f"{self.name}: splits have different image shapes {sorted(shapes)}")
+        present = int((self.train.class_counts(self.num_classes) > 0).sum())
+        if present < 2:
+            raise DataError(f"{self.name}: the training split holds only one class")
+        return self

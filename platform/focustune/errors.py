@@ -1,0 +1,21 @@
+"""User-facing errors: the CLI prints their message and exits non-zero, without a traceback."""
+
+
+class FocusTuneError(Exception):
+    """Base class for errors caused by the user's input or environment."""
+
+    exit_code = 2
+
+
+class ConfigError(FocusTuneError):
+    """A hyperparameter, option or configuration value is not acceptable."""
+
+
+class DataError(FocusTuneError):
+    """A dataset cannot be found, read or used."""
+
+
+class TrainingDiverged(FocusTuneError):
+    """The training loss became NaN or infinite."""
+
+    exit_code = 3

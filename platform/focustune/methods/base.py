@@ -1,0 +1,131 @@
+"""The strategy interface through which a training method plugs into the shared trainer.
+
+A method decides how an epoch's batches are drawn, which per-sample loss is used and how
+per-sample losses are weighted into the batch loss, and what happens between epochs and phases.
+It never touches the optimiser: the trainer owns the loop, the optimiser and the schedule.
+All per-batch work stays on the training device (no host synchronisation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from focustune.config import TrainConfig
+    from focustune.data import Split
+    from focustune.models import Classifier
+
+
+@dataclass
+class NoParams:
+    """A method without hyperparameters of its own."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of epochs; at its start the trainer can re-initialise the model or optimiser."""
+
+    name: str
+    epochs: int
+    reset_model: bool = False
+    new_optimizer: bool = False
+    lr_scale: float = 1.0
+
+
+@dataclass
+class RunContext:
+    """What a method may see of the run. Tensors live on ``device``."""
+
+    config: TrainConfig
+    num_classes: int
+    device: torch.device
+    generator: torch.Generator
+    seed: int
+    train: Split
+    val: Split
+    model: Classifier
+    predict: Callable[[torch.Tensor], torch.Tensor]
+    log: Callable[[str], None] = print
+
+    @property
+    def class_counts(self) -> torch.Tensor:
+        return self.train.class_counts(self.num_classes)
+
+
+@dataclass
+class EpochStats:
+    """What the trainer measured over one epoch's training batches (device tensors)."""
+
+    epoch: int
+    phase: str
+    class_loss_sum: torch.Tensor
+    class_count: torch.Tensor
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def class_loss_mean(self) -> torch.Tensor:
+        return self.class_loss_sum / self.class_count.clamp_min(1)
+
+
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A seeded permutation of ``range(n)`` cut into batches (the last may be smaller)."""
+    order = torch.randperm(n, generator=generator, device=generator.device)
+    return list(order.split(batch_size))
+
+
+class Method:
+    """Base strategy: plain cross-entropy on shuffled batches (what ``erm`` uses unchanged)."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+    #: Preferred values of shared hyperparameters (the user's ``--set`` still wins).
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, params: Any | None = None):
+        self.params = params if params is not None else self.Params()
+
+    # ---- lifecycle -------------------------------------------------------
+    def setup(self, run: RunContext) -> None:
+        """Called once before training, with the data already on the device."""
+
+    def phases(self, config: TrainConfig) -> list[Phase]:
+        """The run's phases; one phase of ``config.epochs`` epochs by default."""
+        return [Phase("train", config.epochs)]
+
+    def start_phase(self, phase: Phase, index: int, run: RunContext) -> None:
+        """Called when a phase begins (not again when a run resumes inside it)."""
+
+    def training_data(self, run: RunContext) -> Split:
+        """The split an epoch draws from (a method may add generated samples)."""
+        return run.train
+
+    # ---- per epoch / per batch --------------------------------------------
+    def epoch_batches(self, epoch: int, data: Split, run: RunContext) -> Iterable[torch.Tensor]:
+        """Index tensors into ``data``, one per batch."""
+        return shuffled_batches(len(data), run.config.batch_size, run.generator)
+
+    def sample_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss (the criterion); cross-entropy by default."""
+        return F.cross_entropy(logits.float(), targets, reduction="none")
+
+    def batch_loss(self, logits: torch.Tensor, targets: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        """Combine per-sample losses into the loss to minimise; the plain mean by default."""
+        return losses.mean()
+
+    def end_epoch(self, stats: EpochStats, run: RunContext) -> dict[str, Any]:
+        """Called after each epoch's training; returns diagnostics to log (plain Python values)."""
+        return {}
+
+    # ---- checkpoints -------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Method state for checkpoints: tensors, numbers, strings, lists and dicts only."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""

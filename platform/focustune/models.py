@@ -1,0 +1,118 @@
+"""Classifiers: a feature backbone plus a head, built for a dataset's channels, classes and size."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from focustune.errors import ConfigError
+
+
+class Classifier(nn.Module):
+    """``head(backbone(x))``; ``features`` exposes the backbone output for methods that need it."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.feature_dim = feature_dim
+        self.head = head
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def small_cnn(channels: int, image_size: int) -> tuple[nn.Module, int]:
+    """The ~30k-parameter CNN of IMET: two conv blocks, dropout, one dense layer."""
+    net = nn.Sequential(
+        nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Dropout(0.25),
+        nn.Linear(256, 32), nn.ReLU(inplace=True),
+    )
+    return net, 32
+
+
+def lenet5(channels: int, image_size: int) -> tuple[nn.Module, int]:
+    """LeNet-5 (ReLU, max-pooling), adaptive to the input size."""
+    net = nn.Sequential(
+        nn.Conv2d(channels, 6, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(5), nn.Flatten(),
+        nn.Linear(400, 120), nn.ReLU(inplace=True), nn.Linear(120, 84), nn.ReLU(inplace=True),
+    )
+    return net, 84
+
+
+def _torchvision_resnet(name: str) -> Callable[[int, int], tuple[nn.Module, int]]:
+    def build(channels: int, image_size: int) -> tuple[nn.Module, int]:
+        import torchvision
+
+        net = getattr(torchvision.models, name)(weights=None)
+        small = image_size < 64
+        # The MedMNIST benchmark's 28-px ResNet: 3x3 stride-1 stem, no max-pool.
+        net.conv1 = nn.Conv2d(channels, 64, kernel_size=3 if small else 7, stride=1 if small else 2,
+                              padding=1 if small else 3, bias=False)
+        if small:
+            net.maxpool = nn.Identity()
+        dim = net.fc.in_features
+        net.fc = nn.Identity()
+        return net, dim
+
+    return build
+
+
+def _torchvision_compact(name: str) -> Callable[[int, int], tuple[nn.Module, int]]:
+    """EfficientNet / MobileNet backbones for larger images, first conv adapted to the channels."""
+
+    def build(channels: int, image_size: int) -> tuple[nn.Module, int]:
+        import torchvision
+
+        net = getattr(torchvision.models, name)(weights=None)
+        stem = net.features[0][0]
+        net.features[0][0] = nn.Conv2d(channels, stem.out_channels, stem.kernel_size, stem.stride,
+                                       stem.padding, bias=False)
+        last = [m for m in net.classifier.modules() if isinstance(m, nn.Linear)]
+        dim = last[0].in_features
+        net.classifier = nn.Identity()
+        return net, dim
+
+    return build
+
+
+BACKBONES: dict[str, Callable[[int, int], tuple[nn.Module, int]]] = {
+    "small_cnn": small_cnn,
+    "lenet5": lenet5,
+    "resnet18": _torchvision_resnet("resnet18"),
+    "resnet50": _torchvision_resnet("resnet50"),
+    "efficientnet_b0": _torchvision_compact("efficientnet_b0"),
+    "mobilenet_v3_small": _torchvision_compact("mobilenet_v3_small"),
+}
+
+HEADS: dict[str, Callable[[int, int], nn.Module]] = {
+    "linear": lambda feature_dim, num_classes: nn.Linear(feature_dim, num_classes),
+}
+
+
+def register_head(name: str, factory: Callable[[int, int], nn.Module]) -> None:
+    """Make a classification head available as the ``head`` hyperparameter's value ``name``."""
+    HEADS[name] = factory
+
+
+def build_model(name: str, channels: int, num_classes: int, image_size: int,
+                head: str = "linear") -> Classifier:
+    """Build backbone ``name`` with a ``head`` for ``num_classes`` classes."""
+    if name not in BACKBONES:
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(BACKBONES)}")
+    if head not in HEADS:
+        raise ConfigError(f"unknown head {head!r}; choose from {', '.join(HEADS)}")
+    backbone, dim = BACKBONES[name](channels, image_size)
+    return Classifier(backbone, dim, HEADS[head](dim, num_classes))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,164 @@
+"""Search spaces: declarative YAML ranges per method, validated against the declared hyperparameters.
+
+File format (``search_spaces/<method>.yaml``)::
+
+    method: low
+    space:                                   # key -> distribution
+      lam:          {type: loguniform, low: 1.0e-3, high: 10.0}
+      base_loss:    {type: choice, values: [ce, focal]}
+      gamma:        {type: uniform, low: 0.5, high: 5.0, when: {base_loss: focal}}
+      batch_size:   {type: choice, values: [64, 128, 256]}
+      epochs_per_x: {type: int, low: 1, high: 10, log: false}
+    datasets:                                # optional per-dataset overrides of entries
+      breastmnist:
+        lr: {type: loguniform, low: 1.0e-4, high: 3.0e-3}
+
+Types: ``uniform``, ``loguniform``, ``int`` (``log`` optional), ``choice`` (``values``).
+``when`` makes a key conditional on the sampled value of another key (else it keeps its default).
+Keys must be hyperparameters of the method or shared ones; ranges must lie inside the declared
+valid range. This module has no Ray or Optuna import: the tuning layer converts a validated space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from focustune import params
+from focustune.config import TrainConfig
+from focustune.errors import ConfigError
+
+TYPES = ("uniform", "loguniform", "int", "choice")
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched hyperparameter."""
+
+    name: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    values: tuple[Any, ...] | None = None
+    log: bool = False
+    when: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    method: str
+    dimensions: dict[str, Dimension]
+    source: str = ""
+
+
+def default_space_dir() -> Path:
+    """``search_spaces/`` of a checkout, else the copy installed with the package."""
+    checkout = Path(__file__).resolve().parents[2] / "search_spaces"
+    if checkout.is_dir():
+        return checkout
+    return Path(str(importlib.resources.files("focustune") / "search_spaces"))
+
+
+def space_path(method: str) -> Path:
+    return default_space_dir() / f"{method}.yaml"
+
+
+def _declared(method_cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
+    out = {}
+    for cls in (TrainConfig, method_cls.Params):
+        types = params.field_types(cls)
+        for f in dataclasses.fields(cls):
+            out[f.name] = (f, types[f.name])
+    return out
+
+
+def _parse_dimension(name: str, entry: Any, where: str) -> Dimension:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: {name} must be a mapping with a 'type'")
+    kind = entry.get("type")
+    if kind not in TYPES:
+        raise ConfigError(f"{where}: {name} has type {kind!r}; expected one of {', '.join(TYPES)}")
+    allowed = {"type", "when"} | ({"values"} if kind == "choice" else {"low", "high", "log"})
+    if extra := sorted(set(entry) - allowed):
+        raise ConfigError(f"{where}: {name} has unknown field(s) {', '.join(extra)}")
+    when = entry.get("when") or {}
+    if not isinstance(when, dict):
+        raise ConfigError(f"{where}: {name}.when must map a key to a value")
+    if kind == "choice":
+        values = entry.get("values")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: {name} needs a non-empty 'values' list")
+        return Dimension(name, kind, values=tuple(values), when=dict(when))
+    try:
+        low, high = float(entry["low"]), float(entry["high"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{where}: {name} needs numeric 'low' and 'high'") from None
+    if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+        raise ConfigError(f"{where}: {name} has an empty range [{low:g}, {high:g}]")
+    if kind == "loguniform" and low <= 0:
+        raise ConfigError(f"{where}: {name} is loguniform, so 'low' must be > 0")
+    if kind == "int" and not (low.is_integer() and high.is_integer()):
+        raise ConfigError(f"{where}: {name} is int, so its bounds must be integers")
+    return Dimension(name, kind, low, high, log=bool(entry.get("log", kind == "loguniform")), when=dict(when))
+
+
+def _check_against_declared(dim: Dimension, declared: dict, where: str) -> None:
+    if dim.name not in declared:
+        raise ConfigError(f"{where}: {dim.name} is not a hyperparameter of this method or a shared one "
+                          f"(known: {', '.join(sorted(declared))})")
+    f, kind = declared[dim.name]
+    spec = params.spec_of(f)
+    candidates = list(dim.values) if dim.values is not None else [dim.low, dim.high]
+    for value in candidates:
+        coerced = params._coerce(dim.name, int(value) if dim.type == "int" else value, kind)
+        try:
+            params.check(dim.name, coerced, spec)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: range of {exc}") from None
+    for key in dim.when:
+        if key not in declared:
+            raise ConfigError(f"{where}: {dim.name}.when names unknown key {key}")
+
+
+def parse_space(data: Any, method_cls: type, dataset: str | None = None, where: str = "space") -> SearchSpace:
+    """Validate a loaded YAML document for ``method_cls`` (applying ``dataset``'s overrides)."""
+    if not isinstance(data, dict) or not isinstance(data.get("space"), dict):
+        raise ConfigError(f"{where}: expected a mapping with a 'space' mapping")
+    if extra := sorted(set(data) - {"method", "space", "datasets"}):
+        raise ConfigError(f"{where}: unknown top-level key(s) {', '.join(extra)}")
+    if data.get("method", method_cls.name) != method_cls.name:
+        raise ConfigError(f"{where}: file is for method {data['method']!r}, not {method_cls.name!r}")
+    entries = dict(data["space"])
+    overrides = data.get("datasets") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}: 'datasets' must map dataset names to entries")
+    if dataset is not None and dataset in overrides:
+        entries.update(overrides[dataset] or {})
+    declared = _declared(method_cls)
+    dims = {}
+    for name, entry in entries.items():
+        dim = _parse_dimension(str(name), entry, where)
+        _check_against_declared(dim, declared, where)
+        dims[dim.name] = dim
+    for name, sub in overrides.items():  # every override must be valid too, not just the chosen one
+        for key, entry in (sub or {}).items():
+            _check_against_declared(_parse_dimension(str(key), entry, f"{where} [{name}]"), declared, where)
+    return SearchSpace(method_cls.name, dims, where)
+
+
+def load_space(method_cls: type, path: str | Path | None = None, dataset: str | None = None) -> SearchSpace:
+    """Load and validate ``path`` (default: the method's file in ``search_spaces/``)."""
+    path = Path(path) if path else space_path(method_cls.name)
+    if not path.is_file():
+        raise ConfigError(f"search space file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_space(data, method_cls, dataset, where=str(path))

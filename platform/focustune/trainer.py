@@ -1,0 +1,381 @@
+"""The one training loop every method runs under.
+
+Data lives on the training device as uint8 tensors; a batch is indexed from them, normalised
+and (optionally) augmented in one batched operation. Per-batch work never synchronises with
+the host: losses are accumulated on the device and read once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from focustune.config import TrainConfig, flat_params
+from focustune.data import ImageDataset, Split
+from focustune.errors import TrainingDiverged
+from focustune.methods.base import EpochStats, Method, Phase, RunContext
+from focustune.metrics import classification_metrics
+from focustune.models import Classifier, build_model
+
+CHECKPOINT_FILE = "checkpoint.pt"
+EpochCallback = Callable[["Trainer", dict[str, Any]], None]
+
+
+def select_device(preference: str | None = None) -> torch.device:
+    """``preference`` if given, else CUDA when available, else CPU."""
+    if preference:
+        return torch.device(preference)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float in [-1, 1] (mean 0.5, std 0.5, as the MedMNIST benchmark)."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Batched random horizontal flip, and for ``flip_shift`` a random shift of up to 1/8 of the size."""
+    if kind == "none":
+        return x
+    n = x.shape[0]
+    flip = torch.rand(n, device=x.device, generator=generator) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if kind == "flip_shift":
+        shift = (torch.rand(n, 2, device=x.device, generator=generator) - 0.5) * 0.25 * 2
+        theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+        theta[:, :, 2] = shift
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
+    return x
+
+
+@dataclass
+class RunResult:
+    """The outcome of a run, in the shape ``focustune train --output-json`` writes."""
+
+    method: str
+    dataset: str
+    seed: int
+    epochs: int
+    seconds: float
+    params: dict[str, Any]
+    val: dict[str, Any]
+    test: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = -1
+    status: str = "finished"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "dataset": self.dataset, "seed": self.seed, "epochs": self.epochs,
+                "seconds": self.seconds, "params": self.params, "val": self.val, "test": self.test,
+                "history": self.history, "best_epoch": self.best_epoch, "status": self.status}
+
+
+class Trainer:
+    """Train ``method`` on ``dataset`` with ``config``; select the best epoch on validation."""
+
+    def __init__(self, method: Method, config: TrainConfig, dataset: ImageDataset, *, seed: int = 0,
+                 device: str | torch.device | None = None, callback: EpochCallback | None = None,
+                 checkpoint_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None):
+        self.method, self.config, self.seed = method, config, seed
+        self.device = select_device(str(device) if device else None)
+        self.dataset = dataset
+        self.data = dataset.to(self.device)
+        self.callback = callback
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.log = log or (lambda message: None)
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+        seed_everything(seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.model = self._new_model(phase_index=0)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: Any = None
+        self.phases = method.phases(config)
+        self.epoch = 0  # next epoch to run
+        self.history: list[dict[str, Any]] = []
+        self.best_score = -math.inf
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self._pending_optimizer_state: dict[str, Any] | None = None
+        self.run = RunContext(config=config, num_classes=dataset.num_classes, device=self.device,
+                              generator=self.generator, seed=seed, train=self.data.train, val=self.data.val,
+                              model=self.model, predict=self.predict_probs, log=self.log)
+        method.setup(self.run)
+
+    # ------------------------------------------------------------------ building blocks
+    def _amp_dtype(self) -> torch.dtype | None:
+        if self.device.type != "cuda" or not self.config.amp:
+            return None
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None if self.config.optimizer == "sam" else torch.float16
+
+    def _new_model(self, phase_index: int) -> Classifier:
+        """A freshly initialised model, seeded by (run seed, phase) so resets are reproducible."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1009 + phase_index)
+            model = build_model(self.config.model, self.dataset.channels, self.dataset.num_classes,
+                                self.dataset.image_size, head=self.config.head)
+        return model.to(self.device)
+
+    def _build_optimizer(self, phase: Phase) -> None:
+        cfg = self.config
+        lr = cfg.lr * phase.lr_scale
+        params = self.model.parameters()
+        if cfg.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        else:
+            from pytorch_optimizer import SAM
+
+            self.optimizer = SAM(params, torch.optim.SGD, rho=cfg.sam_rho, lr=lr, momentum=cfg.momentum,
+                                 weight_decay=cfg.weight_decay)
+        self.scheduler = self._build_scheduler(phase.epochs)
+
+    def _build_scheduler(self, epochs: int) -> Any:
+        if self.config.scheduler == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(epochs, 1))
+        if self.config.scheduler == "multistep":
+            milestones = sorted({max(1, int(epochs * 0.5)), max(1, int(epochs * 0.75))})
+            return torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=milestones, gamma=0.1)
+        return None
+
+    def _autocast(self) -> Any:
+        if self.amp_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def predict_probs(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of the current model for uint8 ``images`` (device tensor)."""
+        was_training = self.model.training
+        self.model.eval()
+        out = []
+        for chunk in images.split(self.config.eval_batch_size):
+            with self._autocast():
+                out.append(torch.softmax(self.model(normalise(chunk)).float(), dim=1))
+        self.model.train(was_training)
+        return torch.cat(out)
+
+    def evaluate(self, split: Split) -> dict[str, Any]:
+        probs = self.predict_probs(split.images)
+        return classification_metrics(split.labels.cpu().numpy(), probs.cpu().numpy())
+
+    # ------------------------------------------------------------------ training
+    def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._autocast():
+            logits = self.model(x)
+        losses = self.method.sample_losses(logits.float(), y)
+        return self.method.batch_loss(logits.float(), y, losses), losses
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimisation step; returns the unweighted per-sample losses (detached)."""
+        opt = self.optimizer
+        opt.zero_grad(set_to_none=True)
+        loss, losses = self._forward_loss(x, y)
+        if self.config.optimizer == "sam":
+            from pytorch_optimizer.optimizer.sam import disable_running_stats, enable_running_stats
+
+            loss.backward()
+            opt.first_step(zero_grad=True)
+            disable_running_stats(self.model)  # BatchNorm statistics from the first pass only
+            self._forward_loss(x, y)[0].backward()
+            enable_running_stats(self.model)
+            opt.second_step(zero_grad=True)
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(opt)
+            self.scaler.update()
+        return losses.detach()
+
+    def _train_epoch(self, epoch: int, phase: Phase) -> tuple[EpochStats, int]:
+        self.model.train()
+        data = self.method.training_data(self.run)
+        k = self.dataset.num_classes
+        loss_sum = torch.zeros(k, device=self.device)
+        count = torch.zeros(k, device=self.device)
+        seen = 0
+        for index in self.method.epoch_batches(epoch, data, self.run):
+            x = augment_batch(normalise(data.images[index]), self.config.augment, self.generator)
+            y = data.labels[index]
+            losses = self._step(x, y)
+            loss_sum.index_add_(0, y, losses.float())
+            count.index_add_(0, y, torch.ones_like(losses, dtype=torch.float32))
+            seen += int(index.shape[0])
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return EpochStats(epoch, phase.name, loss_sum, count), seen
+
+    def _phase_at(self, epoch: int) -> tuple[int, Phase, int]:
+        """(index, phase, first epoch of the phase) for ``epoch``."""
+        start = 0
+        for i, phase in enumerate(self.phases):
+            if epoch < start + phase.epochs:
+                return i, phase, start
+            start += phase.epochs
+        return len(self.phases) - 1, self.phases[-1], start - self.phases[-1].epochs
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(p.epochs for p in self.phases)
+
+    def _begin_epoch(self, epoch: int) -> tuple[int, Phase]:
+        index, phase, start = self._phase_at(epoch)
+        if epoch == start:
+            if phase.reset_model and index > 0:
+                self.model = self.run.model = self._new_model(index)
+            if self.optimizer is None or phase.new_optimizer or phase.reset_model:
+                self._build_optimizer(phase)
+                if index > 0 and (phase.new_optimizer or phase.reset_model):
+                    self._pending_optimizer_state = None  # a resumed run starts this phase afresh
+            self.method.start_phase(phase, index, self.run)
+        elif self.optimizer is None:  # resumed inside a phase
+            self._build_optimizer(phase)
+        if self._pending_optimizer_state is not None:
+            state = self._pending_optimizer_state
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state.get("scheduler"):
+                self.scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            self._pending_optimizer_state = None
+        return index, phase
+
+    def _patience_exhausted(self, epoch: int) -> bool:
+        return self.config.patience > 0 and epoch - self.best_epoch >= self.config.patience
+
+    def fit(self) -> RunResult:
+        """Run (or resume) training; return best-epoch validation and test metrics."""
+        started = time.perf_counter()
+        while self.epoch < self.total_epochs:
+            epoch = self.epoch
+            _, phase = self._begin_epoch(epoch)
+            tick = time.perf_counter()
+            stats, seen = self._train_epoch(epoch, phase)
+            diagnostics = self.method.end_epoch(stats, self.run)
+            train_loss = float(stats.class_loss_sum.sum() / stats.class_count.sum().clamp_min(1))
+            if not math.isfinite(train_loss):
+                raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1}; "
+                                       "the run is stopped (last good checkpoint kept)")
+            seconds = time.perf_counter() - tick
+            val = self.evaluate(self.data.val)
+            record = self._record(epoch, phase, train_loss, val, seen, seconds, diagnostics)
+            self.epoch = epoch + 1
+            if self._patience_exhausted(epoch):
+                self._skip_to_next_phase()
+            if self.checkpoint_dir is not None:
+                self.save_checkpoint(self.checkpoint_dir)
+            self.log(self._progress_line(record))
+            if self.callback is not None:
+                self.callback(self, record)
+        return self._finish(time.perf_counter() - started)
+
+    def _skip_to_next_phase(self) -> None:
+        _, phase, start = self._phase_at(self.epoch - 1)
+        self.epoch = start + phase.epochs
+
+    def _record(self, epoch: int, phase: Phase, train_loss: float, val: dict[str, Any], seen: int,
+                seconds: float, diagnostics: dict[str, Any]) -> dict[str, Any]:
+        score = val[self.config.selection_metric]
+        score = -math.inf if math.isnan(score) else score
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, epoch
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        record = {"epoch": epoch + 1, "phase": phase.name, "train_loss": train_loss, "val": val,
+                  "samples_per_s": seen / max(seconds, 1e-9), "seconds": seconds,
+                  "lr": self.optimizer.param_groups[0]["lr"], "best": epoch == self.best_epoch}
+        if diagnostics:
+            record["method"] = diagnostics
+        self.history.append(record)
+        return record
+
+    def _progress_line(self, record: dict[str, Any]) -> str:
+        val = record["val"]
+        mark = " *" if record["best"] else ""
+        return (f"epoch {record['epoch']:>3}/{self.total_epochs} [{record['phase']}] "
+                f"loss {record['train_loss']:.4f}  val acc {val['acc']:.4f} bal_acc {val['balanced_acc']:.4f} "
+                f"f1 {val['macro_f1']:.4f} auc {val['auc']:.4f}  {record['samples_per_s']:,.0f} samples/s{mark}")
+
+    def _finish(self, seconds: float) -> RunResult:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        val = self.evaluate(self.data.val)
+        test = self.evaluate(self.data.test)
+        return RunResult(method=self.method.name, dataset=self.dataset.name, seed=self.seed,
+                         epochs=self.total_epochs, seconds=seconds,
+                         params=flat_params(self.config, self.method.params),
+                         val=val, test=test, history=self.history, best_epoch=self.best_epoch + 1)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The full training state: model, optimiser, schedule, method, RNG, epoch, best so far."""
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": {"optimizer": self.optimizer.state_dict() if self.optimizer else None,
+                          "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                          "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None},
+            "method": self.method.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
+            "best": {"score": self.best_score, "epoch": self.best_epoch, "state": self.best_state},
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = state["epoch"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer = None
+        self._pending_optimizer_state = state["optimizer"] if state["optimizer"]["optimizer"] else None
+        self.method.load_state_dict(state["method"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["generator"])
+        if state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        best = state["best"]
+        self.best_score, self.best_epoch, self.best_state = best["score"], best["epoch"], best["state"]
+        self.history = list(state["history"])
+
+    def save_checkpoint(self, directory: str | os.PathLike) -> Path:
+        """Write the state atomically to ``directory/checkpoint.pt``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / CHECKPOINT_FILE
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    def load_checkpoint(self, directory: str | os.PathLike) -> bool:
+        """Restore from ``directory/checkpoint.pt`` if present; returns whether it was."""
+        path = Path(directory) / CHECKPOINT_FILE
+        if not path.is_file():
+            return False
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        return True
+
+
+def train(method: Method, config: TrainConfig, dataset: ImageDataset, **kwargs: Any) -> RunResult:
+    """Convenience wrapper: ``Trainer(...).fit()``."""
+    return Trainer(method, config, dataset, **kwargs).fit()

@@ -110,7 +110,7 @@ class Trainer:
         self.phases = method.phases(config)
         self.epoch = 0  # next epoch to run
         self.history: list[dict[str, Any]] = []
-        self.best_score = -math.inf
+        self.best_score: tuple[float, float] = (-math.inf, -math.inf)
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
         self._pending_optimizer_state: dict[str, Any] | None = None
@@ -297,8 +297,7 @@ class Trainer:
 
     def _record(self, epoch: int, phase: Phase, train_loss: float, val: dict[str, Any], seen: int,
                 seconds: float, diagnostics: dict[str, Any]) -> dict[str, Any]:
-        score = val[self.config.selection_metric]
-        score = -math.inf if math.isnan(score) else score
+        score = self._selection_score(val)
         if score > self.best_score:
             self.best_score, self.best_epoch = score, epoch
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -309,6 +308,14 @@ class Trainer:
             record["method"] = diagnostics
         self.history.append(record)
         return record
+
+    def _selection_score(self, val: dict[str, Any]) -> tuple[float, float]:
+        """(selection metric, tie-breaker): ties, common with few validation samples, go to AUC
+        (or to balanced accuracy when AUC is the selection metric); NaN ranks lowest."""
+        primary = self.config.selection_metric
+        secondary = "balanced_acc" if primary == "auc" else "auc"
+        as_score = lambda v: -math.inf if math.isnan(v) else v  # noqa: E731
+        return as_score(val[primary]), as_score(val[secondary])
 
     def _progress_line(self, record: dict[str, Any]) -> str:
         val = record["val"]
@@ -354,7 +361,7 @@ class Trainer:
         if state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         best = state["best"]
-        self.best_score, self.best_epoch, self.best_state = best["score"], best["epoch"], best["state"]
+        self.best_score, self.best_epoch, self.best_state = tuple(best["score"]), best["epoch"], best["state"]
         self.history = list(state["history"])
 
     def save_checkpoint(self, directory: str | os.PathLike) -> Path:

@@ -1,0 +1,140 @@
+"""The shared trainer: every registered method end to end, determinism, checkpoints, failure."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import make_dataset
+from focustune.config import resolve
+from focustune.errors import TrainingDiverged
+from focustune.methods import Method, get_method, method_names
+from focustune.trainer import CHECKPOINT_FILE, Trainer, augment_batch
+
+FAST = {"epochs": 6, "batch_size": 16, "lr": 3e-3}
+# Keep expensive method phases tiny in the registry-wide test (only keys the method declares).
+FAST_METHOD = {"gan_steps": 4, "gan_batch_size": 8, "finetune_epochs": 2}
+
+
+def _fast_overrides(name: str) -> dict:
+    cls = get_method(name)
+    own = {f for f in cls.Params.__dataclass_fields__}
+    return {**FAST, **{k: v for k, v in FAST_METHOD.items() if k in own}}
+
+
+def _trainer(name, dataset, seed=0, **kwargs):
+    cls = get_method(name)
+    config, params = resolve(cls, {**_fast_overrides(name), **kwargs.pop("overrides", {})})
+    return Trainer(cls(params), config, dataset, seed=seed, **kwargs)
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_every_method_learns_end_to_end(name, tiny_dataset):
+    result = _trainer(name, tiny_dataset).fit()
+    assert len(result.history) == result.epochs
+    assert result.test["balanced_acc"] > 0.6  # chance is 1/3 on three classes
+    assert all(math.isfinite(h["train_loss"]) for h in result.history)
+    assert 1 <= result.best_epoch <= result.epochs
+    assert result.params["lr"] == FAST["lr"]
+
+
+def test_best_epoch_is_selected_on_validation_not_test(tiny_dataset):
+    result = _trainer("erm", tiny_dataset).fit()
+    scores = [(h["val"]["balanced_acc"], h["val"]["auc"]) for h in result.history]
+    assert result.best_epoch == 1 + scores.index(max(scores))  # ties broken by val AUC
+    assert result.val["balanced_acc"] == pytest.approx(max(scores)[0])
+    assert [h["best"] for h in result.history].count(True) >= 1
+
+
+def test_same_seed_gives_same_metrics(tiny_dataset):
+    a = _trainer("oversample", tiny_dataset, seed=3).fit()
+    b = _trainer("oversample", tiny_dataset, seed=3).fit()
+    c = _trainer("oversample", tiny_dataset, seed=4).fit()
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert a.test == b.test
+    assert [h["train_loss"] for h in a.history] != [h["train_loss"] for h in c.history]
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_checkpoint_round_trip_continues_identically(name, tiny_dataset, tmp_path):
+    straight = _trainer(name, tiny_dataset).fit()
+    stop_after = _trainer(name, tiny_dataset).total_epochs // 2
+    resumed = _run_interrupted(name, tiny_dataset, tmp_path, stop_after)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
+    assert resumed.test == straight.test
+
+
+class _Stop(Exception):
+    pass
+
+
+def _run_interrupted(name, dataset, directory, stop_after):
+    def interrupt(trainer, record):
+        if record["epoch"] == stop_after:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        _trainer(name, dataset, checkpoint_dir=directory, callback=interrupt).fit()
+    fresh = _trainer(name, dataset, checkpoint_dir=directory)
+    assert fresh.load_checkpoint(directory) and fresh.epoch == stop_after
+    return fresh.fit()
+
+
+class _ExplodingMethod(Method):
+    name = "exploding"
+
+    def batch_loss(self, logits, targets, losses):
+        return losses.mean() * torch.tensor(float("nan"))
+
+
+def test_nan_loss_stops_the_run_and_keeps_last_good_checkpoint(tiny_dataset, tmp_path):
+    config, _ = resolve(get_method("erm"), FAST)
+    good = Trainer(get_method("erm")(), config, tiny_dataset, checkpoint_dir=tmp_path)
+    good.epoch = 0
+    good.save_checkpoint(tmp_path)
+    before = (tmp_path / CHECKPOINT_FILE).read_bytes()
+    trainer = Trainer(_ExplodingMethod(), config, tiny_dataset, checkpoint_dir=tmp_path)
+    with pytest.raises(TrainingDiverged, match="nan"):
+        trainer.fit()
+    assert (tmp_path / CHECKPOINT_FILE).read_bytes() == before
+
+
+def test_early_stopping_ends_the_run(tiny_dataset):
+    result = _trainer("erm", tiny_dataset, overrides={"epochs": 40, "patience": 2}).fit()
+    assert len(result.history) < 40
+    assert len(result.history) - result.best_epoch == 2
+
+
+def test_callback_sees_every_epoch(tiny_dataset):
+    seen = []
+    _trainer("erm", tiny_dataset, callback=lambda t, r: seen.append((r["epoch"], r["val"]["acc"]))).fit()
+    assert [e for e, _ in seen] == list(range(1, FAST["epochs"] + 1))
+
+
+@pytest.mark.parametrize("model", ["lenet5", "resnet18"])
+def test_other_backbones_train(model, tiny_rgb_dataset):
+    result = _trainer("erm", tiny_rgb_dataset, overrides={"model": model, "epochs": 2}).fit()
+    assert len(result.test["per_class_recall"]) == 2
+
+
+def test_schedulers_and_optimisers(tiny_dataset):
+    for overrides in ({"scheduler": "multistep", "optimizer": "sgd", "lr": 0.05},
+                      {"scheduler": "cosine", "optimizer": "adamw", "augment": "flip_shift"}):
+        result = _trainer("erm", tiny_dataset, overrides=overrides).fit()
+        assert result.history[-1]["lr"] < result.history[0]["lr"]
+
+
+def test_augmentation_is_batched_and_keeps_shape():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    assert torch.equal(augment_batch(x, "none", gen), x)
+    flipped = augment_batch(x.repeat(64, 1, 1, 1), "flip", gen)
+    same = (flipped == x.repeat(64, 1, 1, 1)).flatten(1).all(1)
+    assert 0 < same.sum() < 128 and flipped.shape == (128, 1, 4, 4)
+    assert augment_batch(x, "flip_shift", gen).shape == x.shape
+
+
+def test_training_data_stays_on_device_without_copies(tiny_dataset):
+    trainer = _trainer("erm", tiny_dataset)
+    assert trainer.data.train.images.dtype == torch.uint8
+    assert trainer.data.train.images.device == trainer.device

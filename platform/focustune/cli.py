@@ -135,7 +135,104 @@ def _print_summary(result: Any, metric: str) -> None:
     print("test per-class recall: " + ", ".join(f"{r:.3f}" for r in result.test["per_class_recall"]))
 
 
+def _sweep_spec(args: argparse.Namespace, methods: list[str], space_files: dict[str, str]) -> Any:
+    from focustune import params
+    from focustune.sweeps.runner import SweepSpec
+
+    return SweepSpec(
+        dataset=args.dataset, methods=methods, trials=args.trials, epochs=args.epochs, seeds=args.seeds,
+        data_dir=args.data_dir, size=args.size, imbalance_ratio=args.imbalance_ratio, scheduler=args.scheduler,
+        tracking_uri=args.tracking_uri, experiment=args.experiment, address=args.address, storage=args.storage,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent, resume=args.resume, space_files=space_files,
+        fixed=params.parse_assignments(args.set or []))
+
+
+def _run_sweep(spec: Any) -> int:
+    from focustune.data import load_dataset
+    from focustune.sweeps.runner import Sweep, validate
+
+    spaces = validate(spec)  # everything checked before Ray starts or MLflow is written
+    dataset = load_dataset(spec.dataset, spec.data_dir, size=spec.size, imbalance_ratio=spec.imbalance_ratio)
+    print(f"sweep of {', '.join(spec.methods)} on {dataset.name}: {spec.trials} trial(s) x {spec.epochs} "
+          f"epoch(s) per method, {spec.seeds} seed re-run(s); storage {spec.storage_path}; "
+          f"MLflow {spec.tracking} (experiment {spec.experiment})", flush=True)
+    summary = Sweep(spec, spaces).run(dataset)
+    print()
+    print(_table(_summary_rows(summary, spec.seeds), ["method", "trials", "best_val", "test_bal_acc",
+                                                     "test_auc", "test_acc", "seeds"]))
+    print(f"\nCompare the runs in MLflow: mlflow ui --backend-store-uri {spec.tracking}")
+    return 0
+
+
+def _summary_rows(summary: dict[str, dict[str, Any]], seeds: int) -> list[dict[str, Any]]:
+    import statistics
+
+    def mean_sd(values: list[float]) -> str:
+        if not values:
+            return "-"
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.fmean(values):.4f} ± {sd:.4f}" if len(values) > 1 else f"{values[0]:.4f}"
+
+    rows = []
+    for method, study in summary.items():
+        reruns = [r for r in study.get("reruns", []) if r.get("ok")]
+        pick = lambda key: [float(r[key]) for r in reruns if r.get(key) is not None]  # noqa: E731
+        rows.append({"method": method, "trials": f"{study.get('finished', '?')}",
+                     "best_val": f"{study.get('best_objective', float('nan')):.4f}",
+                     "test_bal_acc": mean_sd(pick("test_balanced_acc")), "test_auc": mean_sd(pick("test_auc")),
+                     "test_acc": mean_sd(pick("test_acc")), "seeds": f"{len(reruns)}/{seeds}"})
+    return rows
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    space_files = dict(_space_assignment(item) for item in args.space or [])
+    return _run_sweep(_sweep_spec(args, methods, space_files))
+
+
+def _space_assignment(item: str) -> tuple[str, str]:
+    method, sep, path = item.partition("=")
+    if not sep or not method or not path:
+        raise ConfigError(f"--space expects METHOD=FILE, got {item!r}")
+    return method.strip(), path.strip()
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    return _run_sweep(_sweep_spec(args, [args.method], {args.method: args.space} if args.space else {}))
+
+
 # ---------------------------------------------------------------- parser
+
+def _add_data_options(cmd: argparse.ArgumentParser, default_dataset: str | None) -> None:
+    cmd.add_argument("--dataset", default=default_dataset, required=default_dataset is None,
+                     help="dataset name, MedMNIST-layout .npz, or image folder")
+    cmd.add_argument("--data-dir", help="folder holding MedMNIST .npz files (downloaded there if missing)")
+    cmd.add_argument("--size", type=int, default=28, help="MedMNIST image size (28, 64, 128, 224) "
+                                                          "or the size image folders are resized to")
+    cmd.add_argument("--imbalance-ratio", type=float, help="make the training split long-tailed")
+
+
+def _add_sweep_options(cmd: argparse.ArgumentParser, trials: int, seeds: int) -> None:
+    from focustune.data import EMBEDDED_DEFAULT
+
+    _add_data_options(cmd, EMBEDDED_DEFAULT)
+    cmd.add_argument("--trials", type=int, default=trials, help="search trials per method")
+    cmd.add_argument("--epochs", type=int, default=30, help="epochs of every trial (the same for every method)")
+    cmd.add_argument("--seeds", type=int, default=seeds, help="re-runs of each method's best configuration")
+    cmd.add_argument("--scheduler", choices=("none", "asha"), default="none", help="asha = early stopping")
+    cmd.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///./mlflow.db)")
+    cmd.add_argument("--experiment", default="focustune", help="MLflow experiment (and storage folder) name")
+    cmd.add_argument("--address", help="Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto; "
+                                       "default $RAY_ADDRESS, else a private local Ray)")
+    cmd.add_argument("--storage", help="folder or URI for Tune's experiment state (default ./focustune_runs; "
+                                       "on a multi-node cluster use shared storage)")
+    cmd.add_argument("--cpus-per-trial", type=float, default=1.0)
+    cmd.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional GPUs per trial, e.g. 0.25")
+    cmd.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    cmd.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    cmd.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="fix a hyperparameter for every trial (repeatable)")
 
 def build_parser() -> argparse.ArgumentParser:
     from focustune.data import EMBEDDED_DEFAULT
@@ -147,12 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one run (no Ray needed)")
     train.add_argument("--method", default="erm", help="registered method (see `focustune methods`)")
-    train.add_argument("--dataset", default=EMBEDDED_DEFAULT,
-                       help="dataset name, MedMNIST-layout .npz, or image folder")
-    train.add_argument("--data-dir", help="folder holding MedMNIST .npz files (downloaded there if missing)")
-    train.add_argument("--size", type=int, default=28, help="MedMNIST image size (28, 64, 128, 224) "
-                                                            "or the size image folders are resized to")
-    train.add_argument("--imbalance-ratio", type=float, help="make the training split long-tailed")
+    _add_data_options(train, EMBEDDED_DEFAULT)
     train.add_argument("--epochs", type=int, help="training epochs (same as --set epochs=N)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="set a hyperparameter (repeatable)")
@@ -162,6 +254,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     train.set_defaults(func=cmd_train)
+
+    sweep = sub.add_parser("sweep", help="compare methods: Optuna search per method under Ray Tune, "
+                                         "seed re-runs of the best, everything tracked in MLflow")
+    sweep.add_argument("--methods", required=True, help="comma-separated methods, e.g. erm,focal,low")
+    sweep.add_argument("--space", action="append", metavar="METHOD=FILE", help="a method's own search space file")
+    _add_sweep_options(sweep, trials=20, seeds=1)
+    sweep.set_defaults(func=cmd_sweep)
+
+    tune = sub.add_parser("tune", help="tune one method on a dataset (e.g. your own)")
+    tune.add_argument("--method", required=True)
+    tune.add_argument("--space", help="search space file (default: search_spaces/<method>.yaml)")
+    _add_sweep_options(tune, trials=40, seeds=0)
+    tune.set_defaults(func=cmd_tune)
     return parser
 
 

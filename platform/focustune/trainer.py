@@ -114,6 +114,8 @@ class Trainer:
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
         self._pending_optimizer_state: dict[str, Any] | None = None
+        self._result: RunResult | None = None
+        self.elapsed = 0.0  # seconds of training and validation, across resumes
         self.run = RunContext(config=config, num_classes=dataset.num_classes, device=self.device,
                               generator=self.generator, seed=seed, train=self.data.train, val=self.data.val,
                               model=self.model, predict=self.predict_probs, log=self.log)
@@ -267,8 +269,7 @@ class Trainer:
 
     def fit(self) -> RunResult:
         """Run (or resume) training; return best-epoch validation and test metrics."""
-        started = time.perf_counter()
-        while self.epoch < self.total_epochs:
+        while not self.finished:
             epoch = self.epoch
             _, phase = self._begin_epoch(epoch)
             tick = time.perf_counter()
@@ -280,6 +281,7 @@ class Trainer:
                                        "the run is stopped (last good checkpoint kept)")
             seconds = time.perf_counter() - tick
             val = self.evaluate(self.data.val)
+            self.elapsed += time.perf_counter() - tick
             record = self._record(epoch, phase, train_loss, val, seen, seconds, diagnostics)
             self.epoch = epoch + 1
             if self._patience_exhausted(epoch):
@@ -289,7 +291,7 @@ class Trainer:
             self.log(self._progress_line(record))
             if self.callback is not None:
                 self.callback(self, record)
-        return self._finish(time.perf_counter() - started)
+        return self.result()
 
     def _skip_to_next_phase(self) -> None:
         _, phase, start = self._phase_at(self.epoch - 1)
@@ -324,15 +326,25 @@ class Trainer:
                 f"loss {record['train_loss']:.4f}  val acc {val['acc']:.4f} bal_acc {val['balanced_acc']:.4f} "
                 f"f1 {val['macro_f1']:.4f} auc {val['auc']:.4f}  {record['samples_per_s']:,.0f} samples/s{mark}")
 
-    def _finish(self, seconds: float) -> RunResult:
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-        val = self.evaluate(self.data.val)
-        test = self.evaluate(self.data.test)
-        return RunResult(method=self.method.name, dataset=self.dataset.name, seed=self.seed,
-                         epochs=self.total_epochs, seconds=seconds,
-                         params=flat_params(self.config, self.method.params),
-                         val=val, test=test, history=self.history, best_epoch=self.best_epoch + 1)
+    @property
+    def finished(self) -> bool:
+        """True once every epoch has run (or early stopping ended the last phase)."""
+        return self.epoch >= self.total_epochs
+
+    def result(self) -> RunResult:
+        """Load the best epoch's weights and evaluate them on val and test (once; cached).
+
+        Only call when training is over (:attr:`finished`): it replaces the model's weights.
+        """
+        if self._result is None:
+            if self.best_state is not None:
+                self.model.load_state_dict(self.best_state)
+            self._result = RunResult(
+                method=self.method.name, dataset=self.dataset.name, seed=self.seed,
+                epochs=self.total_epochs, seconds=self.elapsed,
+                params=flat_params(self.config, self.method.params), val=self.evaluate(self.data.val),
+                test=self.evaluate(self.data.test), history=self.history, best_epoch=self.best_epoch + 1)
+        return self._result
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -348,6 +360,7 @@ class Trainer:
                     "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
             "best": {"score": self.best_score, "epoch": self.best_epoch, "state": self.best_state},
             "history": self.history,
+            "elapsed": self.elapsed,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -363,6 +376,7 @@ class Trainer:
         best = state["best"]
         self.best_score, self.best_epoch, self.best_state = tuple(best["score"]), best["epoch"], best["state"]
         self.history = list(state["history"])
+        self.elapsed = float(state.get("elapsed", 0.0))
 
     def save_checkpoint(self, directory: str | os.PathLike) -> Path:
         """Write the state atomically to ``directory/checkpoint.pt``."""

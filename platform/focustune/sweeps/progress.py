@@ -1,0 +1,38 @@
+"""A one-line-per-event live view of a study: trials running/done and the best score so far."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from ray import tune
+
+from focustune.sweeps.trainable import OBJECTIVE
+
+
+class ProgressLine(tune.Callback):
+    """Prints ``[study] done 3/20, running 2, failed 0, best 0.8123`` whenever a trial ends."""
+
+    def __init__(self, label: str, total: int, out: Any = None):
+        self.label, self.total, self.out = label, total, out
+        self.best: float | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "out": None}  # streams do not pickle with the experiment
+
+    def _line(self, trials: list) -> str:
+        states = [t.status for t in trials]
+        done = states.count("TERMINATED")
+        return (f"[{self.label}] done {done}/{self.total}, running {states.count('RUNNING')}, "
+                f"failed {states.count('ERROR')}, best {self.best if self.best is not None else '-'}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        score = result.get(OBJECTIVE)
+        if score is not None and (self.best is None or score > self.best):
+            self.best = round(float(score), 4)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        print(self._line(trials), file=self.out or sys.stdout, flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        print(self._line(trials) + f" (trial {trial.trial_id} failed)", file=self.out or sys.stdout, flush=True)

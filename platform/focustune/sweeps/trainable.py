@@ -1,0 +1,118 @@
+"""The Ray Tune trainable: the shared trainer for any method, reporting and checkpointing every epoch."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import tempfile
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from focustune.config import resolve
+from focustune.data import ImageDataset, Split
+from focustune.errors import TrainingDiverged
+from focustune.methods import get_method
+from focustune.metrics import METRIC_NAMES
+from focustune.trainer import Trainer
+
+#: Keys of a trial's config that are not hyperparameters.
+SEED_KEY = "seed"
+OBJECTIVE = "objective"  # best validation score so far (selection metric), what Optuna and ASHA see
+
+
+def dataset_to_arrays(dataset: ImageDataset) -> dict[str, Any]:
+    """Numpy arrays + metadata: what goes into Ray's object store once per sweep (zero-copy reads)."""
+    arrays = {f"{s}_{k}": getattr(dataset.split(s), k).numpy() for s in ("train", "val", "test")
+              for k in ("images", "labels")}
+    return {"arrays": arrays, "name": dataset.name, "class_names": list(dataset.class_names),
+            "task": dataset.task, "source": dataset.source}
+
+
+def dataset_from_arrays(stored: dict[str, Any]) -> ImageDataset:
+    """Rebuild tensors that share the object store's read-only memory (the trainer never writes them)."""
+    a = stored["arrays"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "The given NumPy array is not writable"
+        split = lambda s: Split(torch.from_numpy(a[f"{s}_images"]), torch.from_numpy(a[f"{s}_labels"]))  # noqa: E731
+        return ImageDataset(name=stored["name"], class_names=stored["class_names"], train=split("train"),
+                            val=split("val"), test=split("test"), task=stored["task"], source=stored["source"])
+
+
+def _scalars(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
+    out = {f"{prefix}{k}": float(metrics[k]) for k in METRIC_NAMES}
+    out.update({f"{prefix}recall_class_{i}": float(r) for i, r in enumerate(metrics["per_class_recall"])})
+    return out
+
+
+def epoch_metrics(trainer: Trainer, record: dict[str, Any]) -> dict[str, Any]:
+    """What a trial reports after an epoch (flat scalars, plus the method's diagnostics as a dict)."""
+    best = trainer.best_score[0]
+    out: dict[str, Any] = {
+        "epoch": record["epoch"], "total_epochs": trainer.total_epochs, "train_loss": record["train_loss"],
+        "samples_per_s": record["samples_per_s"], "epoch_seconds": record["seconds"], "lr": record["lr"],
+        OBJECTIVE: best if math.isfinite(best) else 0.0, "phase": record["phase"],
+        **_scalars("val_", record["val"]),
+    }
+    if record.get("method"):
+        out["diagnostics"] = record["method"]
+    return out
+
+
+def final_metrics(trainer: Trainer) -> dict[str, Any]:
+    """Best-epoch validation and test metrics, reported with the last epoch."""
+    result = trainer.result()
+    out = {"best_epoch": result.best_epoch, "train_seconds": result.seconds, "done": True,
+           **_scalars("best_val_", result.val), **_scalars("test_", result.test),
+           "test_confusion_matrix": result.test["confusion_matrix"]}
+    grids = getattr(trainer.method, "sample_grids", None)
+    if grids:
+        out["artifacts"] = {f"gan_samples_class_{c}.png": png_base64(g) for c, g in grids.items()}
+    return out
+
+
+def png_base64(grid: torch.Tensor) -> str:
+    """uint8 [C, H, W] image -> base64 PNG (small enough to travel inside a result)."""
+    from PIL import Image
+
+    array = grid.cpu().numpy()
+    image = Image.fromarray(array[0] if array.shape[0] == 1 else np.transpose(array, (1, 2, 0)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def run_trial(config: dict[str, Any], *, method: str, dataset_ref: Any, cpus: float = 1.0,
+              device: str | None = None) -> None:
+    """Train one configuration; report every epoch with a checkpoint; resume from Tune's checkpoint."""
+    import ray
+    from ray import tune
+
+    torch.set_num_threads(max(1, int(cpus)))
+    hyper = {k: v for k, v in config.items() if k != SEED_KEY}
+    method_cls = get_method(method)
+    train_config, params = resolve(method_cls, hyper)
+    dataset = dataset_from_arrays(ray.get(dataset_ref) if isinstance(dataset_ref, ray.ObjectRef) else dataset_ref)
+
+    def report(trainer: Trainer, record: dict[str, Any]) -> None:
+        metrics = epoch_metrics(trainer, record)
+        if trainer.finished:
+            metrics.update(final_metrics(trainer))
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save_checkpoint(folder)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    trainer = Trainer(method_cls(params), train_config, dataset, seed=int(config.get(SEED_KEY, 0)),
+                      device=device, callback=report)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.load_checkpoint(folder)
+    try:
+        trainer.fit()
+    except TrainingDiverged as exc:  # a property of the configuration: retrying would diverge again
+        tune.report({"diverged": True, "failed_reason": str(exc), "epoch": trainer.epoch,
+                     "total_epochs": trainer.total_epochs, OBJECTIVE: 0.0})

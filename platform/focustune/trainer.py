@@ -137,7 +137,22 @@ class Trainer:
                                 self.dataset.image_size, head=self.config.head)
         return model.to(self.device)
 
-    def _build_optimizer(self, phase: Phase) -> None:
+    def _optimizer_span(self, index: int) -> int:
+        """Epochs from phase ``index`` until a later phase builds a new optimiser (the schedule's horizon)."""
+        span = self.phases[index].epochs
+        for phase in self.phases[index + 1:]:
+            if phase.new_optimizer or phase.reset_model:
+                break
+            span += phase.epochs
+        return span
+
+    def _optimizer_owner(self, index: int) -> int:
+        """The phase whose start built the optimiser in use during phase ``index``."""
+        while index > 0 and not (self.phases[index].new_optimizer or self.phases[index].reset_model):
+            index -= 1
+        return index
+
+    def _build_optimizer(self, phase: Phase, index: int) -> None:
         cfg = self.config
         lr = cfg.lr * phase.lr_scale
         params = self.model.parameters()
@@ -152,7 +167,7 @@ class Trainer:
 
             self.optimizer = SAM(params, torch.optim.SGD, rho=cfg.sam_rho, lr=lr, momentum=cfg.momentum,
                                  weight_decay=cfg.weight_decay)
-        self.scheduler = self._build_scheduler(phase.epochs)
+        self.scheduler = self._build_scheduler(self._optimizer_span(index))
 
     def _build_scheduler(self, epochs: int) -> Any:
         if self.config.scheduler == "cosine":
@@ -182,6 +197,9 @@ class Trainer:
 
     def evaluate(self, split: Split) -> dict[str, Any]:
         probs = self.predict_probs(split.images)
+        if not bool(torch.isfinite(probs).all()):
+            raise TrainingDiverged(f"the model's outputs became NaN/inf after epoch {self.epoch + 1}; "
+                                   "the run is stopped (last good checkpoint kept)")
         return classification_metrics(split.labels.cpu().numpy(), probs.cpu().numpy())
 
     # ------------------------------------------------------------------ training
@@ -248,12 +266,13 @@ class Trainer:
             if phase.reset_model and index > 0:
                 self.model = self.run.model = self._new_model(index)
             if self.optimizer is None or phase.new_optimizer or phase.reset_model:
-                self._build_optimizer(phase)
+                self._build_optimizer(phase, index)
                 if index > 0 and (phase.new_optimizer or phase.reset_model):
                     self._pending_optimizer_state = None  # a resumed run starts this phase afresh
             self.method.start_phase(phase, index, self.run)
         elif self.optimizer is None:  # resumed inside a phase
-            self._build_optimizer(phase)
+            owner = self._optimizer_owner(index)
+            self._build_optimizer(self.phases[owner], owner)
         if self._pending_optimizer_state is not None:
             state = self._pending_optimizer_state
             self.optimizer.load_state_dict(state["optimizer"])

@@ -20,11 +20,14 @@ class ProgressLine(tune.Callback):
     def __getstate__(self) -> dict:
         return {**self.__dict__, "out": None}  # streams do not pickle with the experiment
 
-    def _line(self, trials: list) -> str:
-        states = [t.status for t in trials]
-        done = states.count("TERMINATED")
-        return (f"[{self.label}] done {done}/{self.total}, running {states.count('RUNNING')}, "
-                f"failed {states.count('ERROR')}, best {self.best if self.best is not None else '-'}")
+    def _line(self, trials: list, ending: Any, failed: bool = False) -> str:
+        """Counts with ``ending`` (whose status Tune updates only after the callbacks) as ended."""
+        others = [t.status for t in trials if t is not ending]
+        done = others.count("TERMINATED") + (not failed)
+        running = others.count("RUNNING")
+        errors = others.count("ERROR") + failed
+        return (f"[{self.label}] done {done}/{self.total}, running {running}, failed {errors}, "
+                f"best {self.best if self.best is not None else '-'}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         score = result.get(OBJECTIVE)
@@ -32,7 +35,8 @@ class ProgressLine(tune.Callback):
             self.best = round(float(score), 4)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        print(self._line(trials), file=self.out or sys.stdout, flush=True)
+        print(self._line(trials, trial), file=self.out or sys.stdout, flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        print(self._line(trials) + f" (trial {trial.trial_id} failed)", file=self.out or sys.stdout, flush=True)
+        print(self._line(trials, trial, failed=True) + f" (trial {trial.trial_id} failed)",
+              file=self.out or sys.stdout, flush=True)

@@ -24,6 +24,9 @@ from focustune.methods import get_method
 from focustune.spaces import SearchSpace, load_space
 from focustune.sweeps.trainable import OBJECTIVE, SEED_KEY
 
+# Tune's own console tables and checkpoint-frequency warnings: the sweep prints its own progress.
+QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+              "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
 SEARCH_SEED = 0  # every search trial trains with this seed; re-runs use 1..K (the same for every method)
 
 
@@ -155,6 +158,8 @@ class SweepState:
 
 def init_ray(address: str | None) -> None:
     """Join ``address`` (or $RAY_ADDRESS); else start a private local Ray, never a stale cluster."""
+    for key, value in QUIET_TUNE.items():
+        os.environ.setdefault(key, value)
     import ray
 
     if ray.is_initialized():
@@ -166,11 +171,12 @@ def init_ray(address: str | None) -> None:
     ray.init(address=target, **kwargs)
 
 
-def resolved_params(method: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Every resolved hyperparameter of a trial's config, plus method and seed (MLflow params)."""
+def resolved_params(method: str, dataset: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Every resolved hyperparameter of a trial's config, plus method, dataset and seed (MLflow params)."""
     cls = get_method(method)
     train_config, params = resolve(cls, {k: v for k, v in config.items() if k != SEED_KEY})
-    return {"method": method, "seed": config.get(SEED_KEY, SEARCH_SEED), **flat_params(train_config, params)}
+    return {"method": method, "dataset": dataset, "seed": config.get(SEED_KEY, SEARCH_SEED),
+            **flat_params(train_config, params)}
 
 
 def _trainable(spec: SweepSpec, method: str, dataset_ref: Any) -> Any:
@@ -244,7 +250,7 @@ class Sweep:
         parent = tracking.parent_run(method)
         trainable = _trainable(spec, method, dataset_ref)
         fixed = {**spec.fixed, "epochs": spec.epochs, SEED_KEY: SEARCH_SEED}
-        params_for = functools.partial(resolved_params, method)
+        params_for = functools.partial(resolved_params, method, tracking.dataset)
         if not study.get("search_done"):
             self._print(f"[{method}] search: {spec.trials} trial(s) x {spec.epochs} epoch(s)")
 
@@ -264,12 +270,18 @@ class Sweep:
                     run_config=_run_config(spec, f"{method}-search", callbacks))
 
             results = _fit(spec, f"{method}-search", trainable, make_search)
-            best = self._best(method, results)
-            study.update(search_done=True, best_config=best["config"], best_objective=best["objective"],
-                         finished=best["finished"], total=best["total"])
+            best = self._best(results)
+            study.update(search_done=True, finished=best["finished"], total=best["total"],
+                         best_config=best.get("config"), best_objective=best.get("objective"))
             self.state.save()
-            tracking.log_best(parent, best, params_for)
+            if best.get("config") is not None:
+                tracking.log_best(parent, best, params_for)
         best_config = study["best_config"]
+        if best_config is None:
+            self._print(f"[{method}] no search trial finished its full budget (all failed or stopped "
+                        f"early); no re-runs. Details: {spec.storage_path / (method + '-search')}")
+            tracking.close_parent(parent, study, status="FAILED")
+            return study
         seeds = list(range(1, spec.seeds + 1))
         if seeds and not study.get("reruns_done"):
             self._print(f"[{method}] re-running the best configuration with seeds {seeds}")
@@ -289,16 +301,16 @@ class Sweep:
         tracking.close_parent(parent, study)
         return study
 
-    def _best(self, method: str, results: Any) -> dict[str, Any]:
-        done = _completed(results)
+    @staticmethod
+    def _best(results: Any) -> dict[str, Any]:
+        """The best completed trial by best-epoch validation score (never test); ties by objective."""
+        done, total = _completed(results), len(list(results))
         if not done:
-            raise ConfigError(f"[{method}] no search trial finished its full budget; see the errors above "
-                              f"and {self.spec.storage_path / (method + '-search')}")
+            return {"finished": 0, "total": total}
         metric = "best_val_" + done[0].config.get("selection_metric", "balanced_acc")
         best = max(done, key=lambda r: (r.metrics.get(metric, r.metrics[OBJECTIVE]), r.metrics[OBJECTIVE]))
         config = {k: v for k, v in best.config.items() if k != SEED_KEY}
-        return {"config": config, "objective": best.metrics[OBJECTIVE], "trial_id": best.metrics.get("trial_id"),
-                "finished": len(done), "total": len(list(results))}
+        return {"config": config, "objective": best.metrics[OBJECTIVE], "finished": len(done), "total": total}
 
     @staticmethod
     def _rerun_row(result: Any) -> dict[str, Any]:

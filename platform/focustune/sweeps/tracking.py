@@ -112,7 +112,7 @@ class MlflowTracking(tune.Callback):
         stopped = not result.get("done")
         final = {k: v for k, v in scalar_metrics(result).items() if k.startswith(FINAL_PREFIXES)}
         final.update({k: float(result[k]) for k in ("best_epoch", "train_seconds") if k in result})
-        tags = {"stopped_early": str(stopped).lower()}
+        tags = {"stopped_early": str(stopped).lower(), "node_id": str(result.get("node_id", ""))}
         self._enqueue(("end", trial.trial_id, "KILLED" if stopped else "FINISHED", tags, final,
                        self._artifacts(trial.trial_id, result)))
 
@@ -283,7 +283,7 @@ class StudyTracking:
                               params=_params({f"best.{k}": v for k, v in params_for(best["config"]).items()}),
                               synchronous=True)
 
-    def close_parent(self, parent: str, study: dict[str, Any]) -> None:
+    def close_parent(self, parent: str, study: dict[str, Any], status: str = "FINISHED") -> None:
         from mlflow.entities import Metric
 
         rows = [r for r in study.get("reruns", []) if r.get("ok")]
@@ -295,7 +295,7 @@ class StudyTracking:
                 metrics.append(Metric(f"seeds_mean_{key}", sum(values) / len(values), now, 0))
         if metrics:
             self.client.log_batch(parent, metrics=metrics, synchronous=True)
-        self.client.set_terminated(parent, status="FINISHED")
+        self.client.set_terminated(parent, status=status)
 
 
 def _params(values: dict[str, Any]) -> list:

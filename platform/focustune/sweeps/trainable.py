@@ -97,8 +97,11 @@ def run_trial(config: dict[str, Any], *, method: str, dataset_ref: Any, cpus: fl
     train_config, params = resolve(method_cls, hyper)
     dataset = dataset_from_arrays(ray.get(dataset_ref) if isinstance(dataset_ref, ray.ObjectRef) else dataset_ref)
 
+    node_id = ray.get_runtime_context().get_node_id()
+    started_at = {"epoch": 0}  # > 0 when this attempt resumed from a checkpoint
+
     def report(trainer: Trainer, record: dict[str, Any]) -> None:
-        metrics = epoch_metrics(trainer, record)
+        metrics = {**epoch_metrics(trainer, record), "node_id": node_id, "start_epoch": started_at["epoch"]}
         if trainer.finished:
             metrics.update(final_metrics(trainer))
         with tempfile.TemporaryDirectory() as folder:
@@ -111,6 +114,7 @@ def run_trial(config: dict[str, Any], *, method: str, dataset_ref: Any, cpus: fl
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load_checkpoint(folder)
+        started_at["epoch"] = trainer.epoch
     try:
         trainer.fit()
     except TrainingDiverged as exc:  # a property of the configuration: retrying would diverge again

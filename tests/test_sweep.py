@@ -1,0 +1,248 @@
+"""Sweeps against real components: an MLflow tracking server and Ray, all on 127.0.0.1.
+
+Each sweep runs as its own `focustune sweep` process (its own session), as a user runs it; servers
+are started here and stopped by their process groups, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from servers import (free_port, mlflow_server, ray_cluster, start, stop_group, sweep_command, tiny_npz,
+                     wait_until)
+
+pytestmark = pytest.mark.slow
+
+COMMON = ["--epochs", "3", "--set", "batch_size=16", "--cpus-per-trial", "1"]
+
+
+def run_sweep(folder: Path, *args: str, env: dict | None = None, timeout: float = 420) -> subprocess.CompletedProcess:
+    log = folder / "sweep.log"
+    proc = start(sweep_command(*args), log, env=env, cwd=folder)
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        stop_group(proc)  # the driver and whatever Ray processes it left
+    return subprocess.CompletedProcess(proc.args, proc.returncode, log.read_text(), "")
+
+
+def client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def runs_of(uri: str, experiment: str) -> list:
+    c = client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    return [] if exp is None else list(c.search_runs([exp.experiment_id], max_results=1000))
+
+
+def by_kind(runs: list, kind: str) -> list:
+    return [r for r in runs if r.data.tags.get("focustune.kind") == kind]
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    return tiny_npz(tmp_path / "tiny.npz")
+
+
+@pytest.fixture
+def server(tmp_path):
+    with mlflow_server(tmp_path) as handles:
+        yield handles
+
+
+def test_sweep_structure_in_mlflow(tmp_path, tiny, server):
+    uri, _, _ = server
+    done = run_sweep(tmp_path, "--dataset", str(tiny), "--methods", "erm,focal", "--trials", "2", "--seeds", "2",
+                     "--tracking-uri", uri, "--experiment", "structure", *COMMON)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "erm" in done.stdout and "focal" in done.stdout and "mlflow ui" in done.stdout
+    runs = runs_of(uri, "structure")
+    studies = by_kind(runs, "study")
+    assert sorted(r.data.tags["focustune.method"] for r in studies) == ["erm", "focal"]
+    for study in studies:
+        method = study.data.tags["focustune.method"]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == study.info.run_id]
+        trials, reruns = by_kind(children, "trial"), by_kind(children, "seed_rerun")
+        assert len(trials) == 2 and len(reruns) == 2
+        assert sorted(r.data.params["seed"] for r in reruns) == ["1", "2"]
+        assert study.info.status == "FINISHED" and "best.lr" in study.data.params
+        for run in trials + reruns:
+            assert run.info.status == "FINISHED"
+            assert run.data.params["method"] == method and run.data.params["dataset"] == "tiny"
+            assert {"lr", "batch_size", "epochs", "model"} <= set(run.data.params)
+            assert run.data.params["epochs"] == "3" and run.data.params["batch_size"] == "16"
+            assert {"test_balanced_acc", "best_val_balanced_acc", "test_auc"} <= set(run.data.metrics)
+            assert run.data.tags["focustune.stopped_early"] == "false"
+            assert run.data.tags["focustune.sweep_id"] == study.data.tags["focustune.sweep_id"]
+            history = client(uri).get_metric_history(run.info.run_id, "val_balanced_acc")
+            assert sorted(m.step for m in history) == [1, 2, 3]
+            assert "confusion_matrix.json" in [a.path for a in client(uri).list_artifacts(run.info.run_id)]
+        if method == "focal":
+            assert "gamma" in trials[0].data.params
+    # the best configuration is re-run: its searched values equal the best trial's
+    erm = next(s for s in studies if s.data.tags["focustune.method"] == "erm")
+    rerun = by_kind([r for r in runs if r.data.tags.get("mlflow.parentRunId") == erm.info.run_id], "seed_rerun")[0]
+    assert rerun.data.params["lr"] == erm.data.params["best.lr"]
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, tiny):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["--dataset", str(tiny), "--methods", "erm", "--trials", "4", "--seeds", "0", "--max-concurrent", "1",
+            "--tracking-uri", uri, "--experiment", "killed", *COMMON]
+    log = tmp_path / "sweep.log"
+    driver = start(sweep_command(*args), log, cwd=tmp_path)
+    try:
+        assert wait_until(lambda: "done 2/4" in log.read_text(), 300), log.read_text()[-3000:]
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        stop_group(driver)
+    finished_before = {r.data.tags["focustune.trial_id"] for r in runs_of(uri, "killed")
+                       if r.info.status == "FINISHED"}
+    assert len(finished_before) >= 2
+
+    again = run_sweep(tmp_path, *args)  # without --resume: refused, nothing lost
+    assert again.returncode == 2 and "--resume" in again.stdout
+    resumed = run_sweep(tmp_path, *args, "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    trials = by_kind(runs_of(uri, "killed"), "trial")
+    ids = [r.data.tags["focustune.trial_id"] for r in trials]
+    assert len(ids) == len(set(ids)) == 4  # exactly one run per trial
+    assert all(r.info.status == "FINISHED" for r in trials)  # none left RUNNING
+    for run in trials:
+        if run.data.tags["focustune.trial_id"] in finished_before:  # not re-run: one value per epoch
+            history = client(uri).get_metric_history(run.info.run_id, "train_loss")
+            assert sorted(m.step for m in history) == [1, 2, 3]
+    state = json.loads((tmp_path / "focustune_runs" / "killed" / "sweep.json").read_text())
+    assert state["studies"]["erm"]["search_done"] and state["studies"]["erm"]["finished"] == 4
+
+
+def test_diverging_trials_fail_with_reason_and_the_sweep_goes_on(tmp_path, tiny):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = tmp_path / "explode.yaml"
+    space.write_text("method: erm\nspace:\n  lr: {type: choice, values: [10.0]}\n")
+    done = run_sweep(tmp_path, "--dataset", str(tiny), "--methods", "erm,oversample", "--trials", "1",
+                     "--seeds", "1", "--space", f"erm={space}", "--set", "optimizer=sgd", "--set", "momentum=0.99",
+                     "--tracking-uri", uri,
+                     "--experiment", "nan", *COMMON)
+    assert done.returncode == 0, done.stdout[-3000:]
+    runs = runs_of(uri, "nan")
+    erm = [r for r in by_kind(runs, "trial") if r.data.tags["focustune.method"] == "erm"]
+    assert len(erm) == 1 and erm[0].info.status == "FAILED"
+    assert "nan" in erm[0].data.tags["focustune.failed_reason"].lower()
+    assert "no search trial finished" in done.stdout
+    others = [r for r in runs if r.data.tags.get("focustune.method") == "oversample"]
+    assert {r.info.status for r in others} == {"FINISHED"} and len(by_kind(others, "seed_rerun")) == 1
+
+
+def test_mlflow_outage_is_buffered_and_every_metric_arrives(tmp_path, tiny):
+    port = free_port()
+    with mlflow_server(tmp_path, port) as (uri, up, down):
+        args = ["--dataset", str(tiny), "--methods", "erm", "--trials", "2", "--seeds", "0", "--max-concurrent", "1",
+                "--tracking-uri", uri, "--experiment", "outage", "--epochs", "6", "--set", "batch_size=16"]
+        log = tmp_path / "sweep.log"
+        driver = start(sweep_command(*args), log, cwd=tmp_path)
+        try:
+            assert wait_until(lambda: len(runs_of(uri, "outage")) >= 2, 300), log.read_text()[-3000:]
+            down()  # the tracking server goes away mid-sweep ...
+            assert wait_until(lambda: "unreachable" in log.read_text(), 120), log.read_text()[-3000:]
+            up()  # ... and comes back
+            driver.wait(timeout=400)
+        finally:
+            stop_group(driver)
+        assert driver.returncode == 0, log.read_text()[-3000:]
+        trials = by_kind(runs_of(uri, "outage"), "trial")
+        assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
+        for run in trials:
+            steps = sorted(m.step for m in client(uri).get_metric_history(run.info.run_id, "val_acc"))
+            assert steps == [1, 2, 3, 4, 5, 6]
+            assert "test_acc" in run.data.metrics
+
+
+def test_two_node_cluster_with_token_auth_runs_trials_on_both_nodes(tmp_path, tiny):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with ray_cluster(tmp_path) as (address, auth):
+        done = run_sweep(tmp_path, "--dataset", str(tiny), "--methods", "erm", "--trials", "2", "--seeds", "0",
+                         "--address", address, "--tracking-uri", uri, "--experiment", "cluster",
+                         "--epochs", "8", "--set", "batch_size=8", env=auth)
+        assert done.returncode == 0, done.stdout[-3000:]
+        no_token = run_sweep(tmp_path, "--dataset", str(tiny), "--methods", "erm", "--trials", "1",
+                             "--address", address, "--experiment", "cluster-no-token", *COMMON,
+                             env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "wrong"}, timeout=120)
+        assert no_token.returncode != 0
+    nodes = {r.data.tags["focustune.node_id"] for r in by_kind(runs_of(uri, "cluster"), "trial")}
+    assert len(nodes) == 2
+
+
+def _trial_workers(pgid: int) -> list[int]:
+    """Ray worker processes of our own driver's process group that are running a trial."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if int(stat[stat.rfind(")") + 2:].split()[2]) == pgid and cmdline.startswith("ray::ImplicitFunc"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_trial_whose_worker_dies_resumes_from_its_checkpoint(tmp_path, tiny):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["--dataset", str(tiny), "--methods", "erm", "--trials", "1", "--seeds", "0", "--tracking-uri", uri,
+            "--experiment", "worker", "--epochs", "30", "--set", "batch_size=8", "--set", "model=resnet18"]
+    log = tmp_path / "sweep.log"
+    driver = start(sweep_command(*args), log, cwd=tmp_path)
+    try:
+        def progressed() -> bool:
+            runs = by_kind(runs_of(uri, "worker"), "trial")
+            return bool(runs) and len(client(uri).get_metric_history(runs[0].info.run_id, "train_loss")) >= 3
+
+        assert wait_until(progressed, 300), log.read_text()[-3000:]
+        workers = _trial_workers(driver.pid)
+        assert workers, "no trial worker found: " + os.popen(f"ps -eo pid,pgid,cmd | grep {driver.pid}").read()
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        driver.wait(timeout=400)
+    finally:
+        stop_group(driver)
+    assert driver.returncode == 0, log.read_text()[-3000:]
+    (run,) = by_kind(runs_of(uri, "worker"), "trial")
+    assert run.info.status == "FINISHED"
+    starts = [m.value for m in client(uri).get_metric_history(run.info.run_id, "start_epoch")]
+    assert max(starts) >= 3  # the second attempt started from a checkpoint, not from epoch 0
+    steps = sorted(m.step for m in client(uri).get_metric_history(run.info.run_id, "train_loss"))
+    assert steps == list(range(1, 31))  # every epoch logged exactly once
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "erm,magic"], "unknown method 'magic'"),
+    (["--methods", "erm", "--trials", "0"], "--trials must be at least 1"),
+    (["--methods", "erm", "--address", "127.0.0.1:1"], "no Ray cluster answers"),
+    (["--methods", "erm", "--space", "erm=SPACE_EMPTY"], "empty range"),
+    (["--methods", "erm", "--space", "erm=SPACE_BROKEN"], "not valid YAML"),
+    (["--methods", "erm", "--set", "lr=-3"], "out of range"),
+    (["--methods", "erm", "--tracking-uri", "http://127.0.0.1:1"], "no MLflow server answers"),
+])
+def test_bad_input_is_refused_before_ray_starts(tmp_path, args, message, capsys, monkeypatch):
+    from focustune.cli import main
+
+    (tmp_path / "empty.yaml").write_text("method: erm\nspace:\n  lr: {type: loguniform, low: 0.1, high: 0.1}\n")
+    (tmp_path / "broken.yaml").write_text("method: erm\nspace: [unclosed\n")
+    args = [a.replace("SPACE_EMPTY", str(tmp_path / "empty.yaml")).replace("SPACE_BROKEN", str(tmp_path / "broken.yaml"))
+            for a in args]
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", *args, "--experiment", "bad"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "focustune_runs").exists()

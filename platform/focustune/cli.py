@@ -76,8 +76,8 @@ def run_json(result: Any) -> dict[str, Any]:
     return _clean({
         "method": result.method, "dataset": result.dataset, "seed": result.seed, "epochs": result.epochs,
         "seconds": result.seconds, "params": result.params, "val": pick(result.val), "test": pick(result.test),
-        "history": [{"epoch": h["epoch"], "train_loss": h["train_loss"], "val": pick(h["val"])}
-                    for h in result.history],
+        "history": [{"epoch": h["epoch"], "train_loss": h["train_loss"], "val": pick(h["val"]),
+                     **({"method": h["method"]} if h.get("method") else {})} for h in result.history],
     })
 
 

@@ -57,8 +57,15 @@ class SweepSpec:
     max_failures: int = 2
 
     @property
-    def storage_path(self) -> Path:
-        return Path(self.storage or Path.cwd() / "focustune_runs").expanduser().resolve() / self.experiment
+    def storage_root(self) -> str:
+        """Where Tune keeps experiments: a local folder or a URI (s3://, gs://, ...) all nodes reach."""
+        if self.storage and "://" in self.storage:
+            return self.storage.rstrip("/")
+        return str(Path(self.storage or Path.cwd() / "focustune_runs").expanduser().resolve())
+
+    @property
+    def storage_path(self) -> str:
+        return f"{self.storage_root}/{self.experiment}"
 
     @property
     def tracking(self) -> str:
@@ -118,30 +125,50 @@ def validate(spec: SweepSpec) -> dict[str, SearchSpace]:
         resolve(cls, {**spec.fixed, "epochs": spec.epochs})  # fixed values are valid for every method
     check_tracking_uri(spec.tracking)
     check_address(spec.address or os.environ.get("RAY_ADDRESS"))
-    state = spec.storage_path / "sweep.json"
-    if state.exists() and not spec.resume:
+    exists = SweepState.exists(spec)
+    if exists and not spec.resume:
         raise ConfigError(f"a sweep already exists at {spec.storage_path}; pass --resume to continue it, "
                           "or choose another --experiment or --storage")
-    if spec.resume and not state.exists():
+    if spec.resume and not exists:
         raise ConfigError(f"--resume: no sweep to resume at {spec.storage_path}")
     return spaces
 
 
 # ---------------------------------------------------------------- sweep state
 
-class SweepState:
-    """``sweep.json``: the sweep id, the spec, and per study its parent run and finished phases."""
+def _filesystem(location: str) -> tuple[Any, str]:
+    """A pyarrow filesystem and path for a local folder or a storage URI."""
+    from pyarrow import fs
 
-    def __init__(self, path: Path, data: dict[str, Any]):
-        self.path, self.data = path, data
+    if "://" in location:
+        return fs.FileSystem.from_uri(location)
+    return fs.LocalFileSystem(), location
+
+
+class SweepState:
+    """``sweep.json`` under the storage path: the sweep id, the spec, per study its parent run and
+    finished phases. Local folders and storage URIs (s3://, gs://) alike, through pyarrow."""
+
+    FILE = "sweep.json"
+
+    def __init__(self, location: str, data: dict[str, Any]):
+        self.location, self.data = location, data
+
+    @classmethod
+    def exists(cls, spec: SweepSpec) -> bool:
+        from pyarrow import fs
+
+        filesystem, path = _filesystem(f"{spec.storage_path}/{cls.FILE}")
+        return filesystem.get_file_info(path).type != fs.FileType.NotFound
 
     @classmethod
     def open(cls, spec: SweepSpec) -> SweepState:
-        path = spec.storage_path / "sweep.json"
-        if path.exists():
-            return cls(path, json.loads(path.read_text()))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = cls(path, {"sweep_id": uuid.uuid4().hex[:12], "spec": asdict(spec), "studies": {}})
+        location = f"{spec.storage_path}/{cls.FILE}"
+        if cls.exists(spec):
+            filesystem, path = _filesystem(location)
+            with filesystem.open_input_stream(path) as stream:
+                return cls(location, json.loads(stream.read().decode()))
+        state = cls(location, {"sweep_id": uuid.uuid4().hex[:12], "spec": asdict(spec), "studies": {}})
         state.save()
         return state
 
@@ -149,9 +176,16 @@ class SweepState:
         return self.data["studies"].setdefault(method, {})
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str))
-        os.replace(tmp, self.path)
+        payload = json.dumps(self.data, indent=2, default=str).encode()
+        filesystem, path = _filesystem(self.location)
+        if "://" in self.location:  # object stores replace whole objects atomically
+            with filesystem.open_output_stream(path) as stream:
+                stream.write(payload)
+            return
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(path).with_suffix(".tmp")
+        tmp.write_bytes(payload)
+        os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- Ray / Tune plumbing
@@ -193,7 +227,7 @@ def _trainable(spec: SweepSpec, method: str, dataset_ref: Any) -> Any:
 def _run_config(spec: SweepSpec, name: str, callbacks: list) -> Any:
     from ray import tune
 
-    return tune.RunConfig(name=name, storage_path=str(spec.storage_path), callbacks=callbacks, verbose=0,
+    return tune.RunConfig(name=name, storage_path=spec.storage_root, callbacks=callbacks, verbose=0,
                           failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
 
@@ -202,9 +236,9 @@ def _fit(spec: SweepSpec, name: str, trainable: Any, make_tuner: Any) -> Any:
     """Restore the Tune experiment ``name`` when it exists (resume), else create it; run it."""
     from ray import tune
 
-    path = spec.storage_path / name
-    if tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    path = f"{spec.storage_path}/{name}"
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
         tuner = make_tuner()
     return tuner.fit()
@@ -279,7 +313,7 @@ class Sweep:
         best_config = study["best_config"]
         if best_config is None:
             self._print(f"[{method}] no search trial finished its full budget (all failed or stopped "
-                        f"early); no re-runs. Details: {spec.storage_path / (method + '-search')}")
+                        f"early); no re-runs. Details: {spec.storage_path}/{method}-search")
             tracking.close_parent(parent, study, status="FAILED")
             return study
         seeds = list(range(1, spec.seeds + 1))

@@ -41,36 +41,58 @@ def wait_until(condition, timeout: float, interval: float = 0.3) -> bool:
     return False
 
 
-def group_alive(pgid: int) -> bool:
-    """True while any process of process group ``pgid`` exists (zombies excluded)."""
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, process group, command line) of every live (non-zombie) process."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         fields = stat[stat.rfind(")") + 2:].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
+        if fields[0] != "Z":
+            table[int(entry.name)] = (int(fields[1]), int(fields[2]), cmdline)
+    return table
+
+
+def family(root: int) -> set[int]:
+    """``root``'s process group plus every descendant of ``root`` (Ray workers may start new groups)."""
+    table = _processes()
+    members = {pid for pid, (_, pgid, _) in table.items() if pgid == root}
+    members |= {root} if root in table else set()
+    grew = True
+    while grew:
+        children = {pid for pid, (ppid, _, _) in table.items() if ppid in members} - members
+        members |= children
+        grew = bool(children)
+    return members
+
+
+def command_line(pid: int) -> str:
+    return _processes().get(pid, (0, 0, ""))[2]
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL, the process group that ``proc`` leads; wait until none is left."""
-    pgid = proc.pid
+    """SIGTERM, then SIGKILL, what ``proc`` started (its group and descendants); wait until none is left."""
+    members = family(proc.pid)
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            break
-        if wait_until(lambda: not group_alive(pgid), wait):
+        members |= family(proc.pid)
+        for pid in members:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        if wait_until(lambda: not (members & set(_processes())), wait):
             break
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
-    assert not group_alive(pgid), f"processes of group {pgid} survived"
+    left = members & set(_processes())
+    assert not left, f"processes {sorted(left)} started by {proc.pid} survived"
 
 
 def start(cmd: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:

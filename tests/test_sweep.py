@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import (free_port, mlflow_server, ray_cluster, start, stop_group, sweep_command, tiny_npz,
+from servers import (command_line, family, free_port, mlflow_server, ray_cluster, start, stop_group, sweep_command, tiny_npz,
                      wait_until)
 
 pytestmark = pytest.mark.slow
@@ -183,18 +183,9 @@ def test_two_node_cluster_with_token_auth_runs_trials_on_both_nodes(tmp_path, ti
     assert len(nodes) == 2
 
 
-def _trial_workers(pgid: int) -> list[int]:
-    """Ray worker processes of our own driver's process group that are running a trial."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except (OSError, ValueError):
-            continue
-        if int(stat[stat.rfind(")") + 2:].split()[2]) == pgid and cmdline.startswith("ray::ImplicitFunc"):
-            pids.append(int(entry.name))
-    return pids
+def _trial_workers(driver: int) -> list[int]:
+    """Ray worker processes started by our own driver that are running a trial."""
+    return [pid for pid in family(driver) if command_line(pid).startswith("ray::ImplicitFunc")]
 
 
 def test_trial_whose_worker_dies_resumes_from_its_checkpoint(tmp_path, tiny):
@@ -210,7 +201,7 @@ def test_trial_whose_worker_dies_resumes_from_its_checkpoint(tmp_path, tiny):
 
         assert wait_until(progressed, 300), log.read_text()[-3000:]
         workers = _trial_workers(driver.pid)
-        assert workers, "no trial worker found: " + os.popen(f"ps -eo pid,pgid,cmd | grep {driver.pid}").read()
+        assert workers, "no trial worker found"
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         driver.wait(timeout=400)

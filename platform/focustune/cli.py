@@ -178,8 +178,8 @@ def _summary_rows(summary: dict[str, dict[str, Any]], seeds: int) -> list[dict[s
     for method, study in summary.items():
         reruns = [r for r in study.get("reruns", []) if r.get("ok")]
         pick = lambda key: [float(r[key]) for r in reruns if r.get(key) is not None]  # noqa: E731
-        rows.append({"method": method, "trials": f"{study.get('finished', '?')}",
-                     "best_val": f"{study.get('best_objective', float('nan')):.4f}",
+        rows.append({"method": method, "trials": f"{study.get('finished', '?')}/{study.get('total', '?')}",
+                     "best_val": "-" if study.get("best_objective") is None else f"{study['best_objective']:.4f}",
                      "test_bal_acc": mean_sd(pick("test_balanced_acc")), "test_auc": mean_sd(pick("test_auc")),
                      "test_acc": mean_sd(pick("test_acc")), "seeds": f"{len(reruns)}/{seeds}"})
     return rows

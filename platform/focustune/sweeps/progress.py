@@ -35,7 +35,10 @@ class ProgressLine(tune.Callback):
             self.best = round(float(score), 4)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        print(self._line(trials, trial), file=self.out or sys.stdout, flush=True)
+        reason = (trial.last_result or {}).get("failed_reason")
+        line = self._line(trials, trial, failed=bool(reason))
+        print(line + (f" (trial {trial.trial_id}: {reason})" if reason else ""), file=self.out or sys.stdout,
+              flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         print(self._line(trials, trial, failed=True) + f" (trial {trial.trial_id} failed)",

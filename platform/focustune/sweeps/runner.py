@@ -22,11 +22,10 @@ from focustune.config import flat_params, resolve
 from focustune.errors import ConfigError
 from focustune.methods import get_method
 from focustune.spaces import SearchSpace, load_space
-from focustune.sweeps.trainable import OBJECTIVE, SEED_KEY
+from focustune.sweeps.trainable import FULL_BUDGET, OBJECTIVE, SEED_KEY
 
 # Tune's own console tables and checkpoint-frequency warnings: the sweep prints its own progress.
-QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-              "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 SEARCH_SEED = 0  # every search trial trains with this seed; re-runs use 1..K (the same for every method)
 
 
@@ -245,7 +244,7 @@ def _fit(spec: SweepSpec, name: str, trainable: Any, make_tuner: Any) -> Any:
 
 
 def _completed(results: Any) -> list[Any]:
-    return [r for r in results if r.error is None and r.metrics and r.metrics.get("done")]
+    return [r for r in results if r.error is None and r.metrics and r.metrics.get(FULL_BUDGET)]
 
 
 # ---------------------------------------------------------------- the sweep
@@ -349,5 +348,5 @@ class Sweep:
     @staticmethod
     def _rerun_row(result: Any) -> dict[str, Any]:
         m = result.metrics or {}
-        return {"seed": result.config.get(SEED_KEY), "ok": result.error is None and bool(m.get("done")),
+        return {"seed": result.config.get(SEED_KEY), "ok": result.error is None and bool(m.get(FULL_BUDGET)),
                 **{k: m.get(k) for k in m if k.startswith(("test_", "best_val_")) and not k.endswith("matrix")}}

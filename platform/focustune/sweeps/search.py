@@ -7,6 +7,7 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 from focustune.spaces import Dimension, SearchSpace
+from focustune.sweeps.trainable import FULL_BUDGET
 
 
 def _suggest(trial: Any, dim: Dimension) -> Any:
@@ -58,7 +59,7 @@ class HonestOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if result and result.get("diverged"):
             return super().on_trial_complete(trial_id, None, error=True)
-        if result and not result.get("done"):
+        if result and not result.get(FULL_BUDGET):
             return super().on_trial_complete(trial_id, None, error=False)
         return super().on_trial_complete(trial_id, result, error)
 

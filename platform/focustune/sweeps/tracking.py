@@ -19,6 +19,8 @@ from typing import Any
 
 from ray import tune
 
+from focustune.sweeps.trainable import FULL_BUDGET
+
 log = logging.getLogger(__name__)
 
 # Fail fast instead of MLflow's default minutes of HTTP retries: this callback retries itself.
@@ -28,7 +30,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 TAG = "focustune."
 PARENT_TAG = "mlflow.parentRunId"
 FINAL_PREFIXES = ("best_val_", "test_")
-SKIP_KEYS = {"phase", "diagnostics", "artifacts", "test_confusion_matrix", "done", "trial_id", "date",
+SKIP_KEYS = {"phase", "diagnostics", "artifacts", "test_confusion_matrix", "done", "full_budget", "node_id", "trial_id", "date",
              "hostname", "node_ip", "pid", "config", "experiment_tag", "checkpoint_dir_name",
              "should_checkpoint", "timestamp", "time_this_iter_s", "time_total_s", "time_since_restore",
              "iterations_since_restore", "training_iteration", "failed_reason", "diverged"}
@@ -109,7 +111,7 @@ class MlflowTracking(tune.Callback):
             self._enqueue(("end", trial.trial_id, "FAILED", {"failed_reason": result.get("failed_reason", "")},
                            {}, self._artifacts(trial.trial_id, result)))
             return
-        stopped = not result.get("done")
+        stopped = not result.get(FULL_BUDGET)
         final = {k: v for k, v in scalar_metrics(result).items() if k.startswith(FINAL_PREFIXES)}
         final.update({k: float(result[k]) for k in ("best_epoch", "train_seconds") if k in result})
         tags = {"stopped_early": str(stopped).lower(), "node_id": str(result.get("node_id", ""))}

@@ -22,6 +22,7 @@ from focustune.trainer import Trainer
 #: Keys of a trial's config that are not hyperparameters.
 SEED_KEY = "seed"
 OBJECTIVE = "objective"  # best validation score so far (selection metric), what Optuna and ASHA see
+FULL_BUDGET = "full_budget"  # set on the last report of a trial that trained all its epochs
 
 
 def dataset_to_arrays(dataset: ImageDataset) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def epoch_metrics(trainer: Trainer, record: dict[str, Any]) -> dict[str, Any]:
 def final_metrics(trainer: Trainer) -> dict[str, Any]:
     """Best-epoch validation and test metrics, reported with the last epoch."""
     result = trainer.result()
-    out = {"best_epoch": result.best_epoch, "train_seconds": result.seconds, "done": True,
+    out = {"best_epoch": result.best_epoch, "train_seconds": result.seconds, FULL_BUDGET: True,
            **_scalars("best_val_", result.val), **_scalars("test_", result.test),
            "test_confusion_matrix": result.test["confusion_matrix"]}
     grids = getattr(trainer.method, "sample_grids", None)

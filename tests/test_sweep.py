@@ -102,6 +102,10 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, tiny)
     driver = start(sweep_command(*args), log, cwd=tmp_path)
     try:
         assert wait_until(lambda: "done 2/4" in log.read_text(), 300), log.read_text()[-3000:]
+        # Tune snapshots its experiment every few seconds; kill once two finished trials are in it
+        search = tmp_path / "focustune_runs" / "killed" / "erm-search"
+        snapshot = lambda: sum(f.read_text().count("TERMINATED") for f in search.glob("experiment_state*.json"))  # noqa: E731
+        assert wait_until(lambda: snapshot() >= 2, 60)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:

@@ -161,6 +161,12 @@ def _run_sweep(spec: Any) -> int:
     print()
     print(_table(_summary_rows(summary, spec.seeds), ["method", "trials", "best_val", "test_bal_acc",
                                                      "test_auc", "test_acc", "seeds"]))
+    for method, study in summary.items():
+        if study.get("best_config"):
+            tuned = {k: v for k, v in study["best_config"].items() if k not in spec.fixed and k != "epochs"}
+            print(f"{method} best configuration (by validation): " + ", ".join(f"{k}={v}" for k, v in tuned.items()))
+    if not spec.seeds:
+        print("test columns: the best search trial's test metrics (no seed re-runs; use --seeds K for a comparison)")
     print(f"\nCompare the runs in MLflow: mlflow ui --backend-store-uri {spec.tracking}")
     return 0
 
@@ -177,11 +183,14 @@ def _summary_rows(summary: dict[str, dict[str, Any]], seeds: int) -> list[dict[s
     rows = []
     for method, study in summary.items():
         reruns = [r for r in study.get("reruns", []) if r.get("ok")]
+        if not seeds and study.get("best_trial_test"):
+            reruns = [{**study["best_trial_test"], "ok": True}]  # no re-runs: the best search trial itself
         pick = lambda key: [float(r[key]) for r in reruns if r.get(key) is not None]  # noqa: E731
         rows.append({"method": method, "trials": f"{study.get('finished', '?')}/{study.get('total', '?')}",
                      "best_val": "-" if study.get("best_objective") is None else f"{study['best_objective']:.4f}",
                      "test_bal_acc": mean_sd(pick("test_balanced_acc")), "test_auc": mean_sd(pick("test_auc")),
-                     "test_acc": mean_sd(pick("test_acc")), "seeds": f"{len(reruns)}/{seeds}"})
+                     "test_acc": mean_sd(pick("test_acc")),
+                     "seeds": f"{len(reruns)}/{seeds}" if seeds else "-"})
     return rows
 
 

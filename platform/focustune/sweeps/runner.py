@@ -25,7 +25,9 @@ from focustune.spaces import SearchSpace, load_space
 from focustune.sweeps.trainable import FULL_BUDGET, OBJECTIVE, SEED_KEY
 
 # Tune's own console tables and checkpoint-frequency warnings: the sweep prints its own progress.
-QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+              # snapshot Tune's experiment state at least every 5 s, so a killed driver loses little
+              "TUNE_GLOBAL_CHECKPOINT_S": "5"}
 SEARCH_SEED = 0  # every search trial trains with this seed; re-runs use 1..K (the same for every method)
 
 
@@ -226,7 +228,7 @@ def _trainable(spec: SweepSpec, method: str, dataset_ref: Any) -> Any:
 def _run_config(spec: SweepSpec, name: str, callbacks: list) -> Any:
     from ray import tune
 
-    return tune.RunConfig(name=name, storage_path=spec.storage_root, callbacks=callbacks, verbose=0,
+    return tune.RunConfig(name=name, storage_path=spec.storage_path, callbacks=callbacks, verbose=0,
                           failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
 
@@ -303,9 +305,11 @@ class Sweep:
                     run_config=_run_config(spec, f"{method}-search", callbacks))
 
             results = _fit(spec, f"{method}-search", trainable, make_search)
+            tracking.close_orphans(parent, "trial", {str(r.metrics.get("trial_id")) for r in results if r.metrics})
             best = self._best(results)
             study.update(search_done=True, finished=best["finished"], total=best["total"],
-                         best_config=best.get("config"), best_objective=best.get("objective"))
+                         best_config=best.get("config"), best_objective=best.get("objective"),
+                         best_trial_test=best.get("test", {}))
             self.state.save()
             if best.get("config") is not None:
                 tracking.log_best(parent, best, params_for)
@@ -328,6 +332,7 @@ class Sweep:
                                   run_config=_run_config(spec, f"{method}-seeds", callbacks))
 
             results = _fit(spec, f"{method}-seeds", trainable, make_reruns)
+            tracking.close_orphans(parent, "seed_rerun", {str(r.metrics.get("trial_id")) for r in results if r.metrics})
             study["reruns"] = [self._rerun_row(r) for r in results]
             study["reruns_done"] = True
             self.state.save()
@@ -343,7 +348,9 @@ class Sweep:
         metric = "best_val_" + done[0].config.get("selection_metric", "balanced_acc")
         best = max(done, key=lambda r: (r.metrics.get(metric, r.metrics[OBJECTIVE]), r.metrics[OBJECTIVE]))
         config = {k: v for k, v in best.config.items() if k != SEED_KEY}
-        return {"config": config, "objective": best.metrics[OBJECTIVE], "finished": len(done), "total": total}
+        test = {k: v for k, v in best.metrics.items() if k.startswith("test_") and isinstance(v, (int, float))}
+        return {"config": config, "objective": best.metrics[OBJECTIVE], "finished": len(done), "total": total,
+                "test": test}
 
     @staticmethod
     def _rerun_row(result: Any) -> dict[str, Any]:

@@ -285,6 +285,18 @@ class StudyTracking:
                               params=_params({f"best.{k}": v for k, v in params_for(best["config"]).items()}),
                               synchronous=True)
 
+    def close_orphans(self, parent: str, kind: str, known_trials: set[str]) -> int:
+        """Close runs left RUNNING by trials that a killed driver's last Tune snapshot never recorded
+        (Tune re-ran that work as new trials); returns how many were closed."""
+        query = (f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{TAG}kind` = '{kind}' "
+                 f"and attributes.status = 'RUNNING'")
+        orphans = [r for r in self.client.search_runs([self.experiment_id], filter_string=query)
+                   if r.data.tags.get(TAG + "trial_id") not in known_trials]
+        for run in orphans:
+            self.client.set_tag(run.info.run_id, TAG + "lost_on_restart", "true")
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+        return len(orphans)
+
     def close_parent(self, parent: str, study: dict[str, Any], status: str = "FINISHED") -> None:
         from mlflow.entities import Metric
 

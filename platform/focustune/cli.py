@@ -276,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--space", help="search space file (default: search_spaces/<method>.yaml)")
     _add_sweep_options(tune, trials=40, seeds=0)
     tune.set_defaults(func=cmd_tune)
+
+    compare = sub.add_parser("compare", help="compare methods from a sweep's MLflow runs: leaderboard, "
+                                             "paired significance tests, curves, report")
+    from focustune_analysis import cli as compare_cli
+
+    compare_cli.add_arguments(compare)
+    compare.set_defaults(func=compare_cli.run)
     return parser
 
 

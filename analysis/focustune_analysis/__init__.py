@@ -1,0 +1,33 @@
+"""Compare methods from a focustune sweep's MLflow runs: which is better, by how much, and is the
+difference real.
+
+Typical notebook use::
+
+    from focustune_analysis import collect_runs, leaderboard, compare_to_baseline
+    runs = collect_runs("pneumonia-compare", "sqlite:///mlflow.db")
+    leaderboard(runs)                      # test metrics over seed re-runs, mean ± SE and 95% CI
+    compare_to_baseline(runs, "balanced_acc", baseline="erm")   # paired by seed, Holm-corrected
+"""
+
+import importlib
+from typing import Any
+
+# name -> module; loaded on first use so that `focustune --help` does not import pandas/MLflow/SciPy.
+_EXPORTS = {
+    "collect": ["Collection", "collect_runs", "default_tracking_uri", "read_history"],
+    "convergence": ["epochs_to_target", "epochs_to_target_summary", "mean_curves"],
+    "references": ["REFERENCES", "Reference", "references_for"],
+    "report": ["Report", "build_report", "log_summary_run"],
+    "results": ["compare_to_baseline", "confusion_matrices", "dataset_scores", "leaderboard",
+                "pairwise_comparisons", "per_class_recall", "rank_across_datasets", "status_counts"],
+    "search": ["param_importance", "search_progress", "searched_params", "slices"],
+    "stats": ["estimate", "friedman_nemenyi", "holm", "paired_test", "small_sample_note", "wilcoxon_floor"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'focustune_analysis' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"focustune_analysis.{_MODULE_OF[name]}"), name)

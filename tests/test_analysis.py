@@ -1,0 +1,396 @@
+"""focustune_analysis on a small fixture of runs logged into a real MLflow sqlite store (no Ray).
+
+The fixture follows the sweep's MLflow schema (focustune.sweeps.tracking): per (dataset, method)
+a study run, search trials (seed 0) and seed re-runs (seeds 1..K) nested under it, with params,
+per-epoch metrics (step = epoch), final metrics and a confusion-matrix artifact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from focustune.errors import ConfigError
+from focustune_analysis import (build_report, collect_runs, compare_to_baseline, epochs_to_target, holm, leaderboard,
+                                log_summary_run, mean_curves, pairwise_comparisons, param_importance,
+                                rank_across_datasets, search_progress, small_sample_note, wilcoxon_floor)
+from focustune_analysis import cli
+
+OFFSETS = {"balanced_acc": 0.0, "acc": 0.01, "macro_f1": -0.01, "auc": 0.03, "worst_class_recall": -0.2}
+T_975 = {2: 4.302653, 4: 2.776445, 5: 2.570582}  # Student t quantiles (textbook tables)
+CURVE = (0.5, 0.8, 0.9, 0.88)  # validation curve shape: 95% of its best (0.855) first reached at epoch 3
+
+
+class Logger:
+    """Writes runs the way the sweep does; start times are explicit so trial order is known."""
+
+    def __init__(self, client, experiment_id: str, sweep_id: str = "sweep1"):
+        self.client, self.experiment_id, self.sweep_id = client, experiment_id, sweep_id
+        self.clock = 1_700_000_000_000
+
+    def _tick(self) -> int:
+        self.clock += 1000
+        return self.clock
+
+    def _tags(self, dataset: str, method: str, kind: str) -> dict[str, str]:
+        return {"focustune.kind": kind, "focustune.dataset": dataset, "focustune.method": method,
+                "focustune.sweep_id": self.sweep_id, "focustune.study": f"{dataset}/{method}",
+                "focustune.epochs": str(len(CURVE)), "focustune.scheduler": "asha"}
+
+    def study(self, dataset: str, method: str, best: dict) -> str:
+        from mlflow.entities import Param
+
+        run = self.client.create_run(self.experiment_id, start_time=self._tick(),
+                                     tags=self._tags(dataset, method, "study"), run_name=f"{dataset}-{method}")
+        params = {"method": method, "dataset": dataset, "trials": 6, "epochs": len(CURVE), "seeds": 6,
+                  "scheduler": "asha", **{f"best.{k}": v for k, v in best.items()}}
+        self.client.log_batch(run.info.run_id, params=[Param(k, "none" if v is None else str(v))
+                                                       for k, v in params.items()])
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+
+    def run(self, parent: str, dataset: str, method: str, kind: str, seed: int, hp: dict, status: str = "FINISHED",
+            test: float | None = None, val: float | None = None, epochs: int = len(CURVE)) -> str:
+        """One trial or re-run; ``test``/``val`` set every test_/best_val_ metric (plus OFFSETS)."""
+        from mlflow.entities import Metric, Param
+
+        tags = {**self._tags(dataset, method, kind), "mlflow.parentRunId": parent, "focustune.trial_id": f"t{seed}",
+                "focustune.stopped_early": str(status == "KILLED").lower(), "focustune.node_id": "node"}
+        if status == "FAILED":
+            tags["focustune.failed_reason"] = "training diverged (NaN loss)"
+        run = self.client.create_run(self.experiment_id, start_time=self._tick(), tags=tags,
+                                     run_name=f"{method}-{kind}-{seed}")
+        run_id = run.info.run_id
+        params = {"method": method, "dataset": dataset, "seed": seed, "epochs": len(CURVE), "batch_size": 64,
+                  "optimizer": "adam", "selection_metric": "balanced_acc", **hp}
+        level = val if val is not None else (test if test is not None else 0.5)
+        metrics = []
+        for epoch in range(1, epochs + 1):
+            value = level * CURVE[epoch - 1] / max(CURVE)
+            metrics += [Metric(f"val_{m}", value, self.clock, epoch) for m in OFFSETS]
+            metrics += [Metric("train_loss", 1.0 / epoch, self.clock, epoch),
+                        Metric("objective", level * max(CURVE[:epoch]) / max(CURVE), self.clock, epoch),
+                        Metric("epoch", float(epoch), self.clock, epoch)]
+        if status == "FINISHED":
+            for m, offset in OFFSETS.items():
+                if test is not None:
+                    metrics.append(Metric(f"test_{m}", test + offset, self.clock, epochs))
+                metrics.append(Metric(f"best_val_{m}", level + offset, self.clock, epochs))
+            if test is not None:
+                metrics += [Metric("test_recall_class_0", test + 0.1, self.clock, epochs),
+                            Metric("test_recall_class_1", test - 0.1, self.clock, epochs)]
+            metrics.append(Metric("best_epoch", 3.0, self.clock, epochs))
+        self.client.log_batch(run_id, metrics=metrics,
+                              params=[Param(k, "none" if v is None else str(v)) for k, v in params.items()])
+        if status == "FINISHED" and kind == "seed_rerun":
+            self.client.log_dict(run_id, {"test": [[8, 2], [1, 9]]}, "confusion_matrix.json")
+        self.client.set_terminated(run_id, status)
+        return run_id
+
+
+ERM = [0.70, 0.74, 0.68, 0.72, 0.75, 0.69]  # test balanced accuracy of erm's seeds 1..6
+LOW_GAIN = [0.10, 0.11, 0.09, 0.105, 0.095, 0.10]  # low = erm + this, seed by seed
+FOCAL_NOISE = [0.01, -0.01, 0.005, -0.006, 0.002]  # focal ~ erm (seeds 1..5; seed 6 failed)
+LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 2e-2]
+
+
+def _log_main(logger: Logger) -> None:
+    """Dataset tiny: erm, low (clearly better), focal (equal), mdgan (no re-runs); tiny2: erm, low, focal."""
+    rng = np.random.default_rng(0)
+    for dataset, seeds in (("tiny", 6), ("tiny2", 3)):
+        shift = 0.0 if dataset == "tiny" else -0.1
+        tests = {"erm": [v + shift for v in ERM],
+                 "low": [v + shift + g for v, g in zip(ERM, LOW_GAIN)],
+                 "focal": [v + shift + n for v, n in zip(ERM, FOCAL_NOISE)]}
+        for method, own in (("erm", {}), ("low", {"lam": 0.5}), ("focal", {"gamma": 2.0, "alpha": None})):
+            parent = logger.study(dataset, method, {"lr": 1e-3, "weight_decay": 1e-5, **own})
+            for i, lr in enumerate(LRS if dataset == "tiny" else LRS[:2]):  # score driven by lr, not weight decay
+                trial_own = {k: (v * (i + 1) if isinstance(v, float) else v) for k, v in own.items()}
+                logger.run(parent, dataset, method, "trial", 0, {"lr": lr, "weight_decay": float(rng.uniform(0, 1e-3)),
+                                                                 **trial_own}, val=0.5 + 0.05 * i, test=0.6)
+            order = list(range(1, seeds + 1))[::-1] if method == "low" else range(1, seeds + 1)  # pairing by seed
+            for seed in order:
+                status = "FAILED" if (method == "focal" and seed == 6) else "FINISHED"
+                logger.run(parent, dataset, method, "seed_rerun", seed, {"lr": 1e-3, "weight_decay": 1e-5, **own},
+                           status=status, test=tests[method][seed - 1] if status == "FINISHED" else None)
+    parent = logger.study("tiny", "mdgan", {"lr": 1e-3, "gan_classes": 2})
+    logger.run(parent, "tiny", "mdgan", "trial", 0, {"lr": 1e-3, "gan_classes": 1}, val=0.80, test=0.60)
+    logger.run(parent, "tiny", "mdgan", "trial", 0, {"lr": 2e-3, "gan_classes": 2}, val=0.70, test=0.90)
+    logger.run(parent, "tiny", "mdgan", "trial", 0, {"lr": 3e-3, "gan_classes": 3}, status="KILLED", val=0.95,
+               epochs=2)
+    logger.run(parent, "tiny", "mdgan", "trial", 0, {"lr": 4e-3, "gan_classes": 3}, status="FAILED", val=0.1, epochs=1)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from mlflow import MlflowClient
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    artifacts = (root / "artifacts").as_uri()
+    experiments = {name: client.create_experiment(name, artifact_location=f"{artifacts}/{name}")
+                   for name in ("cmp", "small", "solo", "pending")}
+    _log_main(Logger(client, experiments["cmp"]))
+    old = Logger(client, experiments["cmp"], sweep_id="old")  # an earlier sweep of tiny2/erm, superseded
+    old.clock -= 10_000_000
+    old.run(old.study("tiny2", "erm", {"lr": 1e-3}), "tiny2", "erm", "seed_rerun", 1, {"lr": 1e-3}, test=0.1)
+    small = Logger(client, experiments["small"])
+    for method, gain in (("erm", 0.0), ("low", 0.05)):
+        parent = small.study("tiny", method, {"lr": 1e-3})
+        small.run(parent, "tiny", method, "trial", 0, {"lr": 1e-3}, val=0.7)
+        for seed in (1, 2, 3):
+            small.run(parent, "tiny", method, "seed_rerun", seed, {"lr": 1e-3}, test=ERM[seed - 1] + gain)
+    solo = Logger(client, experiments["solo"])
+    solo.run(solo.study("tiny", "erm", {"lr": 1e-3}), "tiny", "erm", "seed_rerun", 1, {"lr": 1e-3}, test=0.7)
+    pending = Logger(client, experiments["pending"])
+    parent = pending.study("tiny", "erm", {"lr": 1e-3})
+    pending.run(parent, "tiny", "erm", "trial", 0, {"lr": 1e-3}, status="RUNNING", epochs=1)
+    pending.run(parent, "tiny", "erm", "trial", 0, {"lr": 2e-3}, status="FAILED", epochs=1)
+    return uri
+
+
+@pytest.fixture(scope="module")
+def cmp(store):
+    return collect_runs("cmp", store)
+
+
+@pytest.fixture(scope="module")
+def report(cmp, tmp_path_factory):
+    return build_report(cmp, tmp_path_factory.mktemp("report") / "out")
+
+
+# ---------------------------------------------------------------- collection
+
+def test_tidy_table_has_one_row_per_trial_and_rerun_with_typed_hyperparameters(cmp):
+    runs = cmp.runs
+    tiny = runs[runs["dataset"] == "tiny"]
+    assert sorted(cmp.datasets) == ["tiny", "tiny2"]
+    assert len(tiny[tiny["kind"] == "trial"]) == 3 * 6 + 4 and len(tiny[tiny["kind"] == "seed_rerun"]) == 3 * 6
+    assert set(runs["kind"]) == {"trial", "seed_rerun"}  # study runs live in cmp.studies
+    assert len(cmp.studies) == 7 and cmp.studies.set_index(["dataset", "method"]).loc[("tiny", "low"), "best"] == \
+        {"lr": 1e-3, "weight_decay": 1e-5, "lam": 0.5}
+    focal = tiny[(tiny["method"] == "focal") & (tiny["kind"] == "seed_rerun")].set_index("seed")
+    assert focal.loc[6, "status"] == "FAILED" and "diverged" in focal.loc[6, "failed_reason"]
+    assert focal.loc[2, "test_balanced_acc"] == pytest.approx(ERM[1] + FOCAL_NOISE[1])
+    assert focal.loc[2, "hp.batch_size"] == 64 and focal.loc[2, "hp.lr"] == 1e-3 and pd.isna(focal.loc[2, "hp.alpha"])
+    killed = tiny[(tiny["method"] == "mdgan") & (tiny["status"] == "KILLED")].iloc[0]
+    assert killed["stopped_early"] and killed["epochs_done"] == 2 and math.isnan(killed["test_balanced_acc"])
+    assert len(tiny[tiny["method"] == "mdgan"]) == 4
+
+
+def test_only_the_latest_sweep_of_a_study_is_kept(cmp):
+    tiny2_erm = cmp.runs[(cmp.runs["dataset"] == "tiny2") & (cmp.runs["method"] == "erm")]
+    assert set(tiny2_erm["sweep_id"]) == {"sweep1"} and len(tiny2_erm) == 2 + 3
+    assert any("superseded" in note for note in cmp.notes)
+
+
+def test_selection_uses_reruns_else_the_best_validation_trial_never_test(cmp):
+    chosen = cmp.selected("tiny")
+    assert sorted(chosen.loc[chosen["method"] == "erm", "seed"]) == [1, 2, 3, 4, 5, 6]
+    assert sorted(chosen.loc[chosen["method"] == "focal", "seed"]) == [1, 2, 3, 4, 5]  # seed 6 failed
+    mdgan = chosen[chosen["method"] == "mdgan"]
+    # best validation (0.80) wins over the better test (0.90) and over the stopped-early trial's 0.95
+    assert len(mdgan) == 1 and mdgan.iloc[0]["hp.gan_classes"] == 1 and mdgan.iloc[0]["selected_as"] == \
+        "best search trial"
+
+
+def test_history_is_long_per_epoch_and_curves_average_over_seeds(cmp):
+    history = cmp.history
+    run_id = cmp.selected("tiny").query("method == 'erm' and seed == 1")["run_id"].iloc[0]
+    curve = history[(history["run_id"] == run_id) & (history["metric"] == "val_balanced_acc")]
+    assert list(curve["epoch"]) == [1, 2, 3, 4]
+    assert list(curve["value"]) == pytest.approx([ERM[0] * v / max(CURVE) for v in CURVE])
+    curves = mean_curves(cmp, "val_balanced_acc").set_index(["dataset", "method", "epoch"])
+    assert curves.loc[("tiny", "erm", 2), "mean"] == pytest.approx(statistics.fmean(ERM) * CURVE[1] / max(CURVE))
+    assert curves.loc[("tiny", "erm", 2), "n"] == 6
+    reached = epochs_to_target(cmp, "val_balanced_acc", 0.95)
+    assert set(reached["epoch"]) == {3}  # 0.88/0.9 and 0.9/0.9 pass 95%, 0.8/0.9 does not
+    assert set(epochs_to_target(cmp, "val_balanced_acc", 0.85)["epoch"]) == {2}
+
+
+# ---------------------------------------------------------------- leaderboard and tests
+
+def test_leaderboard_matches_hand_computed_mean_se_and_t_interval(cmp):
+    board = leaderboard(cmp).set_index(["dataset", "method"])
+    erm = board.loc[("tiny", "erm")]
+    mean, se = statistics.fmean(ERM), statistics.stdev(ERM) / math.sqrt(6)
+    assert erm["n"] == 6 and erm["source"] == "seed re-runs"
+    assert erm["balanced_acc"] == pytest.approx(mean) and erm["balanced_acc_se"] == pytest.approx(se)
+    assert erm["balanced_acc_low"] == pytest.approx(mean - T_975[5] * se, abs=1e-6)
+    assert erm["auc"] == pytest.approx(mean + 0.03)  # the fixture offsets auc by 0.03
+    focal = board.loc[("tiny", "focal")]
+    assert focal["n"] == 5 and focal["balanced_acc_high"] == pytest.approx(
+        statistics.fmean(focal_values := [e + n for e, n in zip(ERM, FOCAL_NOISE)])
+        + T_975[4] * statistics.stdev(focal_values) / math.sqrt(5), abs=1e-6)
+    mdgan = board.loc[("tiny", "mdgan")]
+    assert mdgan["n"] == 1 and mdgan["source"] == "best search trial" and math.isnan(mdgan["balanced_acc_se"])
+    assert "lam=" in board.loc[("tiny", "low"), "config"] and "lr=" in board.loc[("tiny", "low"), "config"]
+    ours = leaderboard(cmp).query("dataset == 'tiny'")
+    assert list(ours["method"])[0] == "low"  # sorted by the primary metric
+
+
+def test_published_reference_rows_appear_for_known_datasets(cmp):
+    import dataclasses
+
+    from focustune_analysis.collect import Collection
+
+    renamed = dataclasses.replace(cmp, runs=cmp.runs.replace({"dataset": {"tiny": "pneumoniamnist"}}))
+    assert isinstance(renamed, Collection)
+    board = leaderboard(renamed)
+    refs = board[(board["dataset"] == "pneumoniamnist") & (board["source"] == "published")].set_index("method")
+    assert refs.loc["ResNet-18 (28)", "auc"] == 0.944 and refs.loc["ResNet-18 (28)", "acc"] == 0.854
+    assert refs.loc["IMET (~30k-param CNN)", "acc"] == 0.902 and "MedMNIST v2" in refs.loc["AutoKeras", "config"]
+    assert board[(board["dataset"] == "tiny2") & (board["source"] == "published")].empty
+
+
+def test_clearly_better_method_is_significant_with_the_right_sign_and_equal_one_is_not(cmp):
+    table = compare_to_baseline(cmp, "balanced_acc", "erm").set_index(["dataset", "method"])
+    low = table.loc[("tiny", "low")]
+    assert low["n"] == 6 and low["diff"] == pytest.approx(statistics.fmean(LOW_GAIN))
+    assert low["diff_low"] > 0 and low["t_p"] < 0.001 and low["significant"]
+    assert low["wilcoxon_p"] == pytest.approx(wilcoxon_floor(6))  # all six differences positive
+    focal = table.loc[("tiny", "focal")]
+    assert focal["n"] == 5 and focal["seeds"] == "1,2,3,4,5"  # seed 6 failed: paired seeds only
+    assert focal["diff"] == pytest.approx(statistics.fmean(FOCAL_NOISE)) and not focal["significant"]
+    assert focal["diff_low"] < 0 < focal["diff_high"] and focal["t_p"] > 0.5
+    assert "no seed re-runs of mdgan" in table.loc[("tiny", "mdgan"), "note"]
+    assert (table["t_p_holm"].dropna() >= table["t_p"].dropna()).all()
+    reversed_pairs = pairwise_comparisons(cmp).set_index(["dataset", "method", "versus"])
+    assert reversed_pairs.loc[("tiny", "low", "erm"), "diff"] > 0  # better mean first
+    assert ("tiny", "erm", "low") not in reversed_pairs.index
+
+
+def test_holm_wilcoxon_floor_and_small_sample_statement():
+    assert list(holm([0.01, 0.04, 0.03])) == pytest.approx([0.03, 0.06, 0.06])
+    assert np.isnan(holm([0.02, math.nan])[1]) and holm([0.02, math.nan])[0] == pytest.approx(0.02)
+    assert wilcoxon_floor(5) == pytest.approx(0.0625) and wilcoxon_floor(6) == pytest.approx(0.03125)
+    assert "Wilcoxon cannot reach p<0.05" in small_sample_note(3) and "n=3" in small_sample_note(3)
+    assert "cannot reach" not in small_sample_note(6) and small_sample_note(12) == ""
+
+
+def test_ranking_across_datasets_uses_methods_present_everywhere(cmp):
+    ranking = rank_across_datasets(cmp)
+    assert list(ranking.scores.columns) == ["erm", "focal", "low"]  # mdgan only ran on tiny
+    assert ranking.average_rank.index[0] == "low" and ranking.average_rank["low"] == 1.0
+    assert 0 < ranking.friedman_p <= 1 and ranking.critical_difference > 0
+    assert "N=2 datasets" in ranking.note
+
+
+def test_search_progress_counts_only_finished_trials_as_best(cmp):
+    progress = search_progress(cmp).query("dataset == 'tiny' and method == 'mdgan'")
+    assert list(progress["trial"]) == [1, 2, 3, 4]
+    assert list(progress["status"]) == ["FINISHED", "FINISHED", "KILLED", "FAILED"]
+    killed = progress.set_index("status").loc["KILLED", "objective"]
+    assert killed > 0.80 and list(progress["best_so_far"]) == pytest.approx([0.80] * 4)  # killed one never best
+    erm = search_progress(cmp).query("dataset == 'tiny' and method == 'erm'")
+    assert erm["best_so_far"].is_monotonic_increasing
+
+
+def test_importance_ranks_the_hyperparameter_that_drives_the_score(cmp):
+    table = param_importance(cmp).query("dataset == 'tiny' and method == 'erm'").set_index("param")
+    assert set(table.index) == {"lr", "weight_decay"} and table.loc["lr", "importance"] > \
+        table.loc["weight_decay", "importance"]
+    tiny2 = param_importance(cmp).query("dataset == 'tiny2' and method == 'erm'")
+    assert tiny2["param"].isna().all() and "only 2 finished" in tiny2["note"].iloc[0]
+
+
+# ---------------------------------------------------------------- report, files, MLflow
+
+EXPECTED_SECTIONS = ["Leaderboard", "Significance", "Convergence", "Per-class results", "Hyperparameter search", "Runs"]
+
+
+def test_report_structure_and_files(report):
+    assert report.headings == ["At a glance", "Conclusions", "Dataset: tiny", *EXPECTED_SECTIONS,
+                               "Dataset: tiny2", *EXPECTED_SECTIONS, "Across datasets",
+                               "How these numbers were computed"]
+    text = report.markdown.read_text()
+    assert text.startswith("# Method comparison: cmp") and "## Conclusions" in text and "### Significance" in text
+    figures = {p.name for p in (report.out / "figures").glob("*.png")}
+    for name in ("tiny_leaderboard.png", "tiny_vs_erm.png", "tiny_convergence.png", "tiny_per_class_recall.png",
+                 "tiny_confusion.png", "tiny_search_progress.png", "tiny_importance.png", "tiny_slices.png",
+                 "tiny2_leaderboard.png", "ranking.png"):
+        assert name in figures and f"(figures/{name})" in text
+    assert report.html.read_text().count("data:image/png;base64,") == len(figures)
+    for name in ("runs", "history", "leaderboard", "comparisons"):
+        assert (report.out / f"{name}.csv").is_file()
+    assert len(pd.read_csv(report.out / "runs.csv")) == len(report.tables["runs"])
+    assert set(pd.read_csv(report.out / "comparisons.csv")["family"]) == {"vs erm", "pairwise"}
+
+
+def test_report_conclusions_say_it_in_words(report):
+    words = "\n".join(report.conclusions)
+    assert "low beats erm by +0.100 balanced accuracy (95% CI of the difference +0." in words
+    assert "**significant** at α=0.05 after Holm correction" in words
+    assert "focal trails erm" in words or "focal beats erm" in words
+    assert "mdgan: no finished seed re-runs; its row is its best search trial" in words
+    assert "1 stopped early" in words and "1 failed" in words
+    assert "Across 2 datasets" in words and "superseded" in words
+    assert "low" in report.terminal.splitlines()[3]  # the terminal table lists the best method first
+
+
+def test_summary_run_is_logged_replaced_and_leaves_other_runs_alone(cmp, report):
+    from mlflow.entities import ViewType
+
+    client = cmp.client()
+    before = {r.info.run_id for r in client.search_runs([cmp.experiment_id])}
+    first = log_summary_run(cmp, report)
+    run = client.get_run(first)
+    assert run.data.tags["focustune.kind"] == "summary" and "low beats erm" in run.data.tags["mlflow.note.content"]
+    assert run.data.metrics["tiny.low.test_balanced_acc"] == pytest.approx(
+        statistics.fmean(e + g for e, g in zip(ERM, LOW_GAIN)))
+    top = {a.path for a in client.list_artifacts(first)}
+    assert {"report.md", "report.html", "runs.csv", "figures"} <= top
+    assert "figures/tiny_leaderboard.png" in {a.path for a in client.list_artifacts(first, "figures")}
+    second = log_summary_run(cmp, report)
+    assert client.get_run(first).info.lifecycle_stage == "deleted"
+    after = {r.info.run_id for r in client.search_runs([cmp.experiment_id], run_view_type=ViewType.ACTIVE_ONLY)}
+    assert after == before | {second}
+    again = collect_runs("cmp", cmp.tracking_uri, history_of="none")
+    assert len(again.runs) == len(cmp.runs)  # summary runs are not analysed
+
+
+# ---------------------------------------------------------------- command line and bad input
+
+def _cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return cli.run(parser.parse_args(list(argv)))
+
+
+def test_cli_small_sample_report_with_mlflow_summary(store, tmp_path, capsys):
+    assert _cli("--experiment", "small", "--tracking-uri", store, "--out", str(tmp_path / "rep")) == 0
+    out = capsys.readouterr().out
+    assert "low beats erm by +0.050 balanced accuracy" in out
+    assert "n=3 seeds: Wilcoxon cannot reach p<0.05" in out and "summary run" in out
+    assert (tmp_path / "rep" / "report.md").is_file()
+
+
+def test_one_method_is_reported_with_a_statement(store, tmp_path, capsys):
+    assert _cli("--experiment", "solo", "--tracking-uri", store, "--out", str(tmp_path), "--no-mlflow") == 0
+    assert "a comparison needs at least two methods" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--experiment", "nope"), "no experiment 'nope'"),
+    (("--experiment", "pending"), "has no finished runs yet"),
+    (("--experiment", "small", "--metric", "precision"), "available: acc, auc, balanced_acc, macro_f1"),
+    (("--experiment", "small", "--target-fraction", "1.5"), "--target-fraction must be in (0, 1]"),
+])
+def test_bad_input_is_a_clear_config_error(store, tmp_path, argv, message):
+    with pytest.raises(ConfigError) as error:
+        _cli(*argv, "--tracking-uri", store, "--out", str(tmp_path), "--no-mlflow")
+    assert message in str(error.value)
+    if argv[1] == "nope":
+        assert "cmp" in str(error.value)  # the experiments that do exist are listed
+
+
+def test_missing_database_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="no MLflow database"):
+        collect_runs("cmp", f"sqlite:///{tmp_path / 'missing.db'}")
+    assert not (tmp_path / "missing.db").exists()

@@ -290,6 +290,7 @@ class Trainer:
         """Run (or resume) training; return best-epoch validation and test metrics."""
         while not self.finished:
             epoch = self.epoch
+            started = time.perf_counter()  # phase-start work (e.g. mdgan's GAN training) counts in elapsed
             _, phase = self._begin_epoch(epoch)
             tick = time.perf_counter()
             stats, seen = self._train_epoch(epoch, phase)
@@ -300,7 +301,7 @@ class Trainer:
                                        "the run is stopped (last good checkpoint kept)")
             seconds = time.perf_counter() - tick
             val = self.evaluate(self.data.val)
-            self.elapsed += time.perf_counter() - tick
+            self.elapsed += time.perf_counter() - started
             record = self._record(epoch, phase, train_loss, val, seen, seconds, diagnostics)
             self.epoch = epoch + 1
             if self._patience_exhausted(epoch):

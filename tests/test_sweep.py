@@ -241,3 +241,24 @@ def test_bad_input_is_refused_before_ray_starts(tmp_path, args, message, capsys,
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "focustune_runs").exists()
+
+
+def test_asha_stopped_trials_are_pruned_in_optuna_and_tagged_in_mlflow(tmp_path):
+    import pickle
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = run_sweep(tmp_path, "--methods", "erm", "--trials", "6", "--epochs", "4", "--seeds", "0",
+                     "--scheduler", "asha", "--max-concurrent", "1", "--set", "batch_size=8",
+                     "--tracking-uri", uri, "--experiment", "asha")
+    assert done.returncode == 0, done.stdout[-3000:]
+    trials = by_kind(runs_of(uri, "asha"), "trial")
+    stopped = [r for r in trials if r.data.tags["focustune.stopped_early"] == "true"]
+    full = [r for r in trials if r.data.tags["focustune.stopped_early"] == "false"]
+    assert len(trials) == 6 and stopped and full
+    assert all(r.info.status == "KILLED" and "test_acc" not in r.data.metrics for r in stopped)
+    assert all(r.info.status == "FINISHED" and "test_acc" in r.data.metrics for r in full)
+    state = sorted((tmp_path / "focustune_runs" / "asha" / "erm-search").glob("searcher-state-*.pkl"))[-1]
+    with open(state, "rb") as handle:
+        study = pickle.load(handle)["_ot_study"]
+    states = [t.state.name for t in study.trials]
+    assert states.count("PRUNED") == len(stopped) and states.count("COMPLETE") == len(full)

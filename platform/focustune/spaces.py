@@ -58,10 +58,8 @@ class SearchSpace:
 
 
 def default_space_dir() -> Path:
-    """``search_spaces/`` of a checkout, else the copy installed with the package."""
-    checkout = Path(__file__).resolve().parents[2] / "search_spaces"
-    if checkout.is_dir():
-        return checkout
+    """The method search spaces: ``focustune/search_spaces`` links to the top-level ``search_spaces/``
+    in a checkout, and holds its copy in an installed wheel."""
     return Path(str(importlib.resources.files("focustune") / "search_spaces"))
 
 

@@ -201,8 +201,8 @@ def init_ray(address: str | None) -> None:
         return
     target = address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True, "logging_level": "warning"}
-    if target == "local":
-        kwargs["include_dashboard"] = False
+    if target == "local":  # a private single-node Ray, reachable on loopback only
+        kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1")
     ray.init(address=target, **kwargs)
 
 

@@ -135,7 +135,8 @@ class Trainer:
             torch.manual_seed(self.seed * 1009 + phase_index)
             model = build_model(self.config.model, self.dataset.channels, self.dataset.num_classes,
                                 self.dataset.image_size, head=self.config.head)
-        return model.to(self.device)
+        # channels-last: 1.3-1.5x faster convolutions and pooling on CPU (benchmarks/profile_trainer.py)
+        return model.to(self.device, memory_format=torch.channels_last)
 
     def _optimizer_span(self, index: int) -> int:
         """Epochs from phase ``index`` until a later phase builds a new optimiser (the schedule's horizon)."""

@@ -55,15 +55,6 @@ TARGET_OVERHEAD_S = 1.0
 
 # ---------------------------------------------------------------- the plain Optuna loop (a subprocess)
 
-def suggest(trial: Any, dim: Any) -> Any:
-    """One Optuna suggestion for a focustune search-space dimension."""
-    if dim.type == "choice":
-        return trial.suggest_categorical(dim.name, list(dim.values))
-    if dim.type == "int":
-        return trial.suggest_int(dim.name, int(dim.low), int(dim.high), log=dim.log)
-    return trial.suggest_float(dim.name, dim.low, dim.high, log=dim.type == "loguniform" or dim.log)
-
-
 def plain_worker(args: Any) -> None:
     """Run the plain sequential Optuna study and write its timings to ``args.result_file``."""
     started = time.perf_counter()
@@ -73,6 +64,7 @@ def plain_worker(args: Any) -> None:
     from focustune.config import resolve
     from focustune.data import load_dataset
     from focustune.methods import get_method
+    from focustune.sweeps.search import DefineByRun
     from focustune.spaces import load_space
     from focustune.trainer import Trainer
 
@@ -81,16 +73,13 @@ def plain_worker(args: Any) -> None:
     dataset = load_dataset(args.dataset, args.data_dir, download=False)
     method_cls = get_method("erm")
     space = load_space(method_cls, dataset=dataset.name)
+    suggest = DefineByRun(space, {"epochs": args.epochs})  # the sweep's own space -> Optuna mapping
     loaded = time.perf_counter()
     trials: list[dict[str, Any]] = []
 
     def objective(trial: Any) -> float:
         tick = time.perf_counter()
-        chosen = {}
-        for dim in space.dimensions.values():
-            if all(chosen.get(key) == value for key, value in dim.when.items()):
-                chosen[dim.name] = suggest(trial, dim)
-        config, params = resolve(method_cls, {**chosen, "epochs": args.epochs})
+        config, params = resolve(method_cls, suggest(trial))
         trainer = Trainer(method_cls(params), config, dataset, seed=0, device=args.device)
         trainer.fit()
         trials.append({"wall_s": time.perf_counter() - tick, "train_s": sum(r["seconds"] for r in trainer.history)})

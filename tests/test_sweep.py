@@ -175,9 +175,12 @@ def test_mlflow_outage_is_buffered_and_every_metric_arrives(tmp_path, tiny):
 def test_two_node_cluster_with_token_auth_runs_trials_on_both_nodes(tmp_path, tiny):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with ray_cluster(tmp_path) as (address, auth):
+        # One CPU per node: the two trials can only run side by side on different nodes. Each trial
+        # lasts longer than a worker start, so the second does not simply wait for (and reuse) the
+        # first one's worker.
         done = run_sweep(tmp_path, "--dataset", str(tiny), "--methods", "erm", "--trials", "2", "--seeds", "0",
                          "--address", address, "--tracking-uri", uri, "--experiment", "cluster",
-                         "--epochs", "8", "--set", "batch_size=8", env=auth)
+                         "--epochs", "20", "--set", "batch_size=8", "--set", "model=resnet18", env=auth)
         assert done.returncode == 0, done.stdout[-3000:]
         no_token = run_sweep(tmp_path, "--dataset", str(tiny), "--methods", "erm", "--trials", "1",
                              "--address", address, "--experiment", "cluster-no-token", *COMMON,

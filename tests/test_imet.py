@@ -62,6 +62,7 @@ def started(run: RunContext, **overrides: object) -> tuple[IMET, list]:
 
 def finish_epoch(method: IMET, epoch: int, run: RunContext) -> dict:
     k = run.num_classes
+    run.val_probs = None  # as the trainer does: the model changed during the epoch
     return method.end_epoch(EpochStats(epoch, "", torch.zeros(k), torch.zeros(k)), run)
 
 

@@ -100,6 +100,42 @@ def test_nan_loss_stops_the_run_and_keeps_last_good_checkpoint(tiny_dataset, tmp
     assert (tmp_path / CHECKPOINT_FILE).read_bytes() == before
 
 
+class _ValidationWatcher(Method):
+    """Records, at each end_epoch, the shared validation probabilities and a fresh prediction."""
+
+    name = "watcher"
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.pairs = []
+
+    def end_epoch(self, stats, run):
+        shared = run.val_predictions()
+        self.pairs.append((shared.clone(), run.predict(run.val.images)))
+        return {}
+
+
+def test_end_epoch_shares_the_trainers_validation_predictions(tiny_dataset):
+    method = _ValidationWatcher()
+    config, _ = resolve(get_method("erm"), FAST)
+    history = Trainer(method, config, tiny_dataset).fit().history
+    assert len(method.pairs) == len(history)
+    for (shared, fresh), record in zip(method.pairs, history):
+        torch.testing.assert_close(shared, fresh)  # the model after this epoch, not a stale one
+        assert record["val"]["acc"] == pytest.approx((shared.argmax(1) == tiny_dataset.val.labels).float().mean().item())
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(method.pairs, method.pairs[1:]))
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_methods_do_not_predict_validation_again(name, tiny_dataset):
+    trainer = _trainer(name, tiny_dataset)
+    predicted = []
+    own_predict = trainer.run.predict
+    trainer.run.predict = lambda images: predicted.append(len(images)) or own_predict(images)
+    trainer.fit()
+    assert len(tiny_dataset.val.labels) not in predicted
+
+
 def test_early_stopping_ends_the_run(tiny_dataset):
     result = _trainer("erm", tiny_dataset, overrides={"epochs": 40, "patience": 2}).fit()
     assert len(result.history) < 40

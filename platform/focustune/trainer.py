@@ -197,10 +197,18 @@ class Trainer:
         return torch.cat(out)
 
     def evaluate(self, split: Split) -> dict[str, Any]:
+        """Metrics of the current model on ``split``."""
+        return self._metrics(split, self._checked_probs(split))
+
+    def _checked_probs(self, split: Split) -> torch.Tensor:
         probs = self.predict_probs(split.images)
         if not bool(torch.isfinite(probs).all()):
             raise TrainingDiverged(f"the model's outputs became NaN/inf after epoch {self.epoch + 1}; "
                                    "the run is stopped (last good checkpoint kept)")
+        return probs
+
+    @staticmethod
+    def _metrics(split: Split, probs: torch.Tensor) -> dict[str, Any]:
         return classification_metrics(split.labels.cpu().numpy(), probs.cpu().numpy())
 
     # ------------------------------------------------------------------ training
@@ -266,6 +274,7 @@ class Trainer:
         if epoch == start:
             if phase.reset_model and index > 0:
                 self.model = self.run.model = self._new_model(index)
+                self.run.val_probs = None
             if self.optimizer is None or phase.new_optimizer or phase.reset_model:
                 self._build_optimizer(phase, index)
                 if index > 0 and (phase.new_optimizer or phase.reset_model):
@@ -294,14 +303,18 @@ class Trainer:
             started = time.perf_counter()  # phase-start work (e.g. mdgan's GAN training) counts in elapsed
             _, phase = self._begin_epoch(epoch)
             tick = time.perf_counter()
+            self.run.val_probs = None  # the model is about to change
             stats, seen = self._train_epoch(epoch, phase)
-            diagnostics = self.method.end_epoch(stats, self.run)
             train_loss = float(stats.class_loss_sum.sum() / stats.class_count.sum().clamp_min(1))
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1}; "
                                        "the run is stopped (last good checkpoint kept)")
             seconds = time.perf_counter() - tick
-            val = self.evaluate(self.data.val)
+            self.run.val_probs = self._checked_probs(self.data.val)  # shared with the method's end_epoch
+            tick = time.perf_counter()
+            diagnostics = self.method.end_epoch(stats, self.run)
+            seconds += time.perf_counter() - tick
+            val = self._metrics(self.data.val, self.run.val_probs)
             self.elapsed += time.perf_counter() - started
             record = self._record(epoch, phase, train_loss, val, seen, seconds, diagnostics)
             self.epoch = epoch + 1
@@ -360,6 +373,7 @@ class Trainer:
         if self._result is None:
             if self.best_state is not None:
                 self.model.load_state_dict(self.best_state)
+                self.run.val_probs = None
             self._result = RunResult(
                 method=self.method.name, dataset=self.dataset.name, seed=self.seed,
                 epochs=self.total_epochs, seconds=self.elapsed,

@@ -51,10 +51,19 @@ class RunContext:
     model: Classifier
     predict: Callable[[torch.Tensor], torch.Tensor]
     log: Callable[[str], None] = print
+    #: The current model's validation probabilities: set by the trainer after an epoch's training
+    #: (it evaluates validation anyway), cleared when training goes on.
+    val_probs: torch.Tensor | None = None
 
     @property
     def class_counts(self) -> torch.Tensor:
         return self.train.class_counts(self.num_classes)
+
+    def val_predictions(self) -> torch.Tensor:
+        """Validation probabilities of the current model, predicted only when not known yet."""
+        if self.val_probs is None:
+            self.val_probs = self.predict(self.val.images)
+        return self.val_probs
 
 
 @dataclass
@@ -119,7 +128,9 @@ class Method:
         return losses.mean()
 
     def end_epoch(self, stats: EpochStats, run: RunContext) -> dict[str, Any]:
-        """Called after each epoch's training; returns diagnostics to log (plain Python values)."""
+        """Called after each epoch's training; returns diagnostics to log (plain Python values).
+
+        ``run.val_predictions()`` gives the validation probabilities the trainer already computed."""
         return {}
 
     # ---- checkpoints -------------------------------------------------------

@@ -166,8 +166,11 @@ class IMET(Method):
     def end_epoch(self, stats: EpochStats, run: RunContext) -> dict[str, Any]:
         done = stats.epoch + 1
         if done in self.measure_after or (run.config.patience > 0 and done < self.last_epoch):
-            split = run.val if self.params.error_split == "val" else run.train
-            self.measured_rates = class_error_rates(run.predict(split.images), split.labels, run.num_classes)
+            if self.params.error_split == "val":
+                probs, labels = run.val_predictions(), run.val.labels
+            else:
+                probs, labels = run.predict(run.train.images), run.train.labels
+            self.measured_rates = class_error_rates(probs, labels, run.num_classes)
         return dict(self.composition)
 
     def state_dict(self) -> dict[str, Any]:

@@ -125,7 +125,7 @@ class MDGAN(Method):
         self._augmented = None
 
     def _val_accuracies(self, run: RunContext) -> torch.Tensor:
-        predictions = run.predict(run.val.images).argmax(dim=1)
+        predictions = run.val_predictions().argmax(dim=1)
         return class_accuracies(predictions, run.val.labels, run.num_classes)
 
     def _generate(self, run: RunContext) -> Split:

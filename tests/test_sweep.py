@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from focustune.trainer import cpu_has_native_bf16
 from servers import (command_line, family, free_port, mlflow_server, ray_cluster, start, stop_group, sweep_command, tiny_npz,
                      wait_until)
 
@@ -82,6 +83,7 @@ def test_sweep_structure_in_mlflow(tmp_path, tiny, server):
             assert run.data.params["epochs"] == "3" and run.data.params["batch_size"] == "16"
             assert {"test_balanced_acc", "best_val_balanced_acc", "test_auc"} <= set(run.data.metrics)
             assert run.data.tags["focustune.stopped_early"] == "false"
+            assert run.data.tags["focustune.precision"] == ("bfloat16" if cpu_has_native_bf16() else "float32")
             assert run.data.tags["focustune.sweep_id"] == study.data.tags["focustune.sweep_id"]
             history = client(uri).get_metric_history(run.info.run_id, "val_balanced_acc")
             assert sorted(m.step for m in history) == [1, 2, 3]

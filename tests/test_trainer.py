@@ -136,6 +136,20 @@ def test_methods_do_not_predict_validation_again(name, tiny_dataset):
     assert len(tiny_dataset.val.labels) not in predicted
 
 
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_amp_on_cpu_uses_bf16_only_where_the_cpu_has_it(native_bf16, tiny_dataset, monkeypatch):
+    monkeypatch.setattr("focustune.trainer.cpu_has_native_bf16", lambda: native_bf16)
+    mixed = _trainer("erm", tiny_dataset, device="cpu", overrides={"amp": True})
+    assert mixed.precision == ("bfloat16" if native_bf16 else "float32")
+    mixed_result = mixed.fit()
+    exact = _trainer("erm", tiny_dataset, device="cpu", overrides={"amp": False})
+    assert exact.precision == "float32"
+    exact_result = exact.fit()
+    assert mixed_result.test["balanced_acc"] > 0.6
+    same = [h["train_loss"] for h in mixed_result.history] == [h["train_loss"] for h in exact_result.history]
+    assert same != native_bf16  # bf16 autocast really changes the computation; without it nothing changes
+
+
 def test_early_stopping_ends_the_run(tiny_dataset):
     result = _trainer("erm", tiny_dataset, overrides={"epochs": 40, "patience": 2}).fit()
     assert len(result.history) < 40

@@ -114,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       checkpoint_dir=args.checkpoint_dir, log=log)
     summary = dataset.summary()
     log(f"{method_cls.name} on {dataset.name}: {summary['sizes']} train class counts "
-        f"{summary['train_class_counts']}, {config.model}, device {trainer.device}")
+        f"{summary['train_class_counts']}, {config.model}, device {trainer.device} ({trainer.precision})")
     if args.resume and trainer.load_checkpoint(args.checkpoint_dir):
         log(f"resumed from {args.checkpoint_dir} at epoch {trainer.epoch}")
     result = trainer.fit()

@@ -36,7 +36,7 @@ class TrainConfig:
                                help="validation metric that picks the best epoch")
     patience: int = hp(0, low=0, high=10_000, help="early stopping after this many epochs "
                                                     "without improvement (0 = off)")
-    amp: bool = hp(True, help="mixed precision on CUDA (ignored on CPU)")
+    amp: bool = hp(True, help="mixed precision: bf16 autocast on CUDA (fp16 where bf16 is missing) and on CPUs with native bf16 (AVX512-BF16, AMX); false: float32 everywhere")
     eval_batch_size: int = hp(1024, low=1, high=1_000_000, help="batch size for evaluation")
 
 

@@ -37,6 +37,15 @@ def select_device(preference: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); emulated bf16 would be slower."""
+    try:
+        caps = torch.cpu.get_capabilities()
+    except (AttributeError, RuntimeError):  # older torch: no capability report, stay in float32
+        return False
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
@@ -123,11 +132,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ building blocks
     def _amp_dtype(self) -> torch.dtype | None:
-        if self.device.type != "cuda" or not self.config.amp:
+        if not self.config.amp:
+            return None
+        if self.device.type == "cpu":
+            return torch.bfloat16 if cpu_has_native_bf16() else None
+        if self.device.type != "cuda":
             return None
         if torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return None if self.config.optimizer == "sam" else torch.float16
+
+    @property
+    def precision(self) -> str:
+        """The compute precision of forward passes: 'bfloat16', 'float16' or 'float32'."""
+        return str(self.amp_dtype or torch.float32).removeprefix("torch.")
 
     def _new_model(self, phase_index: int) -> Classifier:
         """A freshly initialised model, seeded by (run seed, phase) so resets are reproducible."""
@@ -181,7 +199,7 @@ class Trainer:
     def _autocast(self) -> Any:
         if self.amp_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -299,33 +317,44 @@ class Trainer:
     def fit(self) -> RunResult:
         """Run (or resume) training; return best-epoch validation and test metrics."""
         while not self.finished:
-            epoch = self.epoch
-            started = time.perf_counter()  # phase-start work (e.g. mdgan's GAN training) counts in elapsed
-            _, phase = self._begin_epoch(epoch)
-            tick = time.perf_counter()
-            self.run.val_probs = None  # the model is about to change
-            stats, seen = self._train_epoch(epoch, phase)
-            train_loss = float(stats.class_loss_sum.sum() / stats.class_count.sum().clamp_min(1))
-            if not math.isfinite(train_loss):
-                raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1}; "
-                                       "the run is stopped (last good checkpoint kept)")
-            seconds = time.perf_counter() - tick
-            self.run.val_probs = self._checked_probs(self.data.val)  # shared with the method's end_epoch
-            tick = time.perf_counter()
-            diagnostics = self.method.end_epoch(stats, self.run)
-            seconds += time.perf_counter() - tick
-            val = self._metrics(self.data.val, self.run.val_probs)
-            self.elapsed += time.perf_counter() - started
-            record = self._record(epoch, phase, train_loss, val, seen, seconds, diagnostics)
-            self.epoch = epoch + 1
-            if self._patience_exhausted(epoch):
-                self._skip_to_next_phase()
-            if self.checkpoint_dir is not None:
-                self.save_checkpoint(self.checkpoint_dir)
-            self.log(self._progress_line(record))
-            if self.callback is not None:
-                self.callback(self, record)
+            self.run_epoch()
         return self.result()
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train the next epoch, validate, checkpoint, call the callback; return the epoch's record.
+
+        Its ``seconds`` cover training and the method's ``end_epoch``; ``phase_seconds`` the phase's
+        start (e.g. mdgan's GAN training), ``val_seconds`` the validation pass."""
+        epoch = self.epoch
+        started = time.perf_counter()
+        _, phase = self._begin_epoch(epoch)
+        tick = time.perf_counter()
+        phase_seconds = tick - started
+        self.run.val_probs = None  # the model is about to change
+        stats, seen = self._train_epoch(epoch, phase)
+        train_loss = float(stats.class_loss_sum.sum() / stats.class_count.sum().clamp_min(1))
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1}; "
+                                   "the run is stopped (last good checkpoint kept)")
+        seconds = time.perf_counter() - tick
+        tick = time.perf_counter()
+        self.run.val_probs = self._checked_probs(self.data.val)  # shared with the method's end_epoch
+        val_seconds = time.perf_counter() - tick
+        diagnostics = self.method.end_epoch(stats, self.run)
+        seconds += time.perf_counter() - tick - val_seconds
+        val = self._metrics(self.data.val, self.run.val_probs)
+        self.elapsed += time.perf_counter() - started
+        record = self._record(epoch, phase, train_loss, val, seen, seconds, diagnostics)
+        record.update(phase_seconds=phase_seconds, val_seconds=val_seconds)
+        self.epoch = epoch + 1
+        if self._patience_exhausted(epoch):
+            self._skip_to_next_phase()
+        if self.checkpoint_dir is not None:
+            self.save_checkpoint(self.checkpoint_dir)
+        self.log(self._progress_line(record))
+        if self.callback is not None:
+            self.callback(self, record)
+        return record
 
     def _skip_to_next_phase(self) -> None:
         _, phase, start = self._phase_at(self.epoch - 1)

@@ -30,8 +30,8 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 TAG = "focustune."
 PARENT_TAG = "mlflow.parentRunId"
 FINAL_PREFIXES = ("best_val_", "test_")
-SKIP_KEYS = {"phase", "diagnostics", "artifacts", "test_confusion_matrix", "done", "full_budget", "node_id", "trial_id", "date",
-             "hostname", "node_ip", "pid", "config", "experiment_tag", "checkpoint_dir_name",
+SKIP_KEYS = {"phase", "diagnostics", "artifacts", "test_confusion_matrix", "done", "full_budget", "node_id",
+             "precision", "trial_id", "date", "hostname", "node_ip", "pid", "config", "experiment_tag", "checkpoint_dir_name",
              "should_checkpoint", "timestamp", "time_this_iter_s", "time_total_s", "time_since_restore",
              "iterations_since_restore", "training_iteration", "failed_reason", "diverged"}
 
@@ -114,7 +114,8 @@ class MlflowTracking(tune.Callback):
         stopped = not result.get(FULL_BUDGET)
         final = {k: v for k, v in scalar_metrics(result).items() if k.startswith(FINAL_PREFIXES)}
         final.update({k: float(result[k]) for k in ("best_epoch", "train_seconds") if k in result})
-        tags = {"stopped_early": str(stopped).lower(), "node_id": str(result.get("node_id", ""))}
+        tags = {"stopped_early": str(stopped).lower(), "node_id": str(result.get("node_id", "")),
+                "precision": str(result.get("precision", ""))}
         self._enqueue(("end", trial.trial_id, "KILLED" if stopped else "FINISHED", tags, final,
                        self._artifacts(trial.trial_id, result)))
 

@@ -102,7 +102,8 @@ def run_trial(config: dict[str, Any], *, method: str, dataset_ref: Any, cpus: fl
     started_at = {"epoch": 0}  # > 0 when this attempt resumed from a checkpoint
 
     def report(trainer: Trainer, record: dict[str, Any]) -> None:
-        metrics = {**epoch_metrics(trainer, record), "node_id": node_id, "start_epoch": started_at["epoch"]}
+        metrics = {**epoch_metrics(trainer, record), "node_id": node_id,
+                   "precision": trainer.precision, "start_epoch": started_at["epoch"]}
         if trainer.finished:
             metrics.update(final_metrics(trainer))
         with tempfile.TemporaryDirectory() as folder:

@@ -9,7 +9,7 @@ store, shutdown) from the cost of one more trial; per-trial training time (sum o
 ``epoch_seconds``) is shown next to it.
 
     python benchmarks/scaling.py                         # N 4,8,16 x C 1,2, 3 epochs, breastmnist
-    python benchmarks/scaling.py --trials 4,8,16,32 --repeats 2 --what-if
+    python benchmarks/scaling.py --trials 4,8,16,32 --repeats 2 --fresh-workers
     python benchmarks/scaling.py --quick
 """
 
@@ -48,8 +48,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,2")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--what-if", action="store_true",
-                        help="also run every point with Tune's reuse_actors=True (one process serves many trials)")
+    parser.add_argument("--fresh-workers", action="store_true",
+                        help="also run every point with a fresh worker process per trial (worker reuse off)")
     args = parser.parse_args()
     if args.quick:
         args.trials, args.concurrency, args.epochs, args.repeats = "1,2", "1,2", 1, 1
@@ -58,7 +58,7 @@ def main() -> None:
     load = common.header("sweep scaling: wall time against trials and concurrency", device)
     trials = [int(x) for x in args.trials.split(",")]
     concurrencies = [int(x) for x in args.concurrency.split(",")]
-    variants = ["default"] + (["reuse_actors"] if args.what_if else [])
+    variants = ["default"] + (["fresh_workers"] if args.fresh_workers else [])
 
     points: list[dict[str, Any]] = []
     for repeat in range(args.repeats):

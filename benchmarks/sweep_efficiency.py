@@ -10,18 +10,18 @@ Contenders, each a fresh process timed from start to exit (imports and data load
   process with 2 torch threads, returning the best validation score (no tracking, no checkpoints);
 * ``plain_1thread``: the same loop with 1 torch thread (on a shared 2-core machine, two OpenMP
   threads stall whenever another process holds a core, which makes the 2-thread loop erratic);
-* ``sweep_reuse_actors`` (with ``--what-if``): the sweep with Tune's ``reuse_actors=True``, to
-  measure what the per-trial process start costs.
+* ``sweep_fresh_workers`` (with ``--fresh-workers``): the sweep with worker reuse off (a fresh
+  worker process per trial, Tune's default), to measure what reusing workers saves.
 
 Contenders alternate, ``--repeats`` times (order flipped each repeat); the wall ratio is the median
 of per-repeat ratios. Per trial of a sweep: wall from its MLflow run (created when Tune starts the
 trial, closed when it completes, by the driver), training time = the sum of its ``epoch_seconds``;
 overhead = wall - training (it includes validation, checkpoints, reports and the first epoch's
 imports of torch._dynamo, which the first optimiser pulls in). The MLflow run opens only once Tune
-has started the trial's worker process, so the worker's start (a fresh Python process importing
-torch, scikit-learn and focustune per trial, as Tune does not reuse actors by default) shows up as
-a gap between trials: the slot overhead = (search phase wall x concurrency / N) - mean training
-time counts it.
+has started the trial's worker process, so a worker's start (a fresh Python process importing
+torch, scikit-learn and focustune: once per slot with reuse, once per trial without) shows up as a
+gap between trials: the slot overhead = (search phase wall x concurrency / N) - mean training time
+counts it.
 Ray's start and MLflow store creation are a fixed cost per sweep, measured alone in a fresh process.
 
 Memory: peak RSS of the driver and of each trial worker process (sampled from /proc every 0.5 s);
@@ -31,7 +31,7 @@ the object store's shared memory, and the workers' private memory (USS) does not
 dataset's size, while a deliberate copy does.
 
     python benchmarks/sweep_efficiency.py                       # 12 trials x 3 epochs, breastmnist, 2 repeats
-    python benchmarks/sweep_efficiency.py --what-if --repeats 1 # plus the reuse_actors variant
+    python benchmarks/sweep_efficiency.py --fresh-workers       # plus the sweep without worker reuse
     python benchmarks/sweep_efficiency.py --quick
 """
 
@@ -230,7 +230,7 @@ def run_contenders(args: Any, device: str) -> tuple[dict[str, list[dict[str, Any
     """Every contender once per repeat, order flipped each repeat; and the fixed costs once per repeat."""
     gpus_per_trial = 1.0 / args.concurrency if device.startswith("cuda") else 0.0
     contenders = (["plain"] + (["plain_1thread"] if args.threads != 1 else []) + ["sweep"]
-                  + (["sweep_reuse_actors"] if args.what_if else []))
+                  + (["sweep_fresh_workers"] if args.fresh_workers else []))
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
     fixed = []
     for repeat in range(args.repeats):
@@ -239,7 +239,7 @@ def run_contenders(args: Any, device: str) -> tuple[dict[str, list[dict[str, Any
                 threads = 1 if name == "plain_1thread" else args.threads
                 run = run_plain(args.trials, args.epochs, args.dataset, args.data_dir, threads, device)
             else:
-                variant = "reuse_actors" if name.endswith("reuse_actors") else "default"
+                variant = "fresh_workers" if name.endswith("fresh_workers") else "default"
                 run = sweeptools.run_sweep(args.dataset, args.data_dir, args.trials, args.epochs, args.concurrency,
                                            gpus_per_trial=gpus_per_trial, variant=variant)
             runs[name].append(run)
@@ -257,7 +257,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the plain loop")
-    parser.add_argument("--what-if", action="store_true", help="also run the sweep with reuse_actors=True")
+    parser.add_argument("--fresh-workers", action="store_true",
+                        help="also run the sweep with a fresh worker process per trial (worker reuse off)")
     parser.add_argument("--zero-copy-mb", type=float, default=100.0,
                         help="size the dataset is tiled to for the zero-copy check (0 = skip)")
     parser.add_argument("--plain-worker", action="store_true", help=argparse.SUPPRESS)

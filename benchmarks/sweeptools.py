@@ -176,20 +176,16 @@ def trial_costs(tracking_uri: str, storage: Path) -> list[dict[str, Any]]:
     return costs
 
 
-# A what-if launcher: the same CLI with Tune's TuneConfig defaulting to reuse_actors=True, so a trial
-# worker process (with torch, sklearn and torch._dynamo imported) serves trial after trial.
-REUSE_ACTORS_LAUNCHER = """
+# A comparison launcher: the same CLI with worker reuse switched off, so every trial starts a fresh
+# worker process (imports torch, scikit-learn, focustune): what the sweep did before it reused workers.
+FRESH_WORKERS_LAUNCHER = """
 import sys
-from ray import tune
-class ReusingTuneConfig(tune.TuneConfig):
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("reuse_actors", True)
-        super().__init__(*args, **kwargs)
-tune.TuneConfig = ReusingTuneConfig
+import focustune.sweeps.runner as runner
+runner.REUSE_WORKERS = False
 from focustune.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-VARIANTS = {"default": ["-m", "focustune.cli"], "reuse_actors": ["-c", REUSE_ACTORS_LAUNCHER]}
+VARIANTS = {"default": ["-m", "focustune.cli"], "fresh_workers": ["-c", FRESH_WORKERS_LAUNCHER]}
 
 
 def sweep_command(dataset: str, data_dir: str, trials: int, epochs: int, concurrency: int,

@@ -323,8 +323,9 @@ class Trainer:
     def run_epoch(self) -> dict[str, Any]:
         """Train the next epoch, validate, checkpoint, call the callback; return the epoch's record.
 
-        Its ``seconds`` cover training and the method's ``end_epoch``; ``phase_seconds`` the phase's
-        start (e.g. mdgan's GAN training), ``val_seconds`` the validation pass."""
+        The record (as in the history) has ``seconds``: training and the method's ``end_epoch``; the
+        returned copy adds ``phase_seconds`` (the phase's start, e.g. mdgan's GAN training) and
+        ``val_seconds`` (the validation pass)."""
         epoch = self.epoch
         started = time.perf_counter()
         _, phase = self._begin_epoch(epoch)
@@ -345,7 +346,6 @@ class Trainer:
         val = self._metrics(self.data.val, self.run.val_probs)
         self.elapsed += time.perf_counter() - started
         record = self._record(epoch, phase, train_loss, val, seen, seconds, diagnostics)
-        record.update(phase_seconds=phase_seconds, val_seconds=val_seconds)
         self.epoch = epoch + 1
         if self._patience_exhausted(epoch):
             self._skip_to_next_phase()
@@ -354,7 +354,7 @@ class Trainer:
         self.log(self._progress_line(record))
         if self.callback is not None:
             self.callback(self, record)
-        return record
+        return {**record, "phase_seconds": phase_seconds, "val_seconds": val_seconds}
 
     def _skip_to_next_phase(self) -> None:
         _, phase, start = self._phase_at(self.epoch - 1)

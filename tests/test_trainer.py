@@ -56,6 +56,13 @@ def test_same_seed_gives_same_metrics(tiny_dataset):
     assert [h["train_loss"] for h in a.history] != [h["train_loss"] for h in c.history]
 
 
+def test_a_run_does_not_depend_on_what_ran_between_construction_and_fit(tiny_dataset):
+    first, second = _trainer("erm", tiny_dataset, seed=3), _trainer("erm", tiny_dataset, seed=3)
+    torch.rand(100)  # anything else using the global random generator
+    a, b = first.fit(), second.fit()
+    assert [(h["train_loss"], h["val"]) for h in a.history] == [(h["train_loss"], h["val"]) for h in b.history]
+
+
 @pytest.mark.parametrize("name", method_names())
 def test_checkpoint_round_trip_continues_identically(name, tiny_dataset, tmp_path):
     straight = _trainer(name, tiny_dataset).fit()

@@ -316,6 +316,8 @@ class Trainer:
 
     def fit(self) -> RunResult:
         """Run (or resume) training; return best-epoch validation and test metrics."""
+        if self.epoch == 0:  # the global RNG (dropout) starts from the seed, whatever ran since construction
+            seed_everything(self.seed)
         while not self.finished:
             self.run_epoch()
         return self.result()

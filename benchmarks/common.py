@@ -35,6 +35,31 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """``--train-limit`` and ``--threads``, shared by the benchmarks that train on PneumoniaMNIST."""
+    parser.add_argument("--train-limit", type=int, help="use only the first N training samples")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's default)")
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def load_pneumonia(data_dir: str, train_limit: int | None) -> Any:
+    """PneumoniaMNIST from ``data_dir``, its training split cut to ``train_limit`` samples when given."""
+    import torch
+
+    from focustune.data import load_dataset
+
+    dataset = load_dataset("pneumoniamnist", data_dir, download=False)
+    if train_limit:
+        dataset.train = dataset.train.subset(torch.arange(min(train_limit, len(dataset.train))))
+    return dataset
+
+
 def require_data(data_dir: str, *flags: str) -> Path:
     """The data folder, or exit(0) with a clear message when a needed file is missing."""
     root = Path(data_dir).expanduser()

@@ -98,20 +98,14 @@ def main() -> None:
     parser = common.base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--methods", help="comma-separated (default: every registered method)")
     parser.add_argument("--rounds", type=int, default=8, help="epochs of every method (round 1 is dropped)")
-    parser.add_argument("--train-limit", type=int, help="use only the first N training samples")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's default)")
+    common.add_training_options(parser)
     parser.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
                         help="a method's hyperparameter, e.g. mdgan.gan_steps=100 (repeatable)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.train_limit = 3, args.train_limit or 512
     common.require_data(args.data_dir, "pneumoniamnist")
-    import torch
-
-    from focustune.data import load_dataset
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    common.set_threads(args.threads)
     device = common.pick_device(args.device)
     load = common.header("method overhead: per-sample training time relative to erm", device)
     names = args.methods.split(",") if args.methods else method_names()
@@ -120,9 +114,7 @@ def main() -> None:
     if "mdgan" in names and SAM_REFERENCE not in names:
         names.append(SAM_REFERENCE)
     overrides = parse_sets(args.set)
-    dataset = load_dataset("pneumoniamnist", args.data_dir, download=False)
-    if args.train_limit:
-        dataset.train = dataset.train.subset(torch.arange(min(args.train_limit, len(dataset.train))))
+    dataset = common.load_pneumonia(args.data_dir, args.train_limit)
 
     runs = {n: MethodRun(n, overrides.get(n.split("+")[0], {}), dataset, args.rounds, device) for n in names}
     for index in range(args.rounds):

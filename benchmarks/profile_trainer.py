@@ -167,8 +167,7 @@ def main() -> None:
     parser = common.base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--methods", default="erm,low")
     parser.add_argument("--rounds", type=int, default=3, help="pairs of (untimed, instrumented) epochs")
-    parser.add_argument("--train-limit", type=int, help="use only the first N training samples")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's default)")
+    common.add_training_options(parser)
     parser.add_argument("--top", type=int, default=12, help="operators shown from torch.profiler")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="hyperparameter for every profiled method (e.g. augment=flip)")
@@ -176,18 +175,12 @@ def main() -> None:
     if args.quick:
         args.rounds, args.train_limit = 1, args.train_limit or 512
     common.require_data(args.data_dir, "pneumoniamnist")
-    import torch
-
     from focustune import params
-    from focustune.data import load_dataset
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    common.set_threads(args.threads)
     device = common.pick_device(args.device)
     load = common.header("trainer profile: where an epoch's time goes", device)
-    dataset = load_dataset("pneumoniamnist", args.data_dir, download=False)
-    if args.train_limit:
-        dataset.train = dataset.train.subset(torch.arange(min(args.train_limit, len(dataset.train))))
+    dataset = common.load_pneumonia(args.data_dir, args.train_limit)
     overrides = params.parse_assignments(args.set)
     methods = [MethodProfile(name, overrides, dataset, args.rounds, device) for name in args.methods.split(",")]
     for method in methods:

@@ -112,7 +112,6 @@ def run_plain(trials: int, epochs: int, dataset: str, data_dir: str, threads: in
 def zero_copy_check(dataset_name: str, data_dir: str, target_mb: float) -> dict[str, Any]:
     """Put a (tiled) dataset in Ray's object store as the sweep does; two workers read it."""
     import ray
-    import torch
 
     from focustune.data import Split, load_dataset
     from focustune.sweeps.runner import init_ray

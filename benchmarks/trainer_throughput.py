@@ -128,13 +128,7 @@ class TrainerEpochs:
 
 def measure(model_name: str, rounds: int, data_dir: str, device: str, limit: int | None) -> dict[str, Any]:
     """Interleaved epochs of every contender; per-round (seconds, samples), and data-only rates."""
-    import torch
-
-    from focustune.data import load_dataset
-
-    dataset = load_dataset("pneumoniamnist", data_dir, download=False)
-    if limit:
-        dataset.train = dataset.train.subset(torch.arange(min(limit, len(dataset.train))))
+    dataset = common.load_pneumonia(data_dir, limit)
     contenders: dict[str, Any] = {}
     for amp in (True, False):
         trainer = TrainerEpochs(model_name, dataset, device, amp, rounds)
@@ -177,16 +171,12 @@ def main() -> None:
     parser = common.base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="small_cnn", help="comma-separated backbones (e.g. small_cnn,resnet18)")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved epochs per contender (first = warm-up)")
-    parser.add_argument("--train-limit", type=int, help="use only the first N training samples")
-    parser.add_argument("--threads", type=int, help="torch threads for every contender (default: torch's default)")
+    common.add_training_options(parser)
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.train_limit = 2, args.train_limit or 512
     common.require_data(args.data_dir, "pneumoniamnist")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    common.set_threads(args.threads)
     device = common.pick_device(args.device)
     load = common.header("trainer throughput: focustune Trainer (erm) vs the usual MedMNIST loop", device)
 

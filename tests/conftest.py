@@ -13,6 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
 
 
+def without_timings(history: list[dict]) -> list[dict]:
+    """Epoch records minus their wall-clock fields, for comparing two runs of the same computation."""
+    return [{k: v for k, v in record.items() if k not in ("seconds", "samples_per_s")} for record in history]
+
+
 def make_split(counts: list[int], size: int = 12, channels: int = 1, seed: int = 0) -> Split:
     """Learnable synthetic images: class c lights up a band at row position c, plus noise."""
     gen = torch.Generator().manual_seed(seed)

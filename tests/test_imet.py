@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import make_dataset
+from conftest import make_dataset, without_timings
 from focustune import params
 from focustune.config import TrainConfig, resolve
 from focustune.data import Split
@@ -256,10 +256,6 @@ class Interrupt(Exception):
     pass
 
 
-def comparable(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")} for r in history]
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(dataset):
     """Uninterrupted 4-epoch, 2-iteration runs, by warm_start (computed once)."""
@@ -286,7 +282,7 @@ def test_resume_continues_identically(dataset, uninterrupted, tmp_path, warm_sta
     resumed = trainer(dataset, tmp_path, warm_start=warm_start)
     assert resumed.load_checkpoint(tmp_path) and resumed.epoch == stop_after
     result = resumed.fit()
-    assert comparable(result.history) == comparable(full.history)
+    assert without_timings(result.history) == without_timings(full.history)
     assert result.test == full.test
 
 

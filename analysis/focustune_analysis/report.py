@@ -290,7 +290,7 @@ def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", b
         doc.heading(f"Dataset: {dataset}")
         doc.heading("Leaderboard", 3)
         doc.table(*_leaderboard_rows(board[board["dataset"] == dataset], metrics))
-        doc.paragraph(f"Mean ± standard error [95% t-interval] over n seed re-runs (first metric column), mean ± SE "
+        doc.paragraph("Mean ± standard error [95% t-interval] over n seed re-runs (first metric column), mean ± SE "
                       "elsewhere. Published rows are the sources' own numbers, not re-computed.")
         doc.heading("Significance", 3)
         doc.table(*_comparison_rows(vs_base[vs_base["dataset"] == dataset]))

@@ -328,25 +328,25 @@ class Trainer:
         The record (as in the history) has ``seconds``: training and the method's ``end_epoch``; the
         returned copy adds ``phase_seconds`` (the phase's start, e.g. mdgan's GAN training) and
         ``val_seconds`` (the validation pass)."""
-        epoch = self.epoch
-        started = time.perf_counter()
+        clock, epoch = time.perf_counter, self.epoch
+        started = clock()
         _, phase = self._begin_epoch(epoch)
-        tick = time.perf_counter()
-        phase_seconds = tick - started
+        training_started = clock()
         self.run.val_probs = None  # the model is about to change
         stats, seen = self._train_epoch(epoch, phase)
         train_loss = float(stats.class_loss_sum.sum() / stats.class_count.sum().clamp_min(1))
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1}; "
                                    "the run is stopped (last good checkpoint kept)")
-        seconds = time.perf_counter() - tick
-        tick = time.perf_counter()
+        validation_started = clock()
         self.run.val_probs = self._checked_probs(self.data.val)  # shared with the method's end_epoch
-        val_seconds = time.perf_counter() - tick
+        method_started = clock()
         diagnostics = self.method.end_epoch(stats, self.run)
-        seconds += time.perf_counter() - tick - val_seconds
+        method_seconds = clock() - method_started
         val = self._metrics(self.data.val, self.run.val_probs)
-        self.elapsed += time.perf_counter() - started
+        self.elapsed += clock() - started
+        phase_seconds, val_seconds = training_started - started, method_started - validation_started
+        seconds = validation_started - training_started + method_seconds
         record = self._record(epoch, phase, train_loss, val, seen, seconds, diagnostics)
         self.epoch = epoch + 1
         if self._patience_exhausted(epoch):

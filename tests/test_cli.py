@@ -85,6 +85,17 @@ def test_console_script_entry_point_runs():
     assert "erm:" in out.stdout
 
 
+def test_output_into_a_closed_pipe_ends_quietly():
+    """`focustune methods | head -1`: the reader leaves early; no traceback, exit 0."""
+    cli = subprocess.Popen([sys.executable, "-m", "focustune.cli", "methods"], cwd=REPO,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cli.stdout.readline()
+    cli.stdout.close()
+    stderr = cli.stderr.read().decode()
+    assert cli.wait(timeout=60) == 0, stderr
+    assert "Traceback" not in stderr
+
+
 @pytest.mark.real_data
 @pytest.mark.slow
 def test_train_on_real_breastmnist(shared_medmnist, tmp_path):

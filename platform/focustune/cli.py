@@ -289,13 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
+        return code
     except FocusTuneError as exc:
         _stderr(f"focustune: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         _stderr("focustune: interrupted")
         return 130
+    except BrokenPipeError:  # the reader went away (`focustune methods | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":

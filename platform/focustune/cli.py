@@ -135,40 +135,46 @@ def _print_summary(result: Any, metric: str) -> None:
     print("test per-class recall: " + ", ".join(f"{r:.3f}" for r in result.test["per_class_recall"]))
 
 
-def _sweep_spec(args: argparse.Namespace, methods: list[str], space_files: dict[str, str]) -> Any:
-    from focustune import params
-    from focustune.sweeps.runner import SweepSpec
+def _run_sweep(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
+    from focustune.sweeps import runner
+    from focustune.sweeps.plan import sweep_spec
 
-    return SweepSpec(
-        dataset=args.dataset, methods=methods, trials=args.trials, epochs=args.epochs, seeds=args.seeds,
-        data_dir=args.data_dir, size=args.size, imbalance_ratio=args.imbalance_ratio, scheduler=args.scheduler,
-        tracking_uri=args.tracking_uri, experiment=args.experiment, address=args.address, storage=args.storage,
-        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        max_concurrent=args.max_concurrent, resume=args.resume, space_files=space_files,
-        fixed=params.parse_assignments(args.set or []))
+    spec = sweep_spec(args, defaults)
+    runner.validate(spec)  # everything checked before Ray starts or anything is written
+    datasets = runner.load_datasets(spec)
+    spaces = runner.study_spaces(spec, list(datasets))
+    runner.check_study_names(spec, list(spaces))
+    warm_starts = {}
+    if spec.warm_start:
+        from focustune.sweeps.tracking import warm_start_configs
 
-
-def _run_sweep(spec: Any) -> int:
-    from focustune.data import load_dataset
-    from focustune.sweeps.runner import Sweep, validate
-
-    spaces = validate(spec)  # everything checked before Ray starts or MLflow is written
-    dataset = load_dataset(spec.dataset, spec.data_dir, size=spec.size, imbalance_ratio=spec.imbalance_ratio)
-    print(f"sweep of {', '.join(spec.methods)} on {dataset.name}: {spec.trials} trial(s) x {spec.epochs} "
-          f"epoch(s) per method, {spec.seeds} seed re-run(s); storage {spec.storage_path}; "
+        warm_starts = warm_start_configs(spec.tracking, spec.warm_start, spaces)
+    print(f"sweep of {', '.join(spec.methods)} on {', '.join(datasets)}: {spec.trials} trial(s) x {spec.epochs} "
+          f"epoch(s) per study, {spec.seeds} seed re-run(s); storage {spec.storage_path}; "
           f"MLflow {spec.tracking} (experiment {spec.experiment})", flush=True)
-    summary = Sweep(spec, spaces).run(dataset)
+    sweep = runner.Sweep(spec, spaces)
+    summary = sweep.run(datasets, warm_starts)
     print()
-    print(_table(_summary_rows(summary, spec.seeds), ["method", "trials", "best_val", "test_bal_acc",
+    print(_table(_summary_rows(summary, spec.seeds), ["dataset", "method", "trials", "best_val", "test_bal_acc",
                                                      "test_auc", "test_acc", "seeds"]))
-    for method, study in summary.items():
+    for key, study in summary.items():
         if study.get("best_config"):
             tuned = {k: v for k, v in study["best_config"].items() if k not in spec.fixed and k != "epochs"}
-            print(f"{method} best configuration (by validation): " + ", ".join(f"{k}={v}" for k, v in tuned.items()))
+            print(f"{key} best configuration (by validation): " + ", ".join(f"{k}={v}" for k, v in tuned.items()))
     if not spec.seeds:
         print("test columns: the best search trial's test metrics (no seed re-runs; use --seeds K for a comparison)")
+    print(_utilisation_line(sweep.state.data.get("utilisation", {})))
     print(f"\nCompare the runs in MLflow: mlflow ui --backend-store-uri {spec.tracking}")
     return 0
+
+
+def _utilisation_line(usage: dict[str, Any]) -> str:
+    """Busy over available trial-slot time, overall and per node."""
+    if usage.get("overall") is None:
+        return "utilisation: no trial ran in this session"
+    nodes = ", ".join(f"{node[:8]} {share:.0%}" for node, share in usage["nodes"].items() if share is not None)
+    return (f"utilisation: {usage['overall']:.1%} of {usage['slots']} trial slot(s) over {usage['span_s']:.0f} s "
+            f"(per node: {nodes})")
 
 
 def _summary_rows(summary: dict[str, dict[str, Any]], seeds: int) -> list[dict[str, Any]]:
@@ -180,13 +186,16 @@ def _summary_rows(summary: dict[str, dict[str, Any]], seeds: int) -> list[dict[s
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.fmean(values):.4f} ± {sd:.4f}" if len(values) > 1 else f"{values[0]:.4f}"
 
+    from focustune.tracking_schema import split_study_key
+
     rows = []
-    for method, study in summary.items():
+    for key, study in summary.items():
+        dataset, method = split_study_key(key)
         reruns = [r for r in study.get("reruns", []) if r.get("ok")]
         if not seeds and study.get("best_trial_test"):
             reruns = [{**study["best_trial_test"], "ok": True}]  # no re-runs: the best search trial itself
         pick = lambda key: [float(r[key]) for r in reruns if r.get(key) is not None]  # noqa: E731
-        rows.append({"method": method, "trials": f"{study.get('finished', '?')}/{study.get('total', '?')}",
+        rows.append({"dataset": dataset, "method": method, "trials": f"{study.get('finished', '?')}/{study.get('total', '?')}",
                      "best_val": "-" if study.get("best_objective") is None else f"{study['best_objective']:.4f}",
                      "test_bal_acc": mean_sd(pick("test_balanced_acc")), "test_auc": mean_sd(pick("test_auc")),
                      "test_acc": mean_sd(pick("test_acc")),
@@ -194,21 +203,21 @@ def _summary_rows(summary: dict[str, dict[str, Any]], seeds: int) -> list[dict[s
     return rows
 
 
+SWEEP_DEFAULTS = {"datasets": None, "trials": 20, "epochs": 30, "seeds": 1, "scheduler": "none",
+                  "experiment": "focustune", "size": 28, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0}
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    space_files = dict(_space_assignment(item) for item in args.space or [])
-    return _run_sweep(_sweep_spec(args, methods, space_files))
+    from focustune.data import EMBEDDED_DEFAULT
 
-
-def _space_assignment(item: str) -> tuple[str, str]:
-    method, sep, path = item.partition("=")
-    if not sep or not method or not path:
-        raise ConfigError(f"--space expects METHOD=FILE, got {item!r}")
-    return method.strip(), path.strip()
+    return _run_sweep(args, {**SWEEP_DEFAULTS, "datasets": [EMBEDDED_DEFAULT]})
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    return _run_sweep(_sweep_spec(args, [args.method], {args.method: args.space} if args.space else {}))
+    from focustune.data import EMBEDDED_DEFAULT
+
+    args.methods, args.space = args.method, [f"{args.method}={args.space}"] if args.space else None
+    return _run_sweep(args, {**SWEEP_DEFAULTS, "datasets": [EMBEDDED_DEFAULT], "trials": 40, "seeds": 0})
 
 
 # ---------------------------------------------------------------- parser
@@ -222,26 +231,40 @@ def _add_data_options(cmd: argparse.ArgumentParser, default_dataset: str | None)
     cmd.add_argument("--imbalance-ratio", type=float, help="make the training split long-tailed")
 
 
-def _add_sweep_options(cmd: argparse.ArgumentParser, trials: int, seeds: int) -> None:
+def _add_sweep_options(cmd: argparse.ArgumentParser) -> None:
+    """Options of ``sweep`` and ``tune``; left unset (None) they come from ``--plan`` or the defaults."""
     from focustune.data import EMBEDDED_DEFAULT
 
-    _add_data_options(cmd, EMBEDDED_DEFAULT)
-    cmd.add_argument("--trials", type=int, default=trials, help="search trials per method")
-    cmd.add_argument("--epochs", type=int, default=30, help="epochs of every trial (the same for every method)")
-    cmd.add_argument("--seeds", type=int, default=seeds, help="re-runs of each method's best configuration")
-    cmd.add_argument("--scheduler", choices=("none", "asha"), default="none", help="asha = early stopping")
+    cmd.add_argument("--dataset", help=f"one dataset: name, MedMNIST-layout .npz, or image folder "
+                                       f"(default {EMBEDDED_DEFAULT})")
+    cmd.add_argument("--datasets", help="several datasets, comma-separated: one study per dataset and method")
+    cmd.add_argument("--plan", help="YAML file with the sweep's datasets (each with its own options), methods, "
+                                    "budget and spaces; options given here win over it")
+    cmd.add_argument("--data-dir", help="folder holding MedMNIST .npz files (downloaded there if missing)")
+    cmd.add_argument("--size", type=int, help="MedMNIST image size (28, 64, 128, 224) or image-folder size")
+    cmd.add_argument("--imbalance-ratio", type=float, help="make the training split long-tailed")
+    cmd.add_argument("--trials", type=int, help="search trials per study (dataset x method)")
+    cmd.add_argument("--epochs", type=int, help="epochs of every trial (default 30, the same for every method)")
+    cmd.add_argument("--seeds", type=int, help="re-runs of each study's best configuration")
+    cmd.add_argument("--scheduler", choices=("none", "asha"), help="asha = early stopping per study")
     cmd.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///./mlflow.db)")
-    cmd.add_argument("--experiment", default="focustune", help="MLflow experiment (and storage folder) name")
+    cmd.add_argument("--experiment", help="MLflow experiment (and storage folder) name (default focustune)")
     cmd.add_argument("--address", help="Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto; "
                                        "default $RAY_ADDRESS, else a private local Ray)")
     cmd.add_argument("--storage", help="folder or URI for Tune's experiment state (default ./focustune_runs; "
                                        "on a multi-node cluster use shared storage)")
-    cmd.add_argument("--cpus-per-trial", type=float, default=1.0)
-    cmd.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional GPUs per trial, e.g. 0.25")
+    cmd.add_argument("--optuna-storage", help="SQLAlchemy URL of the Optuna studies (default: optuna.db beside "
+                                              "the sweep state)")
+    cmd.add_argument("--warm-start", metavar="EXPERIMENT",
+                     help="first try, in each study, the best configurations its method reached in that "
+                          "earlier sweep's experiment (any dataset)")
+    cmd.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default 1)")
+    cmd.add_argument("--gpus-per-trial", type=float, help="fractional GPUs per trial, e.g. 0.25")
     cmd.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     cmd.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     cmd.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="fix a hyperparameter for every trial (repeatable)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     from focustune.data import EMBEDDED_DEFAULT
@@ -266,15 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser("sweep", help="compare methods: Optuna search per method under Ray Tune, "
                                          "seed re-runs of the best, everything tracked in MLflow")
-    sweep.add_argument("--methods", required=True, help="comma-separated methods, e.g. erm,focal,low")
+    sweep.add_argument("--methods", help="comma-separated methods, e.g. erm,focal,low")
     sweep.add_argument("--space", action="append", metavar="METHOD=FILE", help="a method's own search space file")
-    _add_sweep_options(sweep, trials=20, seeds=1)
+    _add_sweep_options(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
     tune = sub.add_parser("tune", help="tune one method on a dataset (e.g. your own)")
     tune.add_argument("--method", required=True)
     tune.add_argument("--space", help="search space file (default: search_spaces/<method>.yaml)")
-    _add_sweep_options(tune, trials=40, seeds=0)
+    _add_sweep_options(tune)
     tune.set_defaults(func=cmd_tune)
 
     compare = sub.add_parser("compare", help="compare methods from a sweep's MLflow runs: leaderboard, "

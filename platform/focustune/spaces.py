@@ -49,6 +49,16 @@ class Dimension:
     log: bool = False
     when: dict[str, Any] = field(default_factory=dict)
 
+    def value_of(self, text: str) -> Any:
+        """A logged value (text, as MLflow keeps params) as this dimension's value; None if outside it."""
+        if self.type == "choice":
+            return next((v for v in self.values or () if str(v) == text), None)
+        try:
+            value = int(float(text)) if self.type == "int" else float(text)
+        except ValueError:
+            return None
+        return value if self.low <= value <= self.high else None
+
 
 @dataclass(frozen=True)
 class SearchSpace:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from focustune.config import TrainConfig, flat_params
 from focustune.data import ImageDataset, Split
 from focustune.errors import TrainingDiverged
-from focustune.methods.base import EpochStats, Method, Phase, RunContext
+from focustune.methods.base import EpochStats, Method, Phase, RunContext, mechanism_epoch
 from focustune.metrics import classification_metrics
 from focustune.models import Classifier, build_model
 
@@ -282,6 +282,11 @@ class Trainer:
                 return i, phase, start
             start += phase.epochs
         return len(self.phases) - 1, self.phases[-1], start - self.phases[-1].epochs
+
+    @property
+    def mechanism_epoch(self) -> int:
+        """The first epoch after which the method's mechanism has acted (see :func:`mechanism_epoch`)."""
+        return mechanism_epoch(self.phases)
 
     @property
     def total_epochs(self) -> int:

@@ -35,6 +35,20 @@ class Phase:
     reset_model: bool = False
     new_optimizer: bool = False
     lr_scale: float = 1.0
+    #: False for a phase before the method's own mechanism acts (IMET's equal-class iteration,
+    #: mdgan's pretraining): scores of its epochs say nothing about the method's hyperparameters.
+    mechanism: bool = True
+
+
+def mechanism_epoch(phases: list[Phase]) -> int:
+    """The first epoch (1-based) after which the method's mechanism has acted: the first epoch of
+    its first mechanism phase. Early stopping never judges a trial before it."""
+    before = 0
+    for phase in phases:
+        if phase.mechanism:
+            return before + 1
+        before += phase.epochs
+    return max(before, 1)
 
 
 @dataclass

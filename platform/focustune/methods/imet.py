@@ -134,7 +134,7 @@ class IMET(Method):
         self.size = max(round(self.params.sample_size * len(run.train)), sum(n > 0 for n in self.class_sizes))
 
     def phases(self, config: TrainConfig) -> list[Phase]:
-        return [Phase(f"iteration_{i}", epochs, reset_model=i > 0 and not self.params.warm_start)
+        return [Phase(f"iteration_{i}", epochs, reset_model=i > 0 and not self.params.warm_start, mechanism=i > 0)
                 for i, epochs in enumerate(iteration_epochs(config.epochs, self.params.iterations))]
 
     def start_phase(self, phase: Phase, index: int, run: RunContext) -> None:

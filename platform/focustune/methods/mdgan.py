@@ -108,7 +108,7 @@ class MDGAN(Method):
         if config.epochs < 2:
             raise ConfigError("mdgan needs epochs >= 2 (pretraining, then fine-tuning on the augmented set)")
         finetune = min(self.params.finetune_epochs, config.epochs - 1)
-        return [Phase("pretrain", config.epochs - finetune),
+        return [Phase("pretrain", config.epochs - finetune, mechanism=False),
                 Phase("finetune", finetune, new_optimizer=True, lr_scale=self.params.finetune_lr_scale)]
 
     def start_phase(self, phase: Phase, index: int, run: RunContext) -> None:

@@ -1,14 +1,17 @@
-"""A comparison sweep: per method, an Optuna search under Ray Tune, then seed re-runs of the best.
+"""A benchmark sweep: datasets x methods, one Optuna study per pair, all studies advancing at once.
 
-Every method gets the same trial budget, epochs, scheduler and seeds; selection uses validation
-only. State that lets ``--resume`` continue after the driver dies lives in ``sweep.json`` next to
-Tune's own experiment folders under the storage path.
+One Tune run holds every study. Its searcher (:class:`~focustune.sweeps.search.MultiStudySearch`)
+gives each free slot to the study with the fewest started trials and starts a study's seed re-runs
+as soon as its own search has ended; early stopping is per study and waits until the method has
+acted (:class:`~focustune.sweeps.schedulers.PerStudyASHA`). Every study gets the same trial budget,
+epochs, scheduler and seeds; selection uses validation only. ``sweep.json`` under the storage path
+and Tune's experiment folder let ``--resume`` continue after the driver dies.
 """
 
 from __future__ import annotations
 
-import functools
 import json
+import math
 import os
 import socket
 import sys
@@ -20,9 +23,12 @@ from urllib.parse import urlparse
 
 from focustune.config import flat_params, resolve
 from focustune.errors import ConfigError
-from focustune.methods import get_method
+from focustune.methods import get_method, mechanism_epoch
 from focustune.spaces import SearchSpace, load_space
-from focustune.sweeps.trainable import FULL_BUDGET, OBJECTIVE, SEED_KEY
+from focustune.sweeps.studies import RERUN, SEARCH, Interval, selection_score, utilisation
+from focustune.sweeps.trainable import (BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, NOT_HYPERPARAMETERS,
+                                        OBJECTIVE, SEED_KEY, STUDY_KEY)
+from focustune.tracking_schema import split_study_key, study_key
 
 # Tune's own console tables and checkpoint-frequency warnings: the sweep prints its own progress.
 QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
@@ -33,25 +39,37 @@ QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPO
 # run_trial builds its trainer, seeds and thread count on every call, so nothing leaks between trials.
 REUSE_WORKERS = True
 SEARCH_SEED = 0  # every search trial trains with this seed; re-runs use 1..K (the same for every method)
+TUNE_RUN = "benchmark"  # the one Tune experiment of a sweep, under its storage path
+
+
+@dataclass
+class DatasetSpec:
+    """One dataset of a sweep: ``dataset`` is a name, ``.npz`` path or folder; ``name`` labels its
+    studies (default: the loaded dataset's own name)."""
+
+    dataset: str
+    data_dir: str | None = None
+    size: int = 28
+    imbalance_ratio: float | None = None
+    name: str | None = None
 
 
 @dataclass
 class SweepSpec:
     """Everything a sweep is asked to do (validated by :func:`validate` before Ray starts)."""
 
-    dataset: str
+    datasets: list[DatasetSpec]
     methods: list[str]
     trials: int = 20
     epochs: int = 30
     seeds: int = 1
-    data_dir: str | None = None
-    size: int = 28
-    imbalance_ratio: float | None = None
     scheduler: str = "none"  # none | asha
     tracking_uri: str | None = None
     experiment: str = "focustune"
     address: str | None = None
     storage: str | None = None
+    optuna_storage: str | None = None
+    warm_start: str | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
@@ -75,6 +93,15 @@ class SweepSpec:
     @property
     def tracking(self) -> str:
         return self.tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+    @property
+    def optuna_url(self) -> str:
+        """Optuna's RDB storage: ``--optuna-storage``, else ``optuna.db`` beside the sweep state (or in
+        the working folder when the sweep state lives in an object store)."""
+        if self.optuna_storage:
+            return self.optuna_storage
+        folder = Path.cwd() if "://" in self.storage_root else Path(self.storage_path)
+        return f"sqlite:///{folder / 'optuna.db'}"
 
 
 # ---------------------------------------------------------------- validation (before Ray starts)
@@ -108,12 +135,12 @@ def check_tracking_uri(uri: str) -> None:
         raise ConfigError(f"--tracking-uri {uri}: unsupported scheme {parsed.scheme!r}")
 
 
-def validate(spec: SweepSpec) -> dict[str, SearchSpace]:
-    """Check the whole request; returns each method's search space. Raises ConfigError."""
-    if not spec.methods:
-        raise ConfigError("--methods: name at least one method")
-    if len(set(spec.methods)) != len(spec.methods):
-        raise ConfigError("--methods: a method is named twice")
+def _check_numbers(spec: SweepSpec) -> None:
+    for name in ("trials", "epochs", "seeds", "max_concurrent", "cpus_per_trial", "gpus_per_trial"):
+        value = getattr(spec, name)
+        wanted = (int,) if name in ("trials", "epochs", "seeds", "max_concurrent") else (int, float)
+        if not (isinstance(value, wanted) and not isinstance(value, bool)) and value is not None:
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
     for name, value, low in (("--trials", spec.trials, 1), ("--epochs", spec.epochs, 1), ("--seeds", spec.seeds, 0)):
         if value < low:
             raise ConfigError(f"{name} must be at least {low}, got {value}")
@@ -121,13 +148,30 @@ def validate(spec: SweepSpec) -> dict[str, SearchSpace]:
         raise ConfigError(f"--scheduler must be none or asha, got {spec.scheduler!r}")
     if spec.cpus_per_trial <= 0 or spec.gpus_per_trial < 0:
         raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+    if spec.max_concurrent is not None and spec.max_concurrent < 1:
+        raise ConfigError(f"--max-concurrent must be at least 1, got {spec.max_concurrent}")
+
+
+def _check_names(spec: SweepSpec) -> None:
+    if not spec.datasets:
+        raise ConfigError("--datasets: name at least one dataset")
+    labels = [d.name or d.dataset for d in spec.datasets]
+    if repeated := sorted({x for x in labels if labels.count(x) > 1}):
+        raise ConfigError(f"dataset {', '.join(repeated)} is named twice (in a plan, give each its own `name:`)")
+    if not spec.methods:
+        raise ConfigError("--methods: name at least one method")
+    if len(set(spec.methods)) != len(spec.methods):
+        raise ConfigError("--methods: a method is named twice")
     if unknown := sorted(set(spec.space_files) - set(spec.methods)):
         raise ConfigError(f"--space given for {', '.join(unknown)}, which the sweep does not run")
-    spaces = {}
+
+
+def validate(spec: SweepSpec) -> None:
+    """Check the request's own values and the services it names. Raises ConfigError."""
+    _check_names(spec)
+    _check_numbers(spec)
     for name in spec.methods:
-        cls = get_method(name)
-        spaces[name] = load_space(cls, spec.space_files.get(name), dataset=spec.dataset)
-        resolve(cls, {**spec.fixed, "epochs": spec.epochs})  # fixed values are valid for every method
+        resolve(get_method(name), {**spec.fixed, "epochs": spec.epochs})  # fixed values suit every method
     check_tracking_uri(spec.tracking)
     check_address(spec.address or os.environ.get("RAY_ADDRESS"))
     exists = SweepState.exists(spec)
@@ -136,7 +180,42 @@ def validate(spec: SweepSpec) -> dict[str, SearchSpace]:
                           "or choose another --experiment or --storage")
     if spec.resume and not exists:
         raise ConfigError(f"--resume: no sweep to resume at {spec.storage_path}")
-    return spaces
+
+
+def load_datasets(spec: SweepSpec) -> dict[str, Any]:
+    """Every dataset of the sweep, by the label its studies use; a repeated label is refused."""
+    from focustune.data import load_dataset
+
+    datasets: dict[str, Any] = {}
+    for d in spec.datasets:
+        loaded = load_dataset(d.dataset, d.data_dir, size=d.size, imbalance_ratio=d.imbalance_ratio)
+        label = d.name or loaded.name
+        if label in datasets:
+            raise ConfigError(f"datasets {d.dataset!r} and another one are both called {label!r}; "
+                              "in a plan, give each its own `name:`")
+        datasets[label] = loaded
+    return datasets
+
+
+def study_spaces(spec: SweepSpec, datasets: list[str]) -> dict[str, SearchSpace]:
+    """Each study's search space (the method's file, with that dataset's overrides)."""
+    return {study_key(dataset, method): load_space(get_method(method), spec.space_files.get(method), dataset=dataset)
+            for dataset in datasets for method in spec.methods}
+
+
+def check_study_names(spec: SweepSpec, keys: list[str]) -> None:
+    """A new sweep refuses an Optuna storage that already holds one of its studies."""
+    url = spec.optuna_url
+    if spec.resume or (url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists()):
+        return
+    import optuna
+
+    try:
+        existing = {s.study_name for s in optuna.get_all_study_summaries(url)}
+    except Exception as exc:  # SQLAlchemy's errors differ by database backend
+        raise ConfigError(f"--optuna-storage {url}: cannot open it ({type(exc).__name__}: {exc})") from exc
+    if taken := sorted(existing & set(keys)):
+        raise ConfigError(f"--optuna-storage {url} already holds {', '.join(taken)}; use another storage or --resume")
 
 
 # ---------------------------------------------------------------- sweep state
@@ -152,7 +231,7 @@ def _filesystem(location: str) -> tuple[Any, str]:
 
 class SweepState:
     """``sweep.json`` under the storage path: the sweep id, the spec, per study its parent run and
-    finished phases. Local folders and storage URIs (s3://, gs://) alike, through pyarrow."""
+    results, and the utilisation. Local folders and storage URIs (s3://, gs://) alike, through pyarrow."""
 
     FILE = "sweep.json"
 
@@ -177,8 +256,8 @@ class SweepState:
         state.save()
         return state
 
-    def study(self, method: str) -> dict[str, Any]:
-        return self.data["studies"].setdefault(method, {})
+    def study(self, key: str) -> dict[str, Any]:
+        return self.data["studies"].setdefault(key, {})
 
     def save(self) -> None:
         payload = json.dumps(self.data, indent=2, default=str).encode()
@@ -210,156 +289,175 @@ def init_ray(address: str | None) -> None:
     ray.init(address=target, **kwargs)
 
 
-def resolved_params(method: str, dataset: str, config: dict[str, Any]) -> dict[str, Any]:
+def trial_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> dict[str, int]:
+    """Trial slots per alive node (by its node id) for the trial resources, and the overall cap."""
+    import ray
+
+    slots: dict[str, int] = {}
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        res = node.get("Resources", {})
+        count = math.floor(res.get("CPU", 0) / cpus_per_trial + 1e-9)
+        if gpus_per_trial > 0:
+            count = min(count, math.floor(res.get("GPU", 0) / gpus_per_trial + 1e-9))
+        slots[node["NodeID"]] = count
+    if max_concurrent:
+        slots["total"] = max_concurrent
+    return slots
+
+
+def resolved_params(config: dict[str, Any]) -> dict[str, Any]:
     """Every resolved hyperparameter of a trial's config, plus method, dataset and seed (MLflow params)."""
-    cls = get_method(method)
-    train_config, params = resolve(cls, {k: v for k, v in config.items() if k != SEED_KEY})
+    dataset, method = split_study_key(config[STUDY_KEY])
+    train_config, params = resolve(get_method(method), {k: v for k, v in config.items()
+                                                        if k not in NOT_HYPERPARAMETERS})
     return {"method": method, "dataset": dataset, "seed": config.get(SEED_KEY, SEARCH_SEED),
             **flat_params(train_config, params)}
 
 
-def _trainable(spec: SweepSpec, method: str, dataset_ref: Any) -> Any:
-    from ray import tune
-
-    from focustune.sweeps.trainable import run_trial
-
-    device = "cuda" if spec.gpus_per_trial > 0 else "cpu"
-    fn = tune.with_parameters(run_trial, method=method, dataset_ref=dataset_ref, cpus=spec.cpus_per_trial,
-                              device=device)
-    return tune.with_resources(fn, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+def study_grace(method: str, fixed: dict[str, Any]) -> int:
+    """The epoch from which ``method``'s mechanism has acted under its defaults and the fixed values."""
+    cls = get_method(method)
+    config, params = resolve(cls, fixed)
+    return mechanism_epoch(cls(params).phases(config))
 
 
-def _run_config(spec: SweepSpec, name: str, callbacks: list) -> Any:
-    from ray import tune
-
-    return tune.RunConfig(name=name, storage_path=spec.storage_path, callbacks=callbacks, verbose=0,
-                          failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+def _completed_metrics(result: Any) -> dict[str, Any] | None:
+    m = result.metrics or {}
+    return m if result.error is None and m.get(FULL_BUDGET) and not m.get("diverged") else None
 
 
-def _fit(spec: SweepSpec, name: str, trainable: Any, make_tuner: Any) -> Any:
-    """Restore the Tune experiment ``name`` when it exists (resume), else create it; run it."""
-    from ray import tune
-
-    path = f"{spec.storage_path}/{name}"
-    if tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
-    else:
-        tuner = make_tuner()
-    return tuner.fit()
-
-
-def _completed(results: Any) -> list[Any]:
-    return [r for r in results if r.error is None and r.metrics and r.metrics.get(FULL_BUDGET)]
+def busy_intervals(results: Any) -> list[Interval]:
+    """Each trial attempt's busy interval (first start to last report), from every report it made."""
+    intervals = []
+    for result in results:
+        frame = result.metrics_dataframe
+        if frame is None or BUSY_SINCE not in frame:
+            continue
+        frame = frame.dropna(subset=[BUSY_SINCE, BUSY_UNTIL])
+        for since, group in frame.groupby(BUSY_SINCE):
+            intervals.append(Interval(str(group["node_id"].iloc[-1]), float(since), float(group[BUSY_UNTIL].max())))
+    return intervals
 
 
 # ---------------------------------------------------------------- the sweep
 
 class Sweep:
-    """Run ``spec``: for each method a search study, then seed re-runs of its best configuration."""
+    """Run ``spec`` over loaded datasets (by study label): every (dataset, method) study at once."""
 
     def __init__(self, spec: SweepSpec, spaces: dict[str, SearchSpace], out: Any = sys.stdout):
         self.spec, self.spaces, self.out = spec, spaces, out
         self.state = SweepState.open(spec)
-        self.summary: dict[str, dict[str, Any]] = {}
 
     def _print(self, message: str) -> None:
         print(message, file=self.out, flush=True)
 
-    def run(self, dataset: Any) -> dict[str, dict[str, Any]]:
+    def keys(self, datasets: dict[str, Any]) -> list[str]:
+        return [study_key(name, method) for name in datasets for method in self.spec.methods]
+
+    def run(self, datasets: dict[str, Any], warm_starts: dict[str, list[dict]] | None = None) -> dict[str, dict]:
+        """Run (or resume) the sweep; returns per study key its summary (best config, re-runs)."""
         import ray
 
-        from focustune.sweeps.trainable import dataset_to_arrays
         from focustune.sweeps.tracking import StudyTracking
+        from focustune.sweeps.trainable import dataset_to_arrays
 
         init_ray(self.spec.address)
-        dataset_ref = ray.put(dataset_to_arrays(dataset))  # once per sweep, shared by every trial
-        tracking = StudyTracking(self.spec, self.state, dataset.name)
-        for method in self.spec.methods:
-            self.summary[method] = self._study(method, dataset_ref, tracking)
-        return self.summary
+        refs = {name: ray.put(dataset_to_arrays(d)) for name, d in datasets.items()}  # once per sweep
+        tracking = StudyTracking(self.spec, self.state)
+        keys = self.keys(datasets)
+        parents = {key: tracking.parent_run(key) for key in keys}
+        if not self.state.data.get("done"):
+            slots = trial_slots(self.spec.cpus_per_trial, self.spec.gpus_per_trial, self.spec.max_concurrent)
+            results = self._fit(keys, refs, tracking, parents, slots, warm_starts or {})
+            tracking.close_orphans({str(r.metrics.get("trial_id")) for r in results if r.metrics})
+            self._summarise(keys, results, slots)
+            for key in keys:
+                study = self.state.study(key)
+                if study.get("best_config") is not None:
+                    tracking.log_best(parents[key], study, {**study["best_config"], STUDY_KEY: key}, resolved_params)
+            self.state.data["done"] = True
+            self.state.save()
+        usage = self.state.data.get("utilisation", {})
+        for key in keys:
+            study = self.state.study(key)
+            tracking.close_parent(parents[key], study, usage, status="FINISHED" if study.get("best_config") else "FAILED")
+        return {key: self.state.study(key) for key in keys}
 
-    def _study(self, method: str, dataset_ref: Any, tracking: Any) -> dict[str, Any]:
+    def _fit(self, keys: list[str], refs: dict[str, Any], tracking: Any, parents: dict[str, str],
+             slots: dict[str, int], warm_starts: dict[str, list[dict]]) -> Any:
         from ray import tune
 
-        from focustune.sweeps.progress import ProgressLine
-        from focustune.sweeps.search import optuna_search
+        from focustune.sweeps.progress import SweepProgress
+        from focustune.sweeps.search import DefineByRun, MultiStudySearch, study_queue
+        from focustune.sweeps.trainable import run_trial
 
-        spec, study = self.spec, self.state.study(method)
-        parent = tracking.parent_run(method)
-        trainable = _trainable(spec, method, dataset_ref)
+        spec = self.spec
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, sum(v for k, v in slots.items() if k != "total"))))
+        device = "cuda" if spec.gpus_per_trial > 0 else "cpu"
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, dataset_refs=refs, cpus=spec.cpus_per_trial, device=device),
+            {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+        path = f"{spec.storage_path}/{TUNE_RUN}"
+        if tune.Tuner.can_restore(path):
+            self._print(f"resuming {len(keys)} studies from {path}")
+            return tune.Tuner.restore(path, trainable=trainable, resume_errored=True).fit()
         fixed = {**spec.fixed, "epochs": spec.epochs, SEED_KEY: SEARCH_SEED}
-        params_for = functools.partial(resolved_params, method, tracking.dataset)
-        if not study.get("search_done"):
-            self._print(f"[{method}] search: {spec.trials} trial(s) x {spec.epochs} epoch(s)")
+        search = MultiStudySearch(
+            {key: DefineByRun(self.spaces[key], fixed) for key in keys},
+            study_queue(keys, spec.trials, spec.seeds), spec.optuna_url, spec.search_seed, warm_starts=warm_starts)
+        scheduler = None
+        if spec.scheduler == "asha":
+            from focustune.sweeps.schedulers import PerStudyASHA
 
-            def make_search() -> Any:
-                scheduler = None
-                if spec.scheduler == "asha":
-                    from ray.tune.schedulers import ASHAScheduler
+            graces = {key: study_grace(split_study_key(key)[1], {**spec.fixed, "epochs": spec.epochs}) for key in keys}
+            scheduler = PerStudyASHA(graces, max_t=spec.epochs)
+        budgets = {key: (spec.trials, spec.seeds) for key in keys}
+        callbacks = [tracking.callback(parents, resolved_params), SweepProgress(budgets, slots, self.out)]
+        self._print(f"{len(keys)} studies at once: {spec.trials} search trial(s) x {spec.epochs} epoch(s) each, "
+                    f"then {spec.seeds} seed re-run(s); {sum(v for k, v in slots.items() if k != 'total')} trial "
+                    f"slot(s); Optuna studies in {spec.optuna_url}")
+        tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
+            metric=OBJECTIVE, mode="max", search_alg=search, scheduler=scheduler, num_samples=-1,
+            max_concurrent_trials=spec.max_concurrent, reuse_actors=REUSE_WORKERS),
+            run_config=tune.RunConfig(name=TUNE_RUN, storage_path=spec.storage_path, callbacks=callbacks, verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+        return tuner.fit()
 
-                    scheduler = ASHAScheduler(max_t=spec.epochs, grace_period=max(1, spec.epochs // 4))
-                search = optuna_search(self.spaces[method], fixed, OBJECTIVE, spec.search_seed,
-                                       f"{tracking.dataset}/{method}")
-                callbacks = [tracking.callback(method, parent, "trial", params_for),
-                             ProgressLine(method, spec.trials, self.out)]
-                return tune.Tuner(trainable, tune_config=tune.TuneConfig(
-                    metric=OBJECTIVE, mode="max", search_alg=search, scheduler=scheduler,
-                    num_samples=spec.trials, max_concurrent_trials=spec.max_concurrent,
-                    reuse_actors=REUSE_WORKERS),
-                    run_config=_run_config(spec, f"{method}-search", callbacks))
+    def _summarise(self, keys: list[str], results: Any, slots: dict[str, int]) -> None:
+        """Per study: trial counts, the best full-budget trial (validation), the re-runs; utilisation."""
+        by_study: dict[str, list[Any]] = {key: [] for key in keys}
+        for result in results:
+            if result.config and result.config.get(STUDY_KEY) in by_study:
+                by_study[result.config[STUDY_KEY]].append(result)
+        for key, group in by_study.items():
+            self.state.study(key).update(self._study_summary(group))
+        usage = utilisation(busy_intervals(results), slots)
+        self.state.data["utilisation"] = usage
+        self.state.save()
 
-            results = _fit(spec, f"{method}-search", trainable, make_search)
-            tracking.close_orphans(parent, "trial", {str(r.metrics.get("trial_id")) for r in results if r.metrics})
-            best = self._best(results)
-            study.update(search_done=True, finished=best["finished"], total=best["total"],
-                         best_config=best.get("config"), best_objective=best.get("objective"),
-                         best_trial_test=best.get("test", {}))
-            self.state.save()
-            if best.get("config") is not None:
-                tracking.log_best(parent, best, params_for)
-        best_config = study["best_config"]
-        if best_config is None:
-            self._print(f"[{method}] no search trial finished its full budget (all failed or stopped "
-                        f"early); no re-runs. Details: {spec.storage_path}/{method}-search")
-            tracking.close_parent(parent, study, status="FAILED")
-            return study
-        seeds = list(range(1, spec.seeds + 1))
-        if seeds and not study.get("reruns_done"):
-            self._print(f"[{method}] re-running the best configuration with seeds {seeds}")
-
-            def make_reruns() -> Any:
-                space = {**best_config, SEED_KEY: tune.grid_search(seeds)}
-                callbacks = [tracking.callback(method, parent, "seed_rerun", params_for),
-                             ProgressLine(f"{method} seeds", len(seeds), self.out)]
-                return tune.Tuner(trainable, param_space=space,
-                                  tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent,
-                                                              reuse_actors=REUSE_WORKERS),
-                                  run_config=_run_config(spec, f"{method}-seeds", callbacks))
-
-            results = _fit(spec, f"{method}-seeds", trainable, make_reruns)
-            tracking.close_orphans(parent, "seed_rerun", {str(r.metrics.get("trial_id")) for r in results if r.metrics})
-            study["reruns"] = [self._rerun_row(r) for r in results]
-            study["reruns_done"] = True
-            self.state.save()
-        tracking.close_parent(parent, study)
-        return study
-
-    @staticmethod
-    def _best(results: Any) -> dict[str, Any]:
-        """The best completed trial by best-epoch validation score (never test); ties by objective."""
-        done, total = _completed(results), len(list(results))
-        if not done:
-            return {"finished": 0, "total": total}
-        metric = "best_val_" + done[0].config.get("selection_metric", "balanced_acc")
-        best = max(done, key=lambda r: (r.metrics.get(metric, r.metrics[OBJECTIVE]), r.metrics[OBJECTIVE]))
-        config = {k: v for k, v in best.config.items() if k != SEED_KEY}
-        test = {k: v for k, v in best.metrics.items() if k.startswith("test_") and isinstance(v, (int, float))}
-        return {"config": config, "objective": best.metrics[OBJECTIVE], "finished": len(done), "total": total,
-                "test": test}
+    def _study_summary(self, results: list[Any]) -> dict[str, Any]:
+        searched = [r for r in results if r.config.get(KIND_KEY) == SEARCH]
+        done = [(r, m) for r in searched if (m := _completed_metrics(r)) is not None]
+        summary: dict[str, Any] = {"finished": len(done), "total": len(searched), "best_config": None,
+                                   "stopped_early": sum(1 for r in searched if r.metrics and not r.metrics.get(FULL_BUDGET)
+                                                        and not r.metrics.get("diverged") and r.error is None),
+                                   "failed": sum(1 for r in searched if r.error is not None
+                                                 or (r.metrics or {}).get("diverged"))}
+        if done:
+            best, m = max(done, key=lambda rm: selection_score(rm[1], rm[0].config))
+            summary.update(best_config={k: v for k, v in best.config.items() if k not in NOT_HYPERPARAMETERS},
+                           best_objective=m[OBJECTIVE],
+                           best_trial_test={k: v for k, v in m.items() if k.startswith("test_")
+                                            and isinstance(v, (int, float))})
+        summary["reruns"] = sorted((self._rerun_row(r) for r in results if r.config.get(KIND_KEY) == RERUN),
+                                   key=lambda row: row["seed"])
+        return summary
 
     @staticmethod
     def _rerun_row(result: Any) -> dict[str, Any]:
         m = result.metrics or {}
-        return {"seed": result.config.get(SEED_KEY), "ok": result.error is None and bool(m.get(FULL_BUDGET)),
+        return {"seed": result.config.get(SEED_KEY), "ok": _completed_metrics(result) is not None,
                 **{k: m.get(k) for k in m if k.startswith(("test_", "best_val_")) and not k.endswith("matrix")}}

@@ -1,13 +1,22 @@
-"""Turn a validated :class:`~focustune.spaces.SearchSpace` into Optuna suggestions for Ray Tune."""
+"""The sweep's searcher: one seeded Optuna TPE study per (dataset, method), multiplexed into one Tune run.
+
+Tune asks :class:`MultiStudySearch` for a configuration whenever a slot is free; the
+:class:`~focustune.sweeps.studies.StudyQueue` picks the study, that study's own Optuna study proposes
+(it sees only its own trials), and a finished search is followed by its seed re-runs. Studies live in
+an Optuna RDB storage (SQLite next to the sweep state by default), named ``DATASET/METHOD``.
+"""
 
 from __future__ import annotations
 
+import pickle
+from dataclasses import dataclass
 from typing import Any
 
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
 
 from focustune.spaces import Dimension, SearchSpace
-from focustune.sweeps.trainable import FULL_BUDGET
+from focustune.sweeps.studies import RERUN, Outcome, Study, StudyQueue, selection_score
+from focustune.sweeps.trainable import FULL_BUDGET, KIND_KEY, OBJECTIVE, SEED_KEY, STUDY_KEY
 
 
 def _suggest(trial: Any, dim: Dimension) -> Any:
@@ -52,22 +61,120 @@ class DefineByRun:
         return {**chosen, **self.fixed}
 
 
-class HonestOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells the study the truth: a trial stopped early by the scheduler is PRUNED
-    (its score is from a partial budget), a diverged trial is FAILED; only full runs are COMPLETE."""
+@dataclass(frozen=True)
+class LiveTrial:
+    """A started trial: its study, kind, configuration (with seed) and Optuna trial number (search only)."""
+
+    study: str
+    kind: str
+    config: dict[str, Any]
+    number: int | None = None
+
+
+class MultiStudySearch(Searcher):
+    """Ray Tune searcher over many studies; trial configs carry ``study``, ``kind`` and ``seed``.
+
+    Optuna is told the truth: a trial stopped early by the scheduler is PRUNED (a partial budget's
+    score), a diverged or errored one FAIL; only full-budget trials are COMPLETE with their score.
+    """
+
+    def __init__(self, spaces: dict[str, DefineByRun], queue: StudyQueue, storage: str, sampler_seed: int,
+                 warm_starts: dict[str, list[dict]] | None = None):
+        super().__init__(metric=OBJECTIVE, mode="max")
+        self.spaces, self.queue, self.storage, self.sampler_seed = spaces, queue, storage, sampler_seed
+        self.warm_starts = warm_starts or {}
+        self.live: dict[str, LiveTrial] = {}  # by Tune trial id
+        self._studies: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- Optuna studies
+    def optuna_study(self, key: str) -> Any:
+        """The study ``key`` from the storage: loaded when it exists, else created (and warm-started)."""
+        if key not in self._studies:
+            import optuna
+
+            sampler = optuna.samplers.TPESampler(seed=self.sampler_seed)
+            try:
+                study = optuna.load_study(study_name=key, storage=self.storage, sampler=sampler)
+                self._fail_lost_trials(study)
+            except KeyError:
+                study = optuna.create_study(study_name=key, storage=self.storage, sampler=sampler,
+                                            direction="maximize")
+                for params in self.warm_starts.get(key, []):
+                    study.enqueue_trial(params, skip_if_exists=True)
+            self._studies[key] = study
+        return self._studies[key]
+
+    def _fail_lost_trials(self, study: Any) -> None:
+        """Trials asked by a driver that died before its state was saved: no Tune trial will end them."""
+        from optuna.trial import TrialState
+
+        known = {t.number for t in self.live.values() if t.study == study.study_name}
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.number not in known:
+                study.tell(trial.number, state=TrialState.FAIL)
+
+    # ---------------------------------------------------------------- Tune's searcher interface
+    def suggest(self, trial_id: str) -> dict | str | None:
+        assignment = self.queue.next()
+        if assignment is None:
+            return Searcher.FINISHED if self.queue.finished else None
+        if assignment.kind == RERUN:
+            config, number = {**self.queue.studies[assignment.study].best.config, SEED_KEY: assignment.seed}, None
+        else:
+            trial = self.optuna_study(assignment.study).ask()
+            config, number = self.spaces[assignment.study](trial), trial.number
+        self.live[trial_id] = LiveTrial(assignment.study, assignment.kind, config, number)
+        return {**config, STUDY_KEY: assignment.study, KIND_KEY: assignment.kind}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if result and result.get("diverged"):
-            return super().on_trial_complete(trial_id, None, error=True)
-        if result and not result.get(FULL_BUDGET):
-            return super().on_trial_complete(trial_id, None, error=False)
-        return super().on_trial_complete(trial_id, result, error)
+        live = self.live.pop(trial_id, None)
+        if live is None:
+            return
+        result = result or {}
+        failed = error or bool(result.get("diverged"))
+        full = not failed and bool(result.get(FULL_BUDGET))
+        if live.kind == RERUN:
+            self.queue.rerun_ended(live.study, live.config[SEED_KEY], {**_final(result), "ok": full})
+            return
+        self._tell(live.study, live.number, result, full, failed)
+        score = selection_score(result, live.config) if full else None
+        self.queue.search_ended(live.study, Outcome(live.config, score, _final(result, "test_")))
+
+    def _tell(self, key: str, number: int, result: dict, full: bool, failed: bool) -> None:
+        from optuna.trial import TrialState
+
+        study = self.optuna_study(key)
+        if full:
+            study.tell(number, float(result[OBJECTIVE]))
+        else:
+            study.tell(number, state=TrialState.FAIL if failed else TrialState.PRUNED)
+
+    # ---------------------------------------------------------------- state (Tune checkpoints it)
+    def get_state(self) -> dict:
+        return {"queue": self.queue, "live": dict(self.live)}
+
+    def set_state(self, state: dict) -> None:
+        self.queue, self.live = state["queue"], dict(state["live"])
+        self._studies = {}  # reloaded from the storage, lost trials failed then
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_studies": {}}  # storage connections do not pickle
 
 
-def optuna_search(space: SearchSpace, fixed: dict[str, Any], metric: str, seed: int,
-                  study_name: str) -> HonestOptunaSearch:
-    """Seeded TPE over ``space`` through Ray Tune's Optuna integration."""
-    import optuna
+def _final(result: dict, prefixes: tuple[str, ...] | str = ("test_", "best_val_")) -> dict[str, float]:
+    """A trial's final scalar metrics (its best epoch's validation and test scores)."""
+    return {k: v for k, v in result.items() if k.startswith(prefixes) and isinstance(v, (int, float))
+            and not isinstance(v, bool)}
 
-    return HonestOptunaSearch(space=DefineByRun(space, fixed), metric=metric, mode="max",
-                              sampler=optuna.samplers.TPESampler(seed=seed), study_name=study_name)
+
+def study_queue(keys: list[str], trials: int, seeds: int) -> StudyQueue:
+    """A fresh queue: every study gets ``trials`` search trials and re-runs with seeds 1..``seeds``."""
+    return StudyQueue([Study(key, trials, list(range(1, seeds + 1))) for key in keys])

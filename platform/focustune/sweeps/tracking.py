@@ -1,10 +1,12 @@
 """MLflow tracking of a sweep: one nested run per trial, logged in batches, resilient to outages.
 
 Every tracking call is queued as a plain-data operation and sent in order. When the tracking
-server is unreachable, operations stay queued (training goes on) and are retried; the queue and
-the trial-to-run map are part of the callback's state, so Tune's experiment checkpoint carries
-them across a driver restart. A trial's run is also found again by its ``focustune.trial_id``
-tag, so a restored trial never gets a second run.
+server is unreachable (a transport error: connection refused, timeout, a busy store), operations
+stay queued (training goes on) and are retried; any other error fails that one operation loudly
+(logged, kept aside in ``failed``) and the queue goes on. The queue and the trial-to-run map are
+part of the callback's state, so Tune's experiment checkpoint carries them across a driver restart.
+A trial's run is also found again by its ``focustune.trial_id`` tag, so a restored trial never gets
+a second run. Run, tag and metric names come from :mod:`focustune.tracking_schema`.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import logging
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from ray import tune
 
-from focustune.sweeps.trainable import FULL_BUDGET
+from focustune.sweeps.trainable import BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, SEED_KEY, STUDY_KEY
+from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, FINAL_PREFIXES, FINISHED_TRIALS,
+                                       KIND_RERUN, KIND_STUDY, PARENT_TAG, SEEDS_MEAN_PREFIX, TAG, UTILISATION,
+                                       split_study_key)
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +33,9 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
-TAG = "focustune."
-PARENT_TAG = "mlflow.parentRunId"
-FINAL_PREFIXES = ("best_val_", "test_")
-SKIP_KEYS = {"phase", "diagnostics", "artifacts", "test_confusion_matrix", "done", "full_budget", "node_id",
-             "precision", "trial_id", "date", "hostname", "node_ip", "pid", "config", "experiment_tag", "checkpoint_dir_name",
+SKIP_KEYS = {BUSY_SINCE, BUSY_UNTIL, "mechanism_epoch", "phase", "diagnostics", "artifacts", "test_confusion_matrix",
+             "done", "full_budget", "node_id", "precision", "trial_id", "date", "hostname", "node_ip", "pid", "config",
+             "experiment_tag", "checkpoint_dir_name",
              "should_checkpoint", "timestamp", "time_this_iter_s", "time_total_s", "time_since_restore",
              "iterations_since_restore", "training_iteration", "failed_reason", "diverged"}
 
@@ -68,14 +72,34 @@ def scalar_metrics(result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-class MlflowTracking(tune.Callback):
-    """Tune callback that mirrors each trial into one MLflow run nested under the study's run."""
+def is_transport_error(exc: BaseException) -> bool:
+    """True for an outage worth waiting out (server unreachable, timeout, busy store); False for an
+    error that retrying cannot fix (a bad request, a bug). MLflow wraps the cause: the chain is read."""
+    import requests
+    from sqlalchemy.exc import OperationalError
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, tags: dict[str, str],
+    transient = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, TimeoutError,
+                 OperationalError)
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, transient) or getattr(seen, "error_code", None) == "TEMPORARILY_UNAVAILABLE":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class MlflowTracking(tune.Callback):
+    """Tune callback that mirrors each trial into one MLflow run nested under its study's run.
+
+    ``parents``: study key -> parent run id; ``tags``: tags every run gets (sweep id, epochs, ...);
+    each run also gets its study, kind, dataset and method from its config.
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parents: dict[str, str], tags: dict[str, str],
                  params_for: Any, retry_interval_s: float = 5.0, final_flush_s: float = 120.0):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
+        self.parents = dict(parents)
         self.tags = dict(tags)
         self.params_for = params_for  # config -> dict of every resolved hyperparameter
         self.retry_interval_s = retry_interval_s
@@ -84,6 +108,7 @@ class MlflowTracking(tune.Callback):
         self.logged_epoch: dict[str, int] = {}
         self.diagnostics: dict[str, list] = {}
         self.queue: list[tuple] = []
+        self.failed: list[tuple] = []  # operations that failed for a reason other than an outage
         self._client: Any = None
         self._down_since: float | None = None
         self._last_try = 0.0
@@ -115,7 +140,7 @@ class MlflowTracking(tune.Callback):
         final = {k: v for k, v in scalar_metrics(result).items() if k.startswith(FINAL_PREFIXES)}
         final.update({k: float(result[k]) for k in ("best_epoch", "train_seconds") if k in result})
         tags = {"stopped_early": str(stopped).lower(), "node_id": str(result.get("node_id", "")),
-                "precision": str(result.get("precision", ""))}
+                "precision": str(result.get("precision", "")), "mechanism_epoch": str(result.get("mechanism_epoch", ""))}
         self._enqueue(("end", trial.trial_id, "KILLED" if stopped else "FINISHED", tags, final,
                        self._artifacts(trial.trial_id, result)))
 
@@ -130,13 +155,14 @@ class MlflowTracking(tune.Callback):
     # ---------------------------------------------------------------- state for restores
     def get_state(self) -> dict | None:
         return {"runs": dict(self.runs), "logged_epoch": dict(self.logged_epoch), "queue": list(self.queue),
-                "diagnostics": dict(self.diagnostics)}
+                "diagnostics": dict(self.diagnostics), "failed": list(self.failed)}
 
     def set_state(self, state: dict) -> None:
         self.runs = dict(state.get("runs", {}))
         self.logged_epoch = dict(state.get("logged_epoch", {}))
         self.queue = list(state.get("queue", [])) + self.queue
         self.diagnostics = dict(state.get("diagnostics", {}))
+        self.failed = list(state.get("failed", []))
 
     # ---------------------------------------------------------------- sending
     def _artifacts(self, trial_id: str, result: dict) -> dict[str, Any]:
@@ -178,7 +204,10 @@ class MlflowTracking(tune.Callback):
         while self.queue:
             try:
                 self._apply(self.queue[0])
-            except Exception as exc:  # network errors of any kind: keep the operation queued
+            except Exception as exc:  # sorted below: an outage waits, anything else fails this operation
+                if not is_transport_error(exc):
+                    self._set_aside(self.queue.pop(0), exc)
+                    continue
                 if self._down_since is None:
                     self._down_since = time.monotonic()
                     log.warning("MLflow at %s is unreachable (%s); training continues and logging is "
@@ -188,6 +217,12 @@ class MlflowTracking(tune.Callback):
         if self._down_since is not None:
             log.warning("MLflow at %s is reachable again; buffered logging sent", self.tracking_uri)
             self._down_since = None
+
+    def _set_aside(self, op: tuple, exc: Exception) -> None:
+        """A failed operation is logged with its error and kept (it is not retried, nor blocks others)."""
+        self.failed.append((op[0], op[1], f"{type(exc).__name__}: {exc}"[:500]))
+        log.error("MLflow logging failed (not an outage, not retried): %s of trial %s: %s: %s",
+                  op[0], op[1], type(exc).__name__, exc)
 
     def _apply(self, op: tuple) -> None:
         kind, trial_id = op[0], op[1]
@@ -210,17 +245,19 @@ class MlflowTracking(tune.Callback):
             self.runs[trial_id] = run_id
             self.client.update_run(run_id, status="RUNNING")
             return
-        tags = {PARENT_TAG: self.parent_run_id, TAG + "trial_id": trial_id, TAG + "stopped_early": "false",
-                **{TAG + k: v for k, v in self.tags.items()}}
-        run = self.client.create_run(self.experiment_id, tags=tags,
-                                     run_name=f"{self.tags.get('method', 'trial')}-{trial_id}")
+        study = config[STUDY_KEY]
+        dataset, method = split_study_key(study)
+        tags = {PARENT_TAG: self.parents[study], TAG + "trial_id": trial_id, TAG + "stopped_early": "false",
+                **{TAG + k: v for k, v in {**self.tags, "study": study, "kind": config[KIND_KEY],
+                                           "dataset": dataset, "method": method}.items()}}
+        label = f"seed{config[SEED_KEY]}" if config[KIND_KEY] == KIND_RERUN else trial_id
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"{dataset}-{method}-{label}")
         self.runs[trial_id] = run.info.run_id
         params = {k: ("none" if v is None else v) for k, v in self.params_for(config).items()}
         self._log(run.info.run_id, {}, params=params)
 
     def _find_run(self, trial_id: str) -> str | None:
-        query = (f"tags.`{TAG}trial_id` = '{trial_id}' and tags.`{TAG}sweep_id` = '{self.tags['sweep_id']}'"
-                 f" and tags.`{TAG}kind` = '{self.tags['kind']}'")
+        query = f"tags.`{TAG}trial_id` = '{trial_id}' and tags.`{TAG}sweep_id` = '{self.tags['sweep_id']}'"
         found = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
         return found[0].info.run_id if found else None
 
@@ -249,48 +286,52 @@ class MlflowTracking(tune.Callback):
 class StudyTracking:
     """The sweep's MLflow side: the experiment, one parent run per (dataset, method) study."""
 
-    def __init__(self, spec: Any, state: Any, dataset: str):
-        self.spec, self.state, self.dataset = spec, state, dataset
+    def __init__(self, spec: Any, state: Any):
+        self.spec, self.state = spec, state
         self.client = mlflow_client(spec.tracking)
         experiment = self.client.get_experiment_by_name(spec.experiment)
         self.experiment_id = (experiment.experiment_id if experiment is not None
                               else self.client.create_experiment(spec.experiment))
 
-    def _tags(self, method: str, kind: str) -> dict[str, str]:
-        return {"sweep_id": self.state.data["sweep_id"], "study": f"{self.dataset}/{method}", "kind": kind,
-                "dataset": self.dataset, "method": method, "epochs": str(self.spec.epochs),
+    @property
+    def sweep_tags(self) -> dict[str, str]:
+        """Tags of every run of this sweep (a run adds its study, kind, dataset and method)."""
+        return {"sweep_id": self.state.data["sweep_id"], "epochs": str(self.spec.epochs),
                 "scheduler": self.spec.scheduler}
 
-    def parent_run(self, method: str) -> str:
+    def parent_run(self, key: str) -> str:
         """The study's parent run, created once and remembered in the sweep state."""
-        study = self.state.study(method)
+        study = self.state.study(key)
         if "parent_run_id" not in study:
-            tags = {TAG + k: v for k, v in self._tags(method, "study").items()}
-            run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"{self.dataset}-{method}")
+            dataset, method = split_study_key(key)
+            tags = {TAG + k: v for k, v in {**self.sweep_tags, "study": key, "kind": KIND_STUDY, "dataset": dataset,
+                                            "method": method}.items()}
+            run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"{dataset}-{method}")
             study["parent_run_id"] = run.info.run_id
             self.state.save()
             self.client.log_batch(run.info.run_id, params=_params({
-                "method": method, "dataset": self.dataset, "trials": self.spec.trials, "epochs": self.spec.epochs,
+                "method": method, "dataset": dataset, "trials": self.spec.trials, "epochs": self.spec.epochs,
                 "seeds": self.spec.seeds, "scheduler": self.spec.scheduler}), synchronous=True)
         return study["parent_run_id"]
 
-    def callback(self, method: str, parent: str, kind: str, params_for: Any) -> MlflowTracking:
-        return MlflowTracking(self.spec.tracking, self.experiment_id, parent, self._tags(method, kind), params_for)
+    def callback(self, parents: dict[str, str], params_for: Any) -> MlflowTracking:
+        return MlflowTracking(self.spec.tracking, self.experiment_id, parents, self.sweep_tags, params_for)
 
-    def log_best(self, parent: str, best: dict[str, Any], params_for: Any) -> None:
+    def log_best(self, parent: str, study: dict[str, Any], config: dict[str, Any], params_for: Any) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(parent, metrics=[Metric("best_objective", float(best["objective"]), now, 0),
-                                               Metric("finished_trials", float(best["finished"]), now, 0)],
-                              params=_params({f"best.{k}": v for k, v in params_for(best["config"]).items()}),
+        self.client.log_batch(parent, metrics=[Metric(BEST_OBJECTIVE, float(study["best_objective"]), now, 0),
+                                               Metric(FINISHED_TRIALS, float(study["finished"]), now, 0)],
+                              params=_params({f"{BEST_PARAM_PREFIX}{k}": v
+                                              for k, v in params_for(config).items()}),
                               synchronous=True)
 
-    def close_orphans(self, parent: str, kind: str, known_trials: set[str]) -> int:
-        """Close runs left RUNNING by trials that a killed driver's last Tune snapshot never recorded
-        (Tune re-ran that work as new trials); returns how many were closed."""
-        query = (f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{TAG}kind` = '{kind}' "
-                 f"and attributes.status = 'RUNNING'")
+    def close_orphans(self, known_trials: set[str]) -> int:
+        """Close runs of this sweep left RUNNING by trials that a killed driver's last Tune snapshot
+        never recorded (Tune re-ran that work as new trials); returns how many were closed."""
+        query = (f"tags.`{TAG}sweep_id` = '{self.state.data['sweep_id']}' and attributes.status = 'RUNNING' "
+                 f"and tags.`{TAG}kind` != '{KIND_STUDY}'")
         orphans = [r for r in self.client.search_runs([self.experiment_id], filter_string=query)
                    if r.data.tags.get(TAG + "trial_id") not in known_trials]
         for run in orphans:
@@ -298,7 +339,8 @@ class StudyTracking:
             self.client.set_terminated(run.info.run_id, status="KILLED")
         return len(orphans)
 
-    def close_parent(self, parent: str, study: dict[str, Any], status: str = "FINISHED") -> None:
+    def close_parent(self, parent: str, study: dict[str, Any], usage: dict[str, Any], status: str = "FINISHED") -> None:
+        """Seed re-runs' mean test metrics and the sweep's utilisation on the study run; then end it."""
         from mlflow.entities import Metric
 
         rows = [r for r in study.get("reruns", []) if r.get("ok")]
@@ -307,10 +349,40 @@ class StudyTracking:
         for key in sorted({k for r in rows for k in r if k.startswith("test_")}):
             values = [float(r[key]) for r in rows if r.get(key) is not None]
             if values:
-                metrics.append(Metric(f"seeds_mean_{key}", sum(values) / len(values), now, 0))
+                metrics.append(Metric(f"{SEEDS_MEAN_PREFIX}{key}", sum(values) / len(values), now, 0))
+        if usage.get("overall") is not None:
+            metrics.append(Metric(UTILISATION, float(usage["overall"]), now, 0))
         if metrics:
             self.client.log_batch(parent, metrics=metrics, synchronous=True)
         self.client.set_terminated(parent, status=status)
+
+
+def warm_start_configs(tracking_uri: str, experiment: str, spaces: dict[str, Any]) -> dict[str, list[dict]]:
+    """Per study key, the best configurations its method reached in ``experiment`` (any dataset),
+    restricted to the values the study's search space can take. Refuses a missing experiment."""
+    from focustune.errors import ConfigError
+
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).exists():
+        raise ConfigError(f"--warm-start {experiment}: no MLflow store at {tracking_uri}")
+    client = mlflow_client(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ConfigError(f"--warm-start {experiment}: no such experiment in {tracking_uri}")
+    studies = client.search_runs([found.experiment_id], filter_string=f"tags.`{TAG}kind` = '{KIND_STUDY}'")
+    best_of: dict[str, list[dict[str, str]]] = {}
+    for run in studies:
+        best = {k.removeprefix(BEST_PARAM_PREFIX): v for k, v in run.data.params.items()
+                if k.startswith(BEST_PARAM_PREFIX)}
+        if best:
+            best_of.setdefault(run.data.tags.get(TAG + "method", ""), []).append(best)
+    configs: dict[str, list[dict]] = {}
+    for key, space in spaces.items():
+        for best in best_of.get(split_study_key(key)[1], []):
+            values = {name: dim.value_of(best[name]) for name, dim in space.dimensions.items() if name in best}
+            config = {name: v for name, v in values.items() if v is not None}
+            if config and config not in configs.setdefault(key, []):
+                configs[key].append(config)
+    return configs
 
 
 def _params(values: dict[str, Any]) -> list:

@@ -6,6 +6,7 @@ import base64
 import io
 import math
 import tempfile
+import time
 import warnings
 from typing import Any
 
@@ -17,12 +18,18 @@ from focustune.data import ImageDataset, Split
 from focustune.errors import TrainingDiverged
 from focustune.methods import get_method
 from focustune.metrics import METRIC_NAMES
+from focustune.tracking_schema import split_study_key
 from focustune.trainer import Trainer
 
-#: Keys of a trial's config that are not hyperparameters.
-SEED_KEY = "seed"
+#: Keys of a trial's config that are not hyperparameters: its seed, its study (``DATASET/METHOD``) and
+#: its kind (a search trial or a seed re-run).
+SEED_KEY, STUDY_KEY, KIND_KEY = "seed", "study", "kind"
+NOT_HYPERPARAMETERS = (SEED_KEY, STUDY_KEY, KIND_KEY)
 OBJECTIVE = "objective"  # best validation score so far (selection metric), what Optuna and ASHA see
 FULL_BUDGET = "full_budget"  # set on the last report of a trial that trained all its epochs
+#: Wall-clock time (s since the epoch) when this trial attempt started, and of this report: the
+#: trial's busy slot time, for the sweep's utilisation figure.
+BUSY_SINCE, BUSY_UNTIL = "busy_since", "busy_until"
 
 
 def dataset_to_arrays(dataset: ImageDataset) -> dict[str, Any]:
@@ -86,24 +93,28 @@ def png_base64(grid: torch.Tensor) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def run_trial(config: dict[str, Any], *, method: str, dataset_ref: Any, cpus: float = 1.0,
+def run_trial(config: dict[str, Any], *, dataset_refs: dict[str, Any], cpus: float = 1.0,
               device: str | None = None) -> None:
-    """Train one configuration; report every epoch with a checkpoint; resume from Tune's checkpoint."""
+    """Train one configuration of its study (dataset and method from ``config[STUDY_KEY]``); report
+    every epoch with a checkpoint; resume from Tune's checkpoint. Only this study's dataset is read."""
     import ray
     from ray import tune
 
+    began = time.time()
     torch.set_num_threads(max(1, int(cpus)))
-    hyper = {k: v for k, v in config.items() if k != SEED_KEY}
+    dataset_name, method = split_study_key(config[STUDY_KEY])
     method_cls = get_method(method)
-    train_config, params = resolve(method_cls, hyper)
-    dataset = dataset_from_arrays(ray.get(dataset_ref) if isinstance(dataset_ref, ray.ObjectRef) else dataset_ref)
+    train_config, params = resolve(method_cls, {k: v for k, v in config.items() if k not in NOT_HYPERPARAMETERS})
+    ref = dataset_refs[dataset_name]
+    dataset = dataset_from_arrays(ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref)
 
     node_id = ray.get_runtime_context().get_node_id()
     started_at = {"epoch": 0}  # > 0 when this attempt resumed from a checkpoint
 
     def report(trainer: Trainer, record: dict[str, Any]) -> None:
-        metrics = {**epoch_metrics(trainer, record), "node_id": node_id,
-                   "precision": trainer.precision, "start_epoch": started_at["epoch"]}
+        metrics = {**epoch_metrics(trainer, record), "node_id": node_id, "precision": trainer.precision,
+                   "start_epoch": started_at["epoch"], "mechanism_epoch": trainer.mechanism_epoch,
+                   BUSY_SINCE: began, BUSY_UNTIL: time.time()}
         if trainer.finished:
             metrics.update(final_metrics(trainer))
         with tempfile.TemporaryDirectory() as folder:
@@ -120,5 +131,5 @@ def run_trial(config: dict[str, Any], *, method: str, dataset_ref: Any, cpus: fl
     try:
         trainer.fit()
     except TrainingDiverged as exc:  # a property of the configuration: retrying would diverge again
-        tune.report({"diverged": True, "failed_reason": str(exc), "epoch": trainer.epoch,
-                     "total_epochs": trainer.total_epochs, OBJECTIVE: 0.0})
+        tune.report({"diverged": True, "failed_reason": str(exc), "epoch": trainer.epoch, "node_id": node_id,
+                     "total_epochs": trainer.total_epochs, OBJECTIVE: 0.0, BUSY_SINCE: began, BUSY_UNTIL: time.time()})

@@ -1,0 +1,108 @@
+"""A sweep from its command-line options and an optional plan file (YAML).
+
+A plan holds what the options hold (``methods``, ``trials``, ``epochs``, ...) plus ``datasets``: a
+list whose entries are a dataset (name, ``.npz`` or folder) or a mapping with that dataset's own
+options (``dataset``, ``name``, ``data_dir``, ``size``, ``imbalance_ratio``). An option given on the
+command line wins over the plan; relative paths are read from the current folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from focustune.errors import ConfigError
+from focustune.sweeps.runner import DatasetSpec, SweepSpec
+
+#: Plan keys and the command-line options (argparse destinations) they stand for.
+OPTION_KEYS = {"methods": "methods", "trials": "trials", "epochs": "epochs", "seeds": "seeds",
+               "scheduler": "scheduler", "experiment": "experiment", "tracking_uri": "tracking_uri",
+               "address": "address", "storage": "storage", "optuna_storage": "optuna_storage",
+               "warm_start": "warm_start", "cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per_trial",
+               "max_concurrent": "max_concurrent", "data_dir": "data_dir", "size": "size",
+               "imbalance_ratio": "imbalance_ratio", "spaces": "space", "set": "set"}
+PLAN_KEYS = {"datasets", *OPTION_KEYS}
+DATASET_KEYS = {f.name for f in fields(DatasetSpec)}
+
+
+def read_plan(path: str) -> dict[str, Any]:
+    """The plan file as a mapping; unreadable, broken or unknown content is refused."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--plan {path}: no such file")
+    try:
+        plan = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--plan {path}: not valid YAML: {exc}") from None
+    if not isinstance(plan, dict):
+        raise ConfigError(f"--plan {path}: expected a mapping of options (datasets, methods, trials, ...)")
+    if unknown := sorted(set(plan) - PLAN_KEYS):
+        raise ConfigError(f"--plan {path}: unknown key(s) {', '.join(map(str, unknown))}; "
+                          f"known: {', '.join(sorted(PLAN_KEYS))}")
+    return plan
+
+
+def _listed(value: Any, what: str) -> list:
+    if isinstance(value, str):
+        return [x.strip() for x in value.split(",") if x.strip()]
+    if isinstance(value, list):
+        return value
+    raise ConfigError(f"{what}: expected a list or a comma-separated string, got {value!r}")
+
+
+def _dataset(entry: Any, defaults: dict[str, Any]) -> DatasetSpec:
+    if isinstance(entry, str):
+        entry = {"dataset": entry}
+    if not isinstance(entry, dict) or "dataset" not in entry:
+        raise ConfigError(f"plan datasets: each entry is a dataset or a mapping with `dataset:`, got {entry!r}")
+    if unknown := sorted(set(entry) - DATASET_KEYS):
+        raise ConfigError(f"plan dataset {entry['dataset']!r}: unknown key(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(DATASET_KEYS))}")
+    return DatasetSpec(**{**defaults, **entry})
+
+
+def _option(args: argparse.Namespace, plan: dict[str, Any], key: str, default: Any) -> Any:
+    """The command line's value if given, else the plan's, else ``default``."""
+    value = getattr(args, OPTION_KEYS[key], None)
+    if value is not None:
+        return value
+    return plan.get(key, default)
+
+
+def sweep_spec(args: argparse.Namespace, defaults: dict[str, Any]) -> SweepSpec:
+    """The sweep asked for by ``args`` (and ``args.plan``); ``defaults`` are the command's own."""
+    from focustune import params
+
+    plan = read_plan(args.plan) if getattr(args, "plan", None) else {}
+    if getattr(args, "dataset", None) and getattr(args, "datasets", None):
+        raise ConfigError("give --dataset (one dataset) or --datasets (several), not both")
+    named = [args.dataset] if getattr(args, "dataset", None) else getattr(args, "datasets", None)
+    entries = _listed(named, "--datasets") if named else _listed(plan.get("datasets", defaults["datasets"]),
+                                                                 "plan datasets")
+    per_dataset = {k: _option(args, plan, k, defaults.get(k)) for k in ("data_dir", "size", "imbalance_ratio")}
+    per_dataset = {k: v for k, v in per_dataset.items() if v is not None}
+    spaces = _option(args, plan, "spaces", {})
+    fixed = _option(args, plan, "set", {})
+    option = lambda key: _option(args, plan, key, defaults.get(key))  # noqa: E731
+    return SweepSpec(
+        datasets=[_dataset(e, per_dataset) for e in entries],
+        methods=[str(m) for m in _listed(option("methods") or [], "--methods")],
+        trials=option("trials"), epochs=option("epochs"), seeds=option("seeds"), scheduler=option("scheduler"),
+        tracking_uri=option("tracking_uri"), experiment=option("experiment"), address=option("address"),
+        storage=option("storage"), optuna_storage=option("optuna_storage"), warm_start=option("warm_start"),
+        cpus_per_trial=option("cpus_per_trial"), gpus_per_trial=option("gpus_per_trial"),
+        max_concurrent=option("max_concurrent"), resume=bool(args.resume),
+        space_files=dict(spaces) if isinstance(spaces, dict) else dict(map(space_assignment, spaces)),
+        fixed=dict(fixed) if isinstance(fixed, dict) else params.parse_assignments(fixed))
+
+
+def space_assignment(item: str) -> tuple[str, str]:
+    """``METHOD=FILE`` of ``--space``."""
+    method, sep, path = item.partition("=")
+    if not sep or not method or not path:
+        raise ConfigError(f"--space expects METHOD=FILE, got {item!r}")
+    return method.strip(), path.strip()

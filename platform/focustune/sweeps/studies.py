@@ -1,0 +1,140 @@
+"""Which trial runs next, across every (dataset, method) study of a sweep, and how busy the slots were.
+
+Plain Python (no Ray, no Optuna), so the policy can be driven by Tune and by a simulation alike.
+All studies advance together: a free slot goes first to a study whose search has finished and whose
+seed re-runs are still to start, else to the study with the fewest started search trials.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from focustune.config import TrainConfig
+from focustune.sweeps.trainable import OBJECTIVE
+from focustune.tracking_schema import KIND_RERUN as RERUN
+from focustune.tracking_schema import KIND_TRIAL as SEARCH
+
+
+def selection_score(metrics: dict[str, Any], config: dict[str, Any]) -> tuple[float, float]:
+    """How a full-budget trial ranks: its best-epoch validation score of the selection metric (never
+    test), ties broken by the objective."""
+    metric = "best_val_" + str(config.get("selection_metric", TrainConfig.selection_metric))
+    return float(metrics.get(metric, metrics[OBJECTIVE])), float(metrics[OBJECTIVE])
+
+
+@dataclass
+class Outcome:
+    """How a search trial ended: ``score`` (selection metric, then objective) only for full-budget runs."""
+
+    config: dict[str, Any]
+    score: tuple[float, float] | None = None
+    test: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Study:
+    """One (dataset, method) study: its search budget, its seed re-runs and what has happened so far."""
+
+    key: str
+    trials: int
+    seeds: list[int]
+    started: int = 0
+    ended: list[Outcome] = field(default_factory=list)
+    reruns_started: int = 0
+    reruns: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> final metrics (ok or not)
+
+    @property
+    def search_done(self) -> bool:
+        return len(self.ended) >= self.trials
+
+    @property
+    def completed(self) -> list[Outcome]:
+        return [o for o in self.ended if o.score is not None]
+
+    @property
+    def best(self) -> Outcome | None:
+        """The full-budget trial with the best validation score (never test)."""
+        return max(self.completed, key=lambda o: o.score, default=None)
+
+    @property
+    def reruns_to_start(self) -> int:
+        if not self.search_done or self.best is None:
+            return 0
+        return len(self.seeds) - self.reruns_started
+
+    @property
+    def done(self) -> bool:
+        if not self.search_done:
+            return False
+        return self.best is None or len(self.reruns) >= len(self.seeds)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    study: str
+    kind: str  # SEARCH or RERUN
+    seed: int | None = None
+
+
+class StudyQueue:
+    """The scheduling policy over all studies (state is plain data: it pickles with Tune's searcher)."""
+
+    def __init__(self, studies: list[Study]):
+        self.studies = {s.key: s for s in studies}
+
+    def next(self) -> Assignment | None:
+        """The next trial to start, or None when every remaining trial waits for a running one."""
+        for study in self.studies.values():
+            if study.reruns_to_start > 0:
+                seed = study.seeds[study.reruns_started]
+                study.reruns_started += 1
+                return Assignment(study.key, RERUN, seed)
+        open_studies = [s for s in self.studies.values() if s.started < s.trials]
+        if not open_studies:
+            return None
+        study = min(open_studies, key=lambda s: s.started)  # first in order among equals
+        study.started += 1
+        return Assignment(study.key, SEARCH)
+
+    def search_ended(self, key: str, outcome: Outcome) -> None:
+        self.studies[key].ended.append(outcome)
+
+    def rerun_ended(self, key: str, seed: int, metrics: dict[str, Any]) -> None:
+        self.studies[key].reruns[seed] = metrics
+
+    @property
+    def finished(self) -> bool:
+        return all(s.done for s in self.studies.values())
+
+
+# ---------------------------------------------------------------- utilisation
+
+@dataclass(frozen=True)
+class Interval:
+    """A trial's busy time on a node (wall-clock seconds)."""
+
+    node: str
+    start: float
+    end: float
+
+
+def utilisation(intervals: list[Interval], slots: dict[str, int]) -> dict[str, Any]:
+    """Busy slot-seconds over available slot-seconds between the first trial start and the last end.
+
+    ``slots``: trial slots per node (``"total"`` may cap the overall count, e.g. ``--max-concurrent``).
+    Returns ``{"overall": u, "nodes": {node: u}, "span_s": ..., "busy_s": ..., "slots": ...}``.
+    """
+    if not intervals:
+        return {"overall": None, "nodes": {}, "span_s": 0.0, "busy_s": 0.0, "slots": 0}
+    span = max(i.end for i in intervals) - min(i.start for i in intervals)
+    busy: dict[str, float] = defaultdict(float)
+    for i in intervals:
+        busy[i.node] += i.end - i.start
+    node_slots = {n: s for n, s in slots.items() if n != "total"}
+    total_slots = min(sum(node_slots.values()), slots.get("total", float("inf")))
+    ratio = lambda b, s: round(b / (s * span), 4) if s and span > 0 else None  # noqa: E731
+    return {"overall": ratio(sum(busy.values()), total_slots),
+            "nodes": {n: ratio(busy.get(n, 0.0), s) for n, s in node_slots.items()},
+            "span_s": round(span, 2), "busy_s": round(sum(busy.values()), 2), "slots": int(total_slots)}

@@ -103,9 +103,9 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, tiny)
     log = tmp_path / "sweep.log"
     driver = start(sweep_command(*args), log, cwd=tmp_path)
     try:
-        assert wait_until(lambda: "done 2/4" in log.read_text(), 300), log.read_text()[-3000:]
+        assert wait_until(lambda: "search 2/4" in log.read_text(), 300), log.read_text()[-3000:]
         # Tune snapshots its experiment every few seconds; kill once two finished trials are in it
-        search = tmp_path / "focustune_runs" / "killed" / "erm-search"
+        search = tmp_path / "focustune_runs" / "killed" / "benchmark"
         snapshot = lambda: sum(f.read_text().count("TERMINATED") for f in search.glob("experiment_state*.json"))  # noqa: E731
         assert wait_until(lambda: snapshot() >= 2, 60)
         os.kill(driver.pid, signal.SIGKILL)
@@ -129,7 +129,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, tiny)
             history = client(uri).get_metric_history(run.info.run_id, "train_loss")
             assert sorted(m.step for m in history) == [1, 2, 3]
     state = json.loads((tmp_path / "focustune_runs" / "killed" / "sweep.json").read_text())
-    assert state["studies"]["erm"]["search_done"] and state["studies"]["erm"]["finished"] == 4
+    assert state["done"] and state["studies"]["tiny/erm"]["finished"] == 4
 
 
 def test_diverging_trials_fail_with_reason_and_the_sweep_goes_on(tmp_path, tiny):
@@ -249,7 +249,7 @@ def test_bad_input_is_refused_before_ray_starts(tmp_path, args, message, capsys,
 
 
 def test_asha_stopped_trials_are_pruned_in_optuna_and_tagged_in_mlflow(tmp_path):
-    import pickle
+    import optuna
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     done = run_sweep(tmp_path, "--methods", "erm", "--trials", "6", "--epochs", "4", "--seeds", "0",
@@ -262,8 +262,7 @@ def test_asha_stopped_trials_are_pruned_in_optuna_and_tagged_in_mlflow(tmp_path)
     assert len(trials) == 6 and stopped and full
     assert all(r.info.status == "KILLED" and "test_acc" not in r.data.metrics for r in stopped)
     assert all(r.info.status == "FINISHED" and "test_acc" in r.data.metrics for r in full)
-    state = sorted((tmp_path / "focustune_runs" / "asha" / "erm-search").glob("searcher-state-*.pkl"))[-1]
-    with open(state, "rb") as handle:
-        study = pickle.load(handle)["_ot_study"]
+    storage = f"sqlite:///{tmp_path / 'focustune_runs' / 'asha' / 'optuna.db'}"
+    study = optuna.load_study(study_name="digits-lt/erm", storage=storage)
     states = [t.state.name for t in study.trials]
     assert states.count("PRUNED") == len(stopped) and states.count("COMPLETE") == len(full)

@@ -161,6 +161,9 @@ def _run_sweep(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
         if study.get("best_config"):
             tuned = {k: v for k, v in study["best_config"].items() if k not in spec.fixed and k != "epochs"}
             print(f"{key} best configuration (by validation): " + ", ".join(f"{k}={v}" for k, v in tuned.items()))
+        else:
+            print(f"{key}: no search trial finished its full budget ({study.get('failed', 0)} failed, "
+                  f"{study.get('stopped_early', 0)} stopped early); no re-runs")
     if not spec.seeds:
         print("test columns: the best search trial's test metrics (no seed re-runs; use --seeds K for a comparison)")
     print(_utilisation_line(sweep.state.data.get("utilisation", {})))

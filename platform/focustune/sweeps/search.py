@@ -92,6 +92,7 @@ class MultiStudySearch(Searcher):
         if key not in self._studies:
             import optuna
 
+            optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own progress
             sampler = optuna.samplers.TPESampler(seed=self.sampler_seed)
             try:
                 study = optuna.load_study(study_name=key, storage=self.storage, sampler=sampler)
@@ -127,7 +128,7 @@ class MultiStudySearch(Searcher):
         return {**config, STUDY_KEY: assignment.study, KIND_KEY: assignment.kind}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        live = self.live.pop(trial_id, None)
+        live = self.live.get(trial_id)
         if live is None:
             return
         result = result or {}
@@ -135,8 +136,10 @@ class MultiStudySearch(Searcher):
         full = not failed and bool(result.get(FULL_BUDGET))
         if live.kind == RERUN:
             self.queue.rerun_ended(live.study, live.config[SEED_KEY], {**_final(result), "ok": full})
+            del self.live[trial_id]
             return
-        self._tell(live.study, live.number, result, full, failed)
+        self._tell(live.study, live.number, result, full, failed)  # while still live: not a lost trial
+        del self.live[trial_id]
         score = selection_score(result, live.config) if full else None
         self.queue.search_ended(live.study, Outcome(live.config, score, _final(result, "test_")))
 

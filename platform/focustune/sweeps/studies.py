@@ -134,7 +134,7 @@ def utilisation(intervals: list[Interval], slots: dict[str, int]) -> dict[str, A
         busy[i.node] += i.end - i.start
     node_slots = {n: s for n, s in slots.items() if n != "total"}
     total_slots = min(sum(node_slots.values()), slots.get("total", float("inf")))
-    ratio = lambda b, s: round(b / (s * span), 4) if s and span > 0 else None  # noqa: E731
+    ratio = lambda b, s: b / (s * span) if s and span > 0 else None  # noqa: E731
     return {"overall": ratio(sum(busy.values()), total_slots),
             "nodes": {n: ratio(busy.get(n, 0.0), s) for n, s in node_slots.items()},
-            "span_s": round(span, 2), "busy_s": round(sum(busy.values()), 2), "slots": int(total_slots)}
+            "span_s": span, "busy_s": sum(busy.values()), "slots": int(total_slots)}

@@ -1,0 +1,244 @@
+"""The sweep's scheduling layer without running Ray: the study queue, the multi-study searcher (real
+Optuna studies in a SQLite file), per-study ASHA, utilisation and plan files."""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray.tune.schedulers import TrialScheduler
+
+from focustune.errors import ConfigError
+from focustune.methods import get_method
+from focustune.spaces import load_space
+from focustune.sweeps.plan import read_plan, sweep_spec
+from focustune.sweeps.runner import study_grace
+from focustune.sweeps.schedulers import PerStudyASHA
+from focustune.sweeps.search import DefineByRun, MultiStudySearch, study_queue
+from focustune.sweeps.studies import RERUN, SEARCH, Interval, utilisation
+from focustune.sweeps.trainable import FULL_BUDGET, KIND_KEY, OBJECTIVE, SEED_KEY, STUDY_KEY
+
+A, B = "alpha/erm", "beta/erm"
+
+
+def searcher(tmp_path, keys=(A, B), trials=3, seeds=2, warm_starts=None) -> MultiStudySearch:
+    space = DefineByRun(load_space(get_method("erm")), {"epochs": 2, SEED_KEY: 0})
+    return MultiStudySearch({k: space for k in keys}, study_queue(list(keys), trials, seeds),
+                            f"sqlite:///{tmp_path / 'optuna.db'}", sampler_seed=0, warm_starts=warm_starts)
+
+
+def full_result(score: float) -> dict:
+    return {OBJECTIVE: score, "best_val_balanced_acc": score, "test_balanced_acc": score / 2, FULL_BUDGET: True}
+
+
+def run_all(search: MultiStudySearch, score=lambda config: 0.5) -> list[dict]:
+    """Suggest and complete trials one at a time until the searcher says FINISHED."""
+    started, n = [], 0
+    while (config := search.suggest(f"t{n}")) not in (None, search.FINISHED):
+        started.append(config)
+        search.on_trial_complete(f"t{n}", full_result(score(config)))
+        n += 1
+    assert config == search.FINISHED
+    return started
+
+
+def test_a_free_slot_goes_to_the_study_with_the_fewest_started_trials(tmp_path):
+    search = searcher(tmp_path, keys=("a/erm", "b/erm", "c/erm"))
+    first = [search.suggest(f"t{i}")[STUDY_KEY] for i in range(6)]
+    assert first == ["a/erm", "b/erm", "c/erm"] * 2  # the studies' trials interleave
+
+
+def test_reruns_of_a_finished_study_start_while_another_study_still_searches(tmp_path):
+    search = searcher(tmp_path, trials=2, seeds=2)
+    a1, b1, a2 = search.suggest("a1"), search.suggest("b1"), search.suggest("a2")
+    assert [c[STUDY_KEY] for c in (a1, b1, a2)] == [A, B, A]
+    search.on_trial_complete("a1", full_result(0.4))
+    search.on_trial_complete("a2", full_result(0.9))  # alpha's search has ended; beta's has not
+    rerun = search.suggest("r1")
+    assert rerun[STUDY_KEY] == A and rerun[KIND_KEY] == RERUN and rerun[SEED_KEY] == 1
+    assert rerun["lr"] == a2["lr"]  # the best trial's configuration, by validation
+    assert search.suggest("r2")[SEED_KEY] == 2  # a study's re-runs come first: its result is then complete
+    b2 = search.suggest("b2")
+    assert b2[STUDY_KEY] == B and b2[KIND_KEY] == SEARCH  # beta goes on searching meanwhile
+
+
+def test_every_study_ends_with_its_reruns_then_the_searcher_is_finished(tmp_path):
+    search = searcher(tmp_path, trials=3, seeds=2)
+    started = run_all(search)
+    for key in (A, B):
+        kinds = [c[KIND_KEY] for c in started if c[STUDY_KEY] == key]
+        assert kinds == [SEARCH] * 3 + [RERUN] * 2
+    assert search.queue.finished
+
+
+def test_each_optuna_study_sees_only_its_own_trials_and_is_told_the_truth(tmp_path):
+    search = searcher(tmp_path, trials=3, seeds=0)
+    for i in range(6):
+        search.suggest(f"t{i}")  # alpha gets t0, t2, t4; beta t1, t3, t5
+    search.on_trial_complete("t0", full_result(0.7))
+    search.on_trial_complete("t2", {OBJECTIVE: 0.6})  # stopped early: no full budget
+    search.on_trial_complete("t4", {OBJECTIVE: 0.0, "diverged": True})
+    for i in (1, 3, 5):
+        search.on_trial_complete(f"t{i}", None, error=True)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    alpha = optuna.load_study(study_name=A, storage=storage)
+    beta = optuna.load_study(study_name=B, storage=storage)
+    assert [t.state for t in alpha.trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+    assert alpha.trials[0].value == pytest.approx(0.7)
+    assert [t.state for t in beta.trials] == [TrialState.FAIL] * 3
+    assert search.queue.finished and search.queue.studies[B].best is None  # beta: no re-runs to start
+
+
+def test_warm_start_configurations_are_the_first_trials_of_their_study(tmp_path):
+    warm = {A: [{"lr": 0.00123, "weight_decay": 1e-5}]}
+    search = searcher(tmp_path, trials=2, seeds=0, warm_starts=warm)
+    first_a = search.suggest("t0")
+    assert first_a[STUDY_KEY] == A and first_a["lr"] == pytest.approx(0.00123)
+    assert first_a["weight_decay"] == pytest.approx(1e-5)
+    assert search.suggest("t1")["lr"] != pytest.approx(0.00123)  # beta was not warm-started
+
+
+def test_a_restored_searcher_fails_optuna_trials_its_snapshot_never_saw(tmp_path):
+    search = searcher(tmp_path, trials=3, seeds=0)
+    search.suggest("t0")
+    snapshot = tmp_path / "searcher.pkl"
+    search.save(str(snapshot))
+    search.suggest("t1")
+    search.suggest("t2")  # asked after the snapshot: the driver dies before saving again
+    restored = pickle.loads(pickle.dumps(searcher(tmp_path, trials=3, seeds=0)))
+    restored.restore(str(snapshot))
+    restored.on_trial_complete("t0", full_result(0.5))  # the restored trial still ends normally
+    alpha = optuna.load_study(study_name=A, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    states = [t.state for t in alpha.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL]  # t2 (alpha's second) was lost
+    assert restored.queue.studies[A].started == 1  # the lost trial is offered again
+
+
+# ---------------------------------------------------------------- per-study ASHA
+
+def trial(trial_id: str, study: str, kind: str = SEARCH) -> SimpleNamespace:
+    return SimpleNamespace(trial_id=trial_id, config={STUDY_KEY: study, KIND_KEY: kind})
+
+
+def report(scheduler: PerStudyASHA, t: SimpleNamespace, epoch: int, score: float, mechanism: int = 1) -> str:
+    return scheduler.on_trial_result(None, t, {"epoch": epoch, OBJECTIVE: score, "mechanism_epoch": mechanism})
+
+
+def test_trials_of_different_studies_never_meet_in_the_same_rung():
+    scheduler = PerStudyASHA({A: 1, B: 1}, max_t=8, reduction_factor=2)
+    strong = [trial(f"a{i}", A) for i in range(4)]
+    weak = [trial(f"b{i}", B) for i in range(4)]
+    for t in strong + weak:
+        scheduler.on_trial_add(None, t)
+    for t in strong:
+        assert report(scheduler, t, 1, 0.9) == TrialScheduler.CONTINUE
+    # beta's scores are far below alpha's; in one shared rung they would be cut
+    decisions = [report(scheduler, t, 1, 0.1 + 0.01 * i) for i, t in enumerate(weak)]
+    assert decisions[0] == TrialScheduler.CONTINUE and TrialScheduler.STOP not in decisions[:2]
+    shared = PerStudyASHA({"x": 1}, max_t=8, reduction_factor=2)
+    mixed = [trial(f"m{i}", "x") for i in range(5)]
+    for t in mixed:
+        shared.on_trial_add(None, t)
+    for t in mixed[:4]:
+        report(shared, t, 1, 0.9)
+    assert report(shared, mixed[4], 1, 0.1) == TrialScheduler.STOP  # the control: one rung does cut it
+
+
+def test_no_trial_is_stopped_before_its_method_has_acted():
+    scheduler = PerStudyASHA({A: 3}, max_t=8, reduction_factor=2)
+    good = [trial(f"g{i}", A) for i in range(3)]
+    late = trial("late", A)
+    for t in good + [late]:
+        scheduler.on_trial_add(None, t)
+    for t in good:
+        for epoch in (1, 2, 3):
+            report(scheduler, t, epoch, 0.9, mechanism=3)
+    for epoch in (1, 2):  # before its mechanism epoch even a hopeless score continues
+        assert report(scheduler, late, epoch, 0.0, mechanism=3) == TrialScheduler.CONTINUE
+    assert report(scheduler, late, 3, 0.0, mechanism=3) == TrialScheduler.STOP
+
+
+def test_seed_reruns_are_never_stopped():
+    scheduler = PerStudyASHA({A: 1}, max_t=4, reduction_factor=2)
+    runs = [trial(f"r{i}", A, RERUN) for i in range(4)]
+    for t in runs:
+        scheduler.on_trial_add(None, t)
+    assert {report(scheduler, t, 1, s) for t, s in zip(runs, (0.9, 0.8, 0.1, 0.0))} == {TrialScheduler.CONTINUE}
+
+
+@pytest.mark.parametrize("method, fixed, grace", [
+    ("erm", {"epochs": 20}, 1),
+    ("low", {"epochs": 20}, 1),
+    ("imet", {"epochs": 20, "iterations": 4}, 6),  # iteration 0 (equal-class) has 5 epochs
+    ("mdgan", {"epochs": 20, "finetune_epochs": 5}, 16),  # 15 pretraining epochs
+])
+def test_study_grace_is_the_epoch_from_which_the_method_has_acted(method, fixed, grace):
+    assert study_grace(method, fixed) == grace
+
+
+# ---------------------------------------------------------------- utilisation
+
+def test_utilisation_is_busy_over_available_slot_time_per_node_and_overall():
+    intervals = [Interval("n1", 0, 10), Interval("n1", 0, 5), Interval("n2", 5, 10)]
+    usage = utilisation(intervals, {"n1": 2, "n2": 1})
+    assert usage["span_s"] == 10 and usage["busy_s"] == 20
+    assert usage["overall"] == pytest.approx(20 / 30)
+    assert usage["nodes"] == {"n1": pytest.approx(15 / 20), "n2": pytest.approx(5 / 10)}
+    capped = utilisation(intervals, {"n1": 2, "n2": 1, "total": 2})  # --max-concurrent 2
+    assert capped["overall"] == pytest.approx(20 / 20)
+
+
+# ---------------------------------------------------------------- plan files
+
+def sweep_args(**given) -> argparse.Namespace:
+    names = ["dataset", "datasets", "plan", "methods", "trials", "epochs", "seeds", "scheduler", "experiment",
+             "tracking_uri", "address", "storage", "optuna_storage", "warm_start", "cpus_per_trial",
+             "gpus_per_trial", "max_concurrent", "data_dir", "size", "imbalance_ratio", "space", "set"]
+    return argparse.Namespace(**{n: None for n in names}, resume=False) if not given else \
+        argparse.Namespace(**{**{n: None for n in names}, "resume": False, **given})
+
+
+DEFAULTS = {"datasets": ["digits-lt"], "trials": 20, "epochs": 30, "seeds": 1, "scheduler": "none",
+            "experiment": "focustune", "size": 28, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0}
+
+
+def test_a_plan_gives_datasets_their_own_options_and_the_command_line_wins(tmp_path):
+    plan = tmp_path / "bench.yaml"
+    plan.write_text("methods: [erm, focal]\ntrials: 5\nepochs: 4\ndata_dir: /data\n"
+                    "datasets:\n  - pneumoniamnist\n  - {dataset: breastmnist, size: 64, imbalance_ratio: 5}\n"
+                    "set: {batch_size: 32}\nspaces: {erm: my_erm.yaml}\n")
+    spec = sweep_spec(sweep_args(plan=str(plan), trials=7), DEFAULTS)
+    assert spec.methods == ["erm", "focal"] and spec.trials == 7 and spec.epochs == 4 and spec.seeds == 1
+    assert [(d.dataset, d.data_dir, d.size, d.imbalance_ratio) for d in spec.datasets] == [
+        ("pneumoniamnist", "/data", 28, None), ("breastmnist", "/data", 64, 5)]
+    assert spec.fixed == {"batch_size": 32} and spec.space_files == {"erm": "my_erm.yaml"}
+
+
+def test_datasets_option_and_the_one_dataset_case():
+    spec = sweep_spec(sweep_args(datasets="digits-lt,breastmnist", methods="erm"), DEFAULTS)
+    assert [d.dataset for d in spec.datasets] == ["digits-lt", "breastmnist"]
+    assert [d.dataset for d in sweep_spec(sweep_args(dataset="breastmnist"), DEFAULTS).datasets] == ["breastmnist"]
+    assert [d.dataset for d in sweep_spec(sweep_args(), DEFAULTS).datasets] == ["digits-lt"]
+    with pytest.raises(ConfigError, match="not both"):
+        sweep_spec(sweep_args(dataset="a", datasets="b"), DEFAULTS)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("methods: [erm]\ntrails: 3\n", "unknown key(s) trails"),
+    ("methods: [erm\n", "not valid YAML"),
+    ("- erm\n", "expected a mapping"),
+    ("datasets:\n  - {dataset: breastmnist, colour: true}\n", "unknown key(s) colour"),
+    ("trials: many\n", "expected a number"),
+])
+def test_bad_plans_are_refused_with_one_message(tmp_path, text, message):
+    from focustune.sweeps.runner import validate
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate(sweep_spec(sweep_args(plan=str(plan), methods="erm"), DEFAULTS))
+    assert read_plan  # the module's reader is what the CLI uses

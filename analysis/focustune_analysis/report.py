@@ -22,8 +22,8 @@ from focustune_analysis.document import Document, latex_tabular
 from focustune_analysis.plots import label
 from focustune_analysis.references import references_for
 from focustune_analysis.results import (check_usable, compare_to_baseline, confusion_matrices, cross_dataset_table,
-                                        leaderboard, pairwise_comparisons, per_class_recall, rank_across_datasets,
-                                        status_counts)
+                                        datasets_with_results, leaderboard, pairwise_comparisons, per_class_recall,
+                                        rank_across_datasets, status_counts)
 from focustune_analysis.search import param_importance, search_progress, slices
 from focustune_analysis.stats import Ranking
 
@@ -244,7 +244,7 @@ def _write_cross_dataset(out: Path, table: pd.DataFrame, ranking: Ranking, metri
 
 
 def _single_dataset_sentence(c: Collection) -> str:
-    found = sorted(c.selected()["dataset"].dropna().unique())
+    found = datasets_with_results(c)
     return (f"Results on {len(found)} dataset{'s' if len(found) != 1 else ''} ({', '.join(found) or 'none'}): no "
             "comparison across datasets (table, Friedman test, critical-difference diagram), which needs at least "
             "two.")

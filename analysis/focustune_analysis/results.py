@@ -165,6 +165,11 @@ def rank_across_datasets(c: Collection, metric: str = "balanced_acc", alpha: flo
     return friedman_nemenyi(scores, alpha)
 
 
+def datasets_with_results(c: Collection) -> list[str]:
+    """Datasets on which some method has a selected (finished) run."""
+    return sorted(c.selected()["dataset"].dropna().unique())
+
+
 def cross_dataset_table(c: Collection, metric: str = "balanced_acc", confidence: float = 0.95) -> pd.DataFrame:
     """Methods against datasets, as DomainBed prints them: per method (row) and dataset, the test
     ``metric`` of the selected runs as ``<dataset>`` mean, ``<dataset>_se`` and ``<dataset>_n``;
@@ -175,7 +180,7 @@ def cross_dataset_table(c: Collection, metric: str = "balanced_acc", confidence:
     metric = check_usable(c, metric)
     ranking = rank_across_datasets(c, metric)
     if ranking is None:
-        found = sorted(c.selected()["dataset"].dropna().unique())
+        found = datasets_with_results(c)
         raise ConfigError(f"a table across datasets needs results on at least 2 datasets; {c.experiment!r} has "
                           f"{len(found)}: {', '.join(found) or '(none)'}")
     board = leaderboard(c, [metric], primary=metric, confidence=confidence, references=False)

@@ -120,7 +120,7 @@ class Ranking:
     def groups(self) -> list[list[str]]:
         """Maximal runs of methods, in average-rank order, whose average ranks differ by at most the
         critical difference (not significantly different): the bars of a critical-difference
-        diagram. None without a critical difference."""
+        diagram; empty without a critical difference."""
         if not math.isfinite(self.critical_difference):
             return []
         methods, ranks = list(self.average_rank.index), self.average_rank.to_numpy()

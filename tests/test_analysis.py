@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 
 from focustune.errors import ConfigError
-from focustune_analysis import (build_report, collect_runs, compare_to_baseline, epochs_to_target, holm, leaderboard,
-                                log_summary_run, mean_curves, pairwise_comparisons, param_importance,
-                                rank_across_datasets, search_progress, small_sample_note, wilcoxon_floor)
-from focustune_analysis import cli
+from focustune_analysis import (build_report, collect_runs, compare_to_baseline, cross_dataset_table, epochs_to_target,
+                                friedman_nemenyi, holm, leaderboard, log_summary_run, mean_curves,
+                                pairwise_comparisons, param_importance, rank_across_datasets, search_progress,
+                                small_sample_note, wilcoxon_floor)
+from focustune_analysis import cli, plots
 
 OFFSETS = {"balanced_acc": 0.0, "acc": 0.01, "macro_f1": -0.01, "auc": 0.03, "worst_class_recall": -0.2}
 T_975 = {2: 4.302653, 4: 2.776445, 5: 2.570582}  # Student t quantiles (textbook tables)
@@ -97,6 +98,11 @@ ERM = [0.70, 0.74, 0.68, 0.72, 0.75, 0.69]  # test balanced accuracy of erm's se
 LOW_GAIN = [0.10, 0.11, 0.09, 0.105, 0.095, 0.10]  # low = erm + this, seed by seed
 FOCAL_NOISE = [0.01, -0.01, 0.005, -0.006, 0.002]  # focal ~ erm (seeds 1..5; seed 6 failed)
 LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 2e-2]
+# Experiment "across": test balanced accuracy of seeds 1, 2 per dataset and method. On d1, b and c tie
+# (same values); d runs on d1 and d2 only.
+ACROSS = {"d1": {"a": [0.80, 0.82], "b": [0.70, 0.72], "c": [0.72, 0.70], "d": [0.90, 0.90]},
+          "d2": {"a": [0.60, 0.64], "b": [0.66, 0.70], "c": [0.50, 0.52], "d": [0.40, 0.44]},
+          "d3": {"a": [0.90, 0.91], "b": [0.85, 0.86], "c": [0.88, 0.80]}}
 
 
 def _log_main(logger: Logger) -> None:
@@ -135,7 +141,7 @@ def store(tmp_path_factory):
     client = MlflowClient(tracking_uri=uri)
     artifacts = (root / "artifacts").as_uri()
     experiments = {name: client.create_experiment(name, artifact_location=f"{artifacts}/{name}")
-                   for name in ("cmp", "small", "solo", "pending")}
+                   for name in ("cmp", "small", "solo", "pending", "across")}
     _log_main(Logger(client, experiments["cmp"]))
     old = Logger(client, experiments["cmp"], sweep_id="old")  # an earlier sweep of tiny2/erm, superseded
     old.clock -= 10_000_000
@@ -148,6 +154,12 @@ def store(tmp_path_factory):
             small.run(parent, "tiny", method, "seed_rerun", seed, {"lr": 1e-3}, test=ERM[seed - 1] + gain)
     solo = Logger(client, experiments["solo"])
     solo.run(solo.study("tiny", "erm", {"lr": 1e-3}), "tiny", "erm", "seed_rerun", 1, {"lr": 1e-3}, test=0.7)
+    across = Logger(client, experiments["across"])
+    for dataset, methods in ACROSS.items():
+        for method, tests in methods.items():
+            parent = across.study(dataset, method, {"lr": 1e-3})
+            for seed, test in enumerate(tests, start=1):
+                across.run(parent, dataset, method, "seed_rerun", seed, {"lr": 1e-3}, test=test)
     pending = Logger(client, experiments["pending"])
     parent = pending.study("tiny", "erm", {"lr": 1e-3})
     pending.run(parent, "tiny", "erm", "trial", 0, {"lr": 1e-3}, status="RUNNING", epochs=1)
@@ -282,6 +294,46 @@ def test_ranking_across_datasets_uses_methods_present_everywhere(cmp):
     assert "N=2 datasets" in ranking.note
 
 
+def test_table_across_datasets_is_mean_and_se_per_dataset_with_average_and_average_rank(store):
+    table = cross_dataset_table(collect_runs("across", store, history_of="none")).set_index("method")
+    for dataset, methods in ACROSS.items():
+        for method, tests in methods.items():
+            row = table.loc[method]
+            assert row[dataset] == pytest.approx(statistics.fmean(tests))
+            assert row[f"{dataset}_se"] == pytest.approx(statistics.stdev(tests) / math.sqrt(2))
+            assert row[f"{dataset}_n"] == 2
+    assert table.loc["a", "avg"] == pytest.approx(statistics.fmean(statistics.fmean(ACROSS[d]["a"]) for d in ACROSS))
+    # ranks among a, b, c (d misses d3): d1 a 1, b and c tied 2.5; d2 b 1, a 2, c 3; d3 a 1, b 2, c 3
+    assert table.loc[["a", "b", "c"], "avg_rank"].tolist() == pytest.approx([(1 + 2 + 1) / 3, (2.5 + 1 + 2) / 3,
+                                                                            (2.5 + 3 + 3) / 3])
+    assert list(table.index) == ["a", "b", "c", "d"]  # by average rank; d has none
+    missing = table.loc["d"]
+    assert math.isnan(missing["d3"]) and missing["d3_n"] == 0 and math.isnan(missing["avg"])
+    assert math.isnan(missing["avg_rank"]) and missing["d1"] == pytest.approx(0.90)
+
+
+def test_table_across_datasets_needs_two_datasets_and_a_logged_metric(store):
+    small = collect_runs("small", store, history_of="none")
+    with pytest.raises(ConfigError, match="needs results on at least 2 datasets; 'small' has 1: tiny"):
+        cross_dataset_table(small)
+    with pytest.raises(ConfigError, match="no run in 'across' logged test_precision"):
+        cross_dataset_table(collect_runs("across", store, history_of="none"), "precision")
+
+
+def test_critical_difference_groups_join_methods_within_the_cd():
+    datasets = [f"d{i}" for i in range(12)]  # m1 > m2 > m3 > m4 everywhere: average ranks 1, 2, 3, 4
+    ranking = friedman_nemenyi(pd.DataFrame({"m1": 0.9, "m2": 0.8, "m3": 0.7, "m4": 0.6}, index=datasets))
+    assert 1 < ranking.critical_difference < 2  # neighbours join, methods two ranks apart do not
+    assert ranking.groups == [["m1", "m2"], ["m2", "m3"], ["m3", "m4"]]
+    wide = friedman_nemenyi(pd.DataFrame({"m1": [0.9, 0.8], "m2": [0.8, 0.9], "m3": [0.7, 0.7]}, index=["x", "y"]))
+    assert wide.critical_difference > 2 and wide.groups == [["m1", "m2", "m3"]]
+    figure = plots.ranking_figure(ranking, plots.Palette(list(ranking.average_rank.index)))
+    texts = {t.get_text() for t in figure.axes[0].texts}
+    assert {"m1 (1.00)", "m4 (4.00)", f"CD = {ranking.critical_difference:.2f}"} <= texts
+    bars = [line for line in figure.axes[0].lines if line.get_linewidth() == 4]
+    assert sorted(np.mean(line.get_xdata()) for line in bars) == pytest.approx([1.5, 2.5, 3.5])  # one per group
+
+
 def test_search_progress_counts_only_finished_trials_as_best(cmp):
     progress = search_progress(cmp).query("dataset == 'tiny' and method == 'mdgan'")
     assert list(progress["trial"]) == [1, 2, 3, 4]
@@ -317,10 +369,34 @@ def test_report_structure_and_files(report):
                  "tiny2_leaderboard.png", "ranking.png"):
         assert name in figures and f"(figures/{name})" in text
     assert report.html.read_text().count("data:image/png;base64,") == len(figures)
-    for name in ("runs", "history", "leaderboard", "comparisons"):
+    for name in ("runs", "history", "leaderboard", "comparisons", "across_datasets"):
         assert (report.out / f"{name}.csv").is_file()
     assert len(pd.read_csv(report.out / "runs.csv")) == len(report.tables["runs"])
     assert set(pd.read_csv(report.out / "comparisons.csv")["family"]) == {"vs erm", "pairwise"}
+
+
+def test_table_across_datasets_is_written_as_csv_markdown_and_latex(cmp, report):
+    expected = cross_dataset_table(cmp)
+    written = pd.read_csv(report.out / "across_datasets.csv")
+    assert list(written.columns) == list(expected.columns) and list(written["method"]) == ["low", "focal", "erm",
+                                                                                            "mdgan"]
+    pd.testing.assert_frame_equal(written, expected, check_dtype=False)
+    low = expected.iloc[0]
+    cell = f"{low['tiny']:.3f} ± {low['tiny_se']:.3f}"
+    markdown = (report.out / "across_datasets.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| method"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["method", "tiny", "tiny2", "Avg", "Avg rank"]
+    assert f"| low | **{cell}** |" in markdown and "| mdgan | 0.600 | - | - | - |" in markdown
+    assert f"| low | **{cell}** |" in report.markdown.read_text() and f"<b>{cell}</b>" in report.html.read_text()
+    latex = (report.out / "across_datasets.tex").read_text().splitlines()
+    body = latex[latex.index(r"\midrule") + 1:latex.index(r"\bottomrule")]
+    assert latex[latex.index(r"\toprule") - 1] == r"\begin{tabular}{lcccc}"
+    assert body[0] == " & ".join(["low", *(rf"\textbf{{{low[d]:.3f} $\pm$ {low[f'{d}_se']:.3f}}}" for d in
+                                            ("tiny", "tiny2")), rf"\textbf{{{low['avg']:.3f}}}", r"\textbf{1.00}"]) \
+        + r" \\"
+    assert all(line.count("&") == 4 for line in body) and body[-1].startswith("mdgan & 0.600 & - & - & -")
+    assert {"across_datasets.csv", "across_datasets.md", "across_datasets.tex"} <= {p.name for p in report.files}
+    assert "Across datasets (test balanced_acc, mean ± SE):" in report.terminal
 
 
 def test_report_conclusions_say_it_in_words(report):
@@ -345,7 +421,7 @@ def test_summary_run_is_logged_replaced_and_leaves_other_runs_alone(cmp, report)
     assert run.data.metrics["tiny.low.test_balanced_acc"] == pytest.approx(
         statistics.fmean(e + g for e, g in zip(ERM, LOW_GAIN)))
     top = {a.path for a in client.list_artifacts(first)}
-    assert {"report.md", "report.html", "runs.csv", "figures"} <= top
+    assert {"report.md", "report.html", "runs.csv", "figures", "across_datasets.tex", "across_datasets.csv"} <= top
     assert "figures/tiny_leaderboard.png" in {a.path for a in client.list_artifacts(first, "figures")}
     second = log_summary_run(cmp, report)
     assert client.get_run(first).info.lifecycle_stage == "deleted"
@@ -369,6 +445,9 @@ def test_cli_small_sample_report_with_mlflow_summary(store, tmp_path, capsys):
     assert "low beats erm by +0.050 balanced accuracy" in out
     assert "n=3 seeds: Wilcoxon cannot reach p<0.05" in out and "summary run" in out
     assert (tmp_path / "rep" / "report.md").is_file()
+    assert "Results on 1 dataset (tiny): no comparison across datasets" in out
+    assert not list((tmp_path / "rep").glob("across_datasets.*"))
+    assert "## Across datasets" not in (tmp_path / "rep" / "report.md").read_text()
 
 
 def test_one_method_is_reported_with_a_statement(store, tmp_path, capsys):

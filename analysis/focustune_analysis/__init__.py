@@ -7,6 +7,7 @@ Typical notebook use::
     runs = collect_runs("pneumonia-compare", "sqlite:///mlflow.db")
     leaderboard(runs)                      # test metrics over seed re-runs, mean ± SE and 95% CI
     compare_to_baseline(runs, "balanced_acc", baseline="erm")   # paired by seed, Holm-corrected
+    cross_dataset_table(runs, "balanced_acc")  # methods x datasets, mean ± SE, Avg, Avg rank
 """
 
 import importlib
@@ -18,7 +19,7 @@ _EXPORTS = {
     "convergence": ["epochs_to_target", "epochs_to_target_summary", "mean_curves"],
     "references": ["REFERENCES", "Reference", "references_for"],
     "report": ["Report", "build_report", "log_summary_run"],
-    "results": ["compare_to_baseline", "confusion_matrices", "dataset_scores", "leaderboard",
+    "results": ["compare_to_baseline", "confusion_matrices", "cross_dataset_table", "dataset_scores", "leaderboard",
                 "pairwise_comparisons", "per_class_recall", "rank_across_datasets", "status_counts"],
     "search": ["param_importance", "search_progress", "searched_params", "slices"],
     "stats": ["estimate", "friedman_nemenyi", "holm", "paired_test", "small_sample_note", "wilcoxon_floor"],

@@ -1,6 +1,6 @@
 """A report as a list of blocks, rendered to Markdown (figures as linked PNGs) and to one
 self-contained HTML page (figures embedded), so the same content reads well in a terminal
-pager, on GitHub and in MLflow's artifact viewer."""
+pager, on GitHub and in MLflow's artifact viewer; and single tables as LaTeX tabulars."""
 
 from __future__ import annotations
 
@@ -87,6 +87,25 @@ class Document:
                 out.append(f"<table><tr>{head}</tr>{body}</table>")
         out.append("</body></html>")
         return "\n".join(out)
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$"}
+
+
+def latex_tabular(columns: Sequence[str], rows: Sequence[Sequence[str]], bold: Sequence[Sequence[bool]],
+                  comments: Sequence[str] = ()) -> str:
+    """A booktabs ``tabular`` (first column left-aligned, the others centred), cells escaped, the
+    cells marked in ``bold`` set in bold; ``comments`` as ``%`` lines above it."""
+    def cell(text: str, strong: bool = False) -> str:
+        text = "".join(LATEX_SPECIAL.get(char, char) for char in text)
+        return rf"\textbf{{{text}}}" if strong else text
+
+    lines = [f"% {comment}" for comment in comments]
+    lines += [r"\begin{tabular}{l" + "c" * (len(columns) - 1) + "}", r"\toprule",
+              " & ".join(map(cell, columns)) + r" \\", r"\midrule"]
+    lines += [" & ".join(map(cell, row, marks)) + r" \\" for row, marks in zip(rows, bold)]
+    return "\n".join([*lines, r"\bottomrule", r"\end{tabular}", ""])
 
 
 def _inline(text: str) -> str:

@@ -274,26 +274,42 @@ def slices_figure(slices: pd.DataFrame, dataset: str, palette: Palette) -> Figur
 
 
 def ranking_figure(ranking: Ranking, palette: Palette) -> Figure:
-    """Average rank across datasets (1 = best) with the Nemenyi critical difference."""
-    average = ranking.average_rank
+    """Critical-difference diagram (Demšar 2006): the average-rank axis (1 = best, on the left), each
+    method joined to its average rank (better half labelled on the left), the Nemenyi critical
+    difference as a scale bar, and thick bars joining methods not significantly different."""
+    average, groups = ranking.average_rank, ranking.groups
     k = len(average)
-    fig = Figure(figsize=(7, 0.35 * k + 1.6), layout="constrained")
+    rows = math.ceil(k / 2)  # label rows per side
+    bar_step, row_step = 0.12, 0.3
+    first_row = -bar_step * (len(groups) + 1) - 0.1
+    last_rank = max(k, 2)
+    fig = Figure(figsize=(7, 1.3 + 0.3 * rows + 0.12 * len(groups)), layout="constrained")
     ax = fig.subplots()
-    for y, (method, rank) in enumerate(average.items()):
-        ax.plot([rank], [y], marker="o", color=palette(method), ms=8)
-        ax.annotate(f"{method} ({rank:.2f})", (rank, y), xytext=(6, 0), textcoords="offset points",
-                    va="center", fontsize=8)
-    if math.isfinite(ranking.critical_difference):
-        start = average.iloc[0]
-        ax.plot([start, start + ranking.critical_difference], [-0.8, -0.8], color="black", lw=3)
-        ax.annotate(f"CD = {ranking.critical_difference:.2f}", (start, -0.8), xytext=(0, 5),
-                    textcoords="offset points", fontsize=8)
-    ax.set_xlim(0.5, k + 0.5)
-    ax.set_ylim(k - 0.4, -1.3)
-    ax.set_yticks([])
-    ax.set_xlabel("average rank across datasets (1 = best)")
-    n = len(ranking.scores)
-    ax.set_title(f"ranking over {n} datasets; methods closer than CD are not significantly different",
-                 fontsize=9)
-    ax.grid(axis="x", alpha=0.3)
+    ax.plot([1, last_rank], [0, 0], color="black", lw=1)
+    for tick in range(1, last_rank + 1):
+        ax.plot([tick, tick], [0, 0.06], color="black", lw=1)
+        ax.text(tick, 0.09, str(tick), ha="center", va="bottom", fontsize=8)
+    for i, (method, rank) in enumerate(average.items()):
+        on_left = i < rows
+        y = first_row - row_step * (i if on_left else k - 1 - i)
+        end = 0.8 if on_left else last_rank + 0.2
+        ax.plot([rank, rank, end], [0, y, y], color=palette(method), lw=1.2)
+        ax.text(end + (-0.05 if on_left else 0.05), y, f"{method} ({rank:.2f})", ha="right" if on_left else "left",
+                va="center", fontsize=8)
+    for i, group in enumerate(groups):
+        y = -bar_step * (i + 1)
+        ax.plot([average[group[0]] - 0.04, average[group[-1]] + 0.04], [y, y], color="black", lw=4,
+                solid_capstyle="round")
+    cd = ranking.critical_difference
+    if math.isfinite(cd):
+        ax.plot([1, 1 + cd], [0.45, 0.45], color="black", lw=1.5, marker="|", ms=8)
+        ax.text(1 + cd / 2, 0.5, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=8)
+        title = (f"average rank over {len(ranking.scores)} datasets (1 = best); Friedman p = {ranking.friedman_p:.3g}; "
+                 "a bar joins methods not significantly different (Nemenyi)")
+    else:
+        title = f"average rank over {len(ranking.scores)} datasets (1 = best); no Nemenyi test: {ranking.note}"
+    ax.set_xlim(0.8, last_rank + 0.2)
+    ax.set_ylim(first_row - row_step * rows, 0.75)
+    ax.axis("off")
+    ax.set_title(title, fontsize=8)
     return fig

@@ -16,15 +16,18 @@ from matplotlib.figure import Figure
 from focustune.errors import ConfigError
 from focustune_analysis import plots
 from focustune_analysis.collect import (KIND_SUMMARY, KIND_TRIAL, METRICS, SELECTED_RERUN, SELECTED_TRIAL, TAG,
-                                        Collection, final_metric_names)
+                                        Collection)
 from focustune_analysis.convergence import epochs_to_target, epochs_to_target_summary, mean_curves
-from focustune_analysis.document import Document
+from focustune_analysis.document import Document, latex_tabular
 from focustune_analysis.plots import label
 from focustune_analysis.references import references_for
-from focustune_analysis.results import (compare_to_baseline, confusion_matrices, leaderboard, pairwise_comparisons,
-                                        per_class_recall, rank_across_datasets, status_counts)
+from focustune_analysis.results import (check_usable, compare_to_baseline, confusion_matrices, cross_dataset_table,
+                                        datasets_with_results, leaderboard, pairwise_comparisons, per_class_recall,
+                                        rank_across_datasets, status_counts)
 from focustune_analysis.search import param_importance, search_progress, slices
 from focustune_analysis.stats import Ranking
+
+ACROSS = "across_datasets"  # file name stem of the table across datasets
 
 
 @dataclass
@@ -41,25 +44,6 @@ class Report:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     metric: str = "balanced_acc"
     baseline: str = "erm"
-
-
-# ---------------------------------------------------------------- checks
-
-def check_usable(c: Collection, metric: str) -> str:
-    """The metric name to use (a ``test_`` prefix is accepted); ConfigError when the experiment
-    has no finished run or no run logged that test metric."""
-    finished = int((c.runs["status"] == "FINISHED").sum()) if not c.runs.empty else 0
-    if finished == 0:
-        counts = c.runs["status"].value_counts().to_dict() if not c.runs.empty else {}
-        found = ", ".join(f"{n} {s}" for s, n in counts.items()) or "no trial or seed re-run at all"
-        raise ConfigError(f"experiment {c.experiment!r} has no finished runs yet ({found}); "
-                          "wait for the sweep or check it for errors")
-    metric = metric.removeprefix("test_")
-    available = final_metric_names(c.runs)
-    if metric not in available:
-        raise ConfigError(f"--metric {metric}: no run in {c.experiment!r} logged test_{metric}; available: "
-                          f"{', '.join(available) or '(none)'}")
-    return metric
 
 
 # ---------------------------------------------------------------- formatting
@@ -219,12 +203,60 @@ def _comparison_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return columns, rows
 
 
+def cross_dataset_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]], list[list[bool]]]:
+    """:func:`cross_dataset_table` as text: header, rows (mean ± SE per dataset, Avg, Avg rank; "-"
+    where a method misses a dataset) and which cells are best in their column (highest mean, lowest
+    average rank)."""
+    datasets = [column.removesuffix("_se") for column in table.columns if column.endswith("_se")]
+    columns = ["method", *datasets, "Avg", "Avg rank"]
+    rows = [[r["method"], *(mean_se(r, d, interval=False) for d in datasets), fmt(r["avg"]), fmt(r["avg_rank"], 2)]
+            for _, r in table.iterrows()]
+    best = [table[column] == table[column].max() for column in [*datasets, "avg"]]
+    best.append(table["avg_rank"] == table["avg_rank"].min())
+    return columns, rows, [[False, *marks] for marks in zip(*best)]
+
+
+def _cross_dataset_section(doc: Document, table: pd.DataFrame, ranking: Ranking, metric: str) -> None:
+    columns, rows, bold = cross_dataset_cells(table)
+    doc.paragraph(ranking_sentence(ranking, metric))
+    doc.table(columns, [[f"**{text}**" if strong else text for text, strong in zip(row, marks)]
+                        for row, marks in zip(rows, bold)])
+    doc.paragraph(_cross_dataset_caption(metric))
+
+
+def _cross_dataset_caption(metric: str) -> str:
+    return (f"Test {label(metric)}: mean ± SE over the seed re-runs of each dataset and method (a value without SE "
+            "is a single run). Avg: mean of the per-dataset means (- where a method misses a dataset). Avg rank: "
+            "rank within each dataset (1 = best, ties share), averaged over datasets, for the methods run on every "
+            "dataset. Best of each column in bold.")
+
+
+def _write_cross_dataset(out: Path, table: pd.DataFrame, ranking: Ranking, metric: str) -> list[Path]:
+    """``across_datasets.md`` and ``across_datasets.tex`` (a booktabs tabular); the CSV is written
+    with the report's other tables."""
+    doc = Document(f"Across datasets: test {label(metric)}")
+    _cross_dataset_section(doc, table, ranking, metric)
+    markdown, latex = out / f"{ACROSS}.md", out / f"{ACROSS}.tex"
+    markdown.write_text(doc.to_markdown(out))
+    notes = [_cross_dataset_caption(metric), ranking_sentence(ranking, metric), r"needs \usepackage{booktabs}"]
+    latex.write_text(latex_tabular(*cross_dataset_cells(table), comments=notes))
+    return [markdown, latex]
+
+
+def _single_dataset_sentence(c: Collection) -> str:
+    found = datasets_with_results(c)
+    return (f"Results on {len(found)} dataset{'s' if len(found) != 1 else ''} ({', '.join(found) or 'none'}): no "
+            "comparison across datasets (table, Friedman test, critical-difference diagram), which needs at least "
+            "two.")
+
+
 # ---------------------------------------------------------------- the report
 
 def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", baseline: str = "erm",
                  fraction: float = 0.95, alpha: float = 0.05, confidence: float = 0.95) -> Report:
     """Compute everything, draw the figures and write ``report.md``, ``report.html``, ``runs.csv``,
-    ``history.csv``, ``leaderboard.csv`` and ``comparisons.csv`` into ``out``."""
+    ``history.csv``, ``leaderboard.csv`` and ``comparisons.csv`` into ``out``; with results on
+    several datasets also ``across_datasets.csv``, ``.md`` and ``.tex``."""
     if not 0 < fraction <= 1:
         raise ConfigError(f"--target-fraction must be in (0, 1], got {fraction}")
     if not 0 < alpha < 1:
@@ -233,7 +265,7 @@ def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", b
     out = Path(out)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    for stale in figures.glob("*.png"):  # figures of an earlier report in this folder
+    for stale in [*figures.glob("*.png"), *out.glob(f"{ACROSS}.*")]:  # files of an earlier report in this folder
         stale.unlink()
 
     metrics = [metric, *(m for m in METRICS if m != metric)]
@@ -242,6 +274,7 @@ def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", b
     vs_base = compare_to_baseline(c, metric, baseline, confidence, alpha)
     pairs = pairwise_comparisons(c, metric, confidence, alpha)
     ranking = rank_across_datasets(c, metric, alpha)
+    across = cross_dataset_table(c, metric, confidence) if ranking is not None else None
     curves, loss = mean_curves(c, series, confidence), mean_curves(c, "train_loss", confidence)
     to_target = epochs_to_target(c, series, fraction)
     to_target_summary = epochs_to_target_summary(to_target, confidence)
@@ -272,7 +305,9 @@ def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", b
         figure(plots.differences_figure(vs_base, dataset, metric, baseline, palette), f"{slug}_vs_{baseline}.png",
                f"{dataset}: difference to {baseline} in test {label(metric)}, paired by seed (95% CI)")
     if ranking is not None:
-        figure(plots.ranking_figure(ranking, palette), "ranking.png", "average rank across datasets")
+        figure(plots.ranking_figure(ranking, palette), "ranking.png",
+               "critical-difference diagram: average rank across datasets; a bar joins methods not significantly "
+               "different (Nemenyi)")
 
     conclusions: list[str] = []
     doc.heading("Conclusions")
@@ -280,8 +315,7 @@ def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", b
         lines = dataset_conclusions(c, dataset, board, vs_base, pairs, status, metric, baseline, alpha)
         prefix = f"**{dataset}**: " if len(c.datasets) > 1 else ""
         conclusions += [prefix + line for line in lines]
-    if ranking is not None:
-        conclusions.append(ranking_sentence(ranking, metric))
+    conclusions.append(ranking_sentence(ranking, metric) if ranking is not None else _single_dataset_sentence(c))
     conclusions += c.notes
     doc.bullets(conclusions)
 
@@ -329,10 +363,8 @@ def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", b
 
     if ranking is not None:
         doc.heading("Across datasets")
-        doc.paragraph(ranking_sentence(ranking, metric))
-        doc.table(["dataset", *ranking.scores.columns],
-                  [[d, *(f"{v:.3f} ({ranking.ranks.loc[d, m]:g})" for m, v in row.items())]
-                   for d, row in ranking.scores.iterrows()])
+        _cross_dataset_section(doc, across, ranking, metric)
+        written += _write_cross_dataset(out, across, ranking, metric)
 
     doc.heading("How these numbers were computed")
     doc.bullets(_method_notes(metric, baseline, fraction, alpha))
@@ -340,6 +372,8 @@ def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", b
     tables = {"runs": c.runs, "history": c.history, "leaderboard": board,
               "comparisons": pd.concat([vs_base.assign(family=f"vs {baseline}"), pairs.assign(family="pairwise")],
                                        ignore_index=True)}
+    if across is not None:
+        tables[ACROSS] = across
     for name, table in tables.items():
         path = out / f"{name}.csv"
         table.to_csv(path, index=False)
@@ -349,7 +383,7 @@ def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", b
     page.write_text(doc.to_html())
     tables.update(vs_baseline=vs_base, pairwise=pairs, epochs_to_target=to_target, per_class_recall=recall,
                   search_progress=progress, importance=importance, status=status)
-    terminal = _terminal(board, metrics, conclusions, markdown)
+    terminal = _terminal(board, metrics, across, conclusions, markdown)
     return Report(out, markdown, page, [markdown, page, *written], conclusions, terminal, doc.headings(), tables,
                   metric, baseline)
 
@@ -365,25 +399,31 @@ def _method_notes(metric: str, baseline: str, fraction: float, alpha: float) -> 
         "signed-rank (scipy.stats, two-sided); p-values Holm-corrected over all comparisons of a table (against "
         f"{baseline}; all pairs). 'Significant' = Holm-corrected t-test p < {alpha:g}. The exact Wilcoxon test "
         "cannot give p < 0.05 with fewer than 6 seeds.",
-        "Across datasets: methods ranked within each dataset by mean test score; Friedman test and Nemenyi "
-        "critical difference (studentized range, scipy.stats).",
+        "Across datasets: methods ranked within each dataset by mean test score (ties share the average rank), "
+        "ranks averaged over datasets; Friedman test and Nemenyi critical difference (studentized range, "
+        "scipy.stats), drawn as a critical-difference diagram.",
         f"Convergence: mean per-epoch validation curves of the seed re-runs; epochs to target = first epoch at "
         f"which a run reaches {fraction:.0%} of its own best validation value.",
         "Search: a trial's score is its objective (best validation value of the selection metric, what "
         "Optuna and ASHA saw); only full-budget trials count as best so far. Importance: Optuna's fANOVA "
         "evaluator on a study rebuilt from the finished trials (distributions spanning the observed values).",
         "Files: report.md + figures/, report.html (self-contained), runs.csv (one row per run), history.csv "
-        "(per-epoch values), leaderboard.csv, comparisons.csv.",
+        "(per-epoch values), leaderboard.csv, comparisons.csv; with several datasets across_datasets.csv/.md/.tex "
+        "(the table across datasets, the .tex a booktabs tabular).",
     ]
 
 
-def _terminal(board: pd.DataFrame, metrics: list[str], conclusions: list[str], markdown: Path) -> str:
+def _terminal(board: pd.DataFrame, metrics: list[str], across: pd.DataFrame | None, conclusions: list[str],
+              markdown: Path) -> str:
     parts = []
     for dataset, rows in board.groupby("dataset", sort=False):
         columns = ["method", "n", f"test {metrics[0]} (mean ± SE [95% CI])", *metrics[1:]]
         table = [[r["method"], "" if not math.isfinite(r["n"]) else str(int(r["n"])),
                   mean_se(r, metrics[0]), *(mean_se(r, m, False) for m in metrics[1:])] for _, r in rows.iterrows()]
         parts += [f"{dataset}:", _text_table(columns, table), ""]
+    if across is not None:
+        columns, rows, _ = cross_dataset_cells(across)
+        parts += [f"Across datasets (test {metrics[0]}, mean ± SE):", _text_table(columns, rows), ""]
     parts += ["Conclusions:", *(f"- {re.sub(r'[*]{2}', '', line)}" for line in conclusions), "",
               f"Report: {markdown} (and report.html next to it)"]
     return "\n".join(parts)

@@ -15,12 +15,30 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from focustune_analysis.collect import METRICS, SELECTED_RERUN, Collection
+from focustune.errors import ConfigError
+from focustune_analysis.collect import METRICS, SELECTED_RERUN, Collection, final_metric_names
 from focustune_analysis.references import references_for
 from focustune_analysis.search import searched_params
 from focustune_analysis.stats import Ranking, estimate, friedman_nemenyi, holm, paired_test, small_sample_note
 
 STATUSES = ("FINISHED", "KILLED", "FAILED", "RUNNING")
+
+
+def check_usable(c: Collection, metric: str) -> str:
+    """The metric name to use (a ``test_`` prefix is accepted); ConfigError when the experiment
+    has no finished run or no run logged that test metric."""
+    finished = int((c.runs["status"] == "FINISHED").sum()) if not c.runs.empty else 0
+    if finished == 0:
+        counts = c.runs["status"].value_counts().to_dict() if not c.runs.empty else {}
+        found = ", ".join(f"{n} {s}" for s, n in counts.items()) or "no trial or seed re-run at all"
+        raise ConfigError(f"experiment {c.experiment!r} has no finished runs yet ({found}); "
+                          "wait for the sweep or check it for errors")
+    metric = metric.removeprefix("test_")
+    available = final_metric_names(c.runs)
+    if metric not in available:
+        raise ConfigError(f"--metric {metric}: no run in {c.experiment!r} logged test_{metric}; available: "
+                          f"{', '.join(available) or '(none)'}")
+    return metric
 
 
 def selected_config(c: Collection, dataset: str, method: str) -> dict:
@@ -145,6 +163,36 @@ def rank_across_datasets(c: Collection, metric: str = "balanced_acc", alpha: flo
     if len(scores) < 2:
         return None
     return friedman_nemenyi(scores, alpha)
+
+
+def datasets_with_results(c: Collection) -> list[str]:
+    """Datasets on which some method has a selected (finished) run."""
+    return sorted(c.selected()["dataset"].dropna().unique())
+
+
+def cross_dataset_table(c: Collection, metric: str = "balanced_acc", confidence: float = 0.95) -> pd.DataFrame:
+    """Methods against datasets, as DomainBed prints them: per method (row) and dataset, the test
+    ``metric`` of the selected runs as ``<dataset>`` mean, ``<dataset>_se`` and ``<dataset>_n``;
+    ``avg``, the mean of the per-dataset means (NaN when a method misses a dataset); ``avg_rank``,
+    the rank within each dataset (1 = best, ties share the average rank) averaged over datasets, for
+    the methods run on every dataset (those of :func:`rank_across_datasets`). Sorted by ``avg_rank``.
+    ConfigError with results on fewer than 2 datasets."""
+    metric = check_usable(c, metric)
+    ranking = rank_across_datasets(c, metric)
+    if ranking is None:
+        found = datasets_with_results(c)
+        raise ConfigError(f"a table across datasets needs results on at least 2 datasets; {c.experiment!r} has "
+                          f"{len(found)}: {', '.join(found) or '(none)'}")
+    board = leaderboard(c, [metric], primary=metric, confidence=confidence, references=False)
+    datasets = list(board["dataset"].unique())
+    table = pd.DataFrame(index=pd.Index(sorted(board["method"].unique()), name="method"))
+    for dataset in datasets:
+        rows = board[board["dataset"] == dataset].set_index("method")
+        table[dataset], table[f"{dataset}_se"] = rows[metric], rows[f"{metric}_se"]
+        table[f"{dataset}_n"] = rows["n"].reindex(table.index).fillna(0).astype(int)
+    table["avg"] = table[datasets].mean(axis=1, skipna=False)
+    table["avg_rank"] = ranking.average_rank
+    return table.sort_values(["avg_rank", "avg"], ascending=[True, False], na_position="last").reset_index()
 
 
 def per_class_recall(c: Collection, split: str = "test", confidence: float = 0.95) -> pd.DataFrame:

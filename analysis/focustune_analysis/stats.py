@@ -116,6 +116,23 @@ class Ranking:
     critical_difference: float
     note: str
 
+    @property
+    def groups(self) -> list[list[str]]:
+        """Maximal runs of methods, in average-rank order, whose average ranks differ by at most the
+        critical difference (not significantly different): the bars of a critical-difference
+        diagram; empty without a critical difference."""
+        if not math.isfinite(self.critical_difference):
+            return []
+        methods, ranks = list(self.average_rank.index), self.average_rank.to_numpy()
+        groups: list[list[str]] = []
+        for start in range(len(methods)):
+            end = start
+            while end + 1 < len(methods) and ranks[end + 1] - ranks[start] <= self.critical_difference:
+                end += 1
+            if end > start and (not groups or methods[end] != groups[-1][-1]):  # not inside the previous bar
+                groups.append(methods[start:end + 1])
+        return groups
+
 
 def friedman_nemenyi(scores: pd.DataFrame, alpha: float = 0.05) -> Ranking:
     """``scores``: one row per dataset, one column per method (higher is better)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -98,15 +99,17 @@ def test_sweep_structure_in_mlflow(tmp_path, tiny, server):
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, tiny):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = ["--dataset", str(tiny), "--methods", "erm", "--trials", "4", "--seeds", "0", "--max-concurrent", "1",
-            "--tracking-uri", uri, "--experiment", "killed", *COMMON]
+    other = tiny_npz(tmp_path / "tiny2.npz", counts=(20, 12, 8))
+    args = ["--datasets", f"{tiny},{other}", "--methods", "erm", "--trials", "2", "--seeds", "0",
+            "--max-concurrent", "1", "--tracking-uri", uri, "--experiment", "killed", *COMMON]
     log = tmp_path / "sweep.log"
     driver = start(sweep_command(*args), log, cwd=tmp_path)
     try:
-        assert wait_until(lambda: "search 2/4" in log.read_text(), 300), log.read_text()[-3000:]
+        ended = lambda: len(re.findall(r"\] search [12]/2", log.read_text()))  # noqa: E731
+        assert wait_until(lambda: ended() >= 2, 300), log.read_text()[-3000:]
         # Tune snapshots its experiment every few seconds; kill once two finished trials are in it
-        search = tmp_path / "focustune_runs" / "killed" / "benchmark"
-        snapshot = lambda: sum(f.read_text().count("TERMINATED") for f in search.glob("experiment_state*.json"))  # noqa: E731
+        tune_run = tmp_path / "focustune_runs" / "killed" / "benchmark"
+        snapshot = lambda: sum(f.read_text().count("TERMINATED") for f in tune_run.glob("experiment_state*.json"))  # noqa: E731
         assert wait_until(lambda: snapshot() >= 2, 60)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
@@ -122,14 +125,73 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, tiny)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     trials = by_kind(runs_of(uri, "killed"), "trial")
     ids = [r.data.tags["focustune.trial_id"] for r in trials]
-    assert len(ids) == len(set(ids)) == 4  # exactly one run per trial
+    assert len(ids) == len(set(ids)) == 4  # exactly one run per trial, over both studies
     assert all(r.info.status == "FINISHED" for r in trials)  # none left RUNNING
     for run in trials:
         if run.data.tags["focustune.trial_id"] in finished_before:  # not re-run: one value per epoch
             history = client(uri).get_metric_history(run.info.run_id, "train_loss")
             assert sorted(m.step for m in history) == [1, 2, 3]
     state = json.loads((tmp_path / "focustune_runs" / "killed" / "sweep.json").read_text())
-    assert state["done"] and state["studies"]["tiny/erm"]["finished"] == 4
+    assert state["done"] and [state["studies"][k]["finished"] for k in ("tiny/erm", "tiny2/erm")] == [2, 2]
+
+
+def test_benchmark_sweep_runs_studies_together_then_compare_reads_it(tmp_path, tiny, capsys, monkeypatch):
+    """Two datasets x two methods in one command; then `focustune compare` on its experiment."""
+    import optuna
+
+    from focustune.cli import main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    other = tiny_npz(tmp_path / "tiny2.npz", counts=(20, 12, 8))
+    done = run_sweep(tmp_path, "--datasets", f"{tiny},{other}", "--methods", "erm,focal", "--trials", "2",
+                     "--seeds", "2", "--max-concurrent", "2", "--tracking-uri", uri, "--experiment", "bench", *COMMON)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "utilisation:" in done.stdout
+    runs = runs_of(uri, "bench")
+    studies = {r.data.tags["focustune.study"]: r for r in by_kind(runs, "study")}
+    assert sorted(studies) == ["tiny/erm", "tiny/focal", "tiny2/erm", "tiny2/focal"]
+    children = [r for r in runs if r.data.tags["focustune.kind"] in ("trial", "seed_rerun")]
+    assert len(children) == 4 * (2 + 2)
+    for run in children:  # every child says which study it belongs to, for grouping in the UI
+        parent = next(s for s in studies.values() if s.info.run_id == run.data.tags["mlflow.parentRunId"])
+        for tag in ("dataset", "method", "study", "sweep_id"):
+            assert run.data.tags[f"focustune.{tag}"] == parent.data.tags[f"focustune.{tag}"]
+        assert run.data.params["dataset"] == parent.data.tags["focustune.dataset"]
+    order = sorted(children, key=lambda r: r.info.start_time)
+    first = [r.data.tags["focustune.study"] for r in order[:4]]
+    assert len(set(first)) == 4  # the studies' trials interleave
+    last_search = max(r.info.start_time for r in order if r.data.tags["focustune.kind"] == "trial")
+    first_rerun = min(r.info.start_time for r in order if r.data.tags["focustune.kind"] == "seed_rerun")
+    assert first_rerun < last_search  # a finished study's re-runs start while another study searches
+    state = json.loads((tmp_path / "focustune_runs" / "bench" / "sweep.json").read_text())
+    assert 0 < state["utilisation"]["overall"] <= 1 and state["utilisation"]["slots"] == 2
+    assert all(0 < s.data.metrics["utilisation"] <= 1 for s in studies.values())
+    optuna_db = f"sqlite:///{tmp_path / 'focustune_runs' / 'bench' / 'optuna.db'}"
+    assert sorted(s.study_name for s in optuna.get_all_study_summaries(optuna_db)) == sorted(studies)
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "--experiment", "bench", "--tracking-uri", uri, "--out", str(tmp_path / "report")]) == 0
+    assert "tiny2" in capsys.readouterr().out
+    table = (tmp_path / "report" / "across_datasets.csv").read_text()
+    assert "tiny2" in table and "erm" in table and "focal" in table
+
+
+def test_warm_start_tries_an_earlier_sweeps_best_configurations_first(tmp_path, tiny):
+    import optuna
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = run_sweep(tmp_path, "--dataset", str(tiny), "--methods", "erm", "--trials", "2", "--seeds", "0",
+                      "--tracking-uri", uri, "--experiment", "earlier", *COMMON)
+    assert first.returncode == 0, first.stdout[-3000:]
+    (earlier,) = by_kind(runs_of(uri, "earlier"), "study")
+    other = tiny_npz(tmp_path / "tiny2.npz", counts=(20, 12, 8))
+    done = run_sweep(tmp_path, "--dataset", str(other), "--methods", "erm", "--trials", "2", "--seeds", "0",
+                     "--tracking-uri", uri, "--experiment", "later", "--warm-start", "earlier",
+                     "--max-concurrent", "1", *COMMON)
+    assert done.returncode == 0, done.stdout[-3000:]
+    study = optuna.load_study(study_name="tiny2/erm",
+                              storage=f"sqlite:///{tmp_path / 'focustune_runs' / 'later' / 'optuna.db'}")
+    assert study.trials[0].params["lr"] == pytest.approx(float(earlier.data.params["best.lr"]))
 
 
 def test_diverging_trials_fail_with_reason_and_the_sweep_goes_on(tmp_path, tiny):
@@ -190,6 +252,8 @@ def test_two_node_cluster_with_token_auth_runs_trials_on_both_nodes(tmp_path, ti
         assert no_token.returncode != 0
     nodes = {r.data.tags["focustune.node_id"] for r in by_kind(runs_of(uri, "cluster"), "trial")}
     assert len(nodes) == 2
+    usage = json.loads((tmp_path / "focustune_runs" / "cluster" / "sweep.json").read_text())["utilisation"]
+    assert set(usage["nodes"]) == nodes and all(0 < u <= 1 for u in usage["nodes"].values())
 
 
 def _trial_workers(driver: int) -> list[int]:
@@ -233,14 +297,23 @@ def test_trial_whose_worker_dies_resumes_from_its_checkpoint(tmp_path, tiny):
     (["--methods", "erm", "--space", "erm=SPACE_BROKEN"], "not valid YAML"),
     (["--methods", "erm", "--set", "lr=-3"], "out of range"),
     (["--methods", "erm", "--tracking-uri", "http://127.0.0.1:1"], "no MLflow server answers"),
+    (["--methods", "erm", "--datasets", "digits-lt,nosuch"], "unknown dataset 'nosuch'"),
+    (["--methods", "erm", "--datasets", "digits-lt,digits-lt"], "named twice"),
+    (["--methods", "erm", "--dataset", "digits-lt", "--datasets", "digits-lt"], "not both"),
+    (["--methods", "erm", "--plan", "PLAN_UNKNOWN"], "unknown key(s) trails"),
+    (["--methods", "erm", "--plan", "PLAN_BROKEN"], "not valid YAML"),
+    (["--methods", "erm", "--warm-start", "nope"], "--warm-start nope"),
 ])
 def test_bad_input_is_refused_before_ray_starts(tmp_path, args, message, capsys, monkeypatch):
     from focustune.cli import main
 
     (tmp_path / "empty.yaml").write_text("method: erm\nspace:\n  lr: {type: loguniform, low: 0.1, high: 0.1}\n")
     (tmp_path / "broken.yaml").write_text("method: erm\nspace: [unclosed\n")
-    args = [a.replace("SPACE_EMPTY", str(tmp_path / "empty.yaml")).replace("SPACE_BROKEN", str(tmp_path / "broken.yaml"))
-            for a in args]
+    (tmp_path / "plan_unknown.yaml").write_text("datasets: [digits-lt]\ntrails: 3\n")
+    (tmp_path / "plan_broken.yaml").write_text("datasets: [digits-lt\n")
+    files = {"SPACE_EMPTY": "empty.yaml", "SPACE_BROKEN": "broken.yaml", "PLAN_UNKNOWN": "plan_unknown.yaml",
+             "PLAN_BROKEN": "plan_broken.yaml"}
+    args = [str(tmp_path / files[a]) if a in files else a for a in args]
     monkeypatch.chdir(tmp_path)
     assert main(["sweep", *args, "--experiment", "bad"]) == 2
     err = capsys.readouterr().err

@@ -17,14 +17,12 @@ from typing import Any
 import pandas as pd
 
 from focustune.errors import ConfigError
+from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, FINAL_PREFIXES, FINISHED_TRIALS, KIND_RERUN,
+                                       KIND_STUDY, KIND_TRIAL, PARENT_TAG, TAG)
 
-TAG = "focustune."
-PARENT_TAG = "mlflow.parentRunId"
-KIND_STUDY, KIND_TRIAL, KIND_RERUN, KIND_SUMMARY = "study", "trial", "seed_rerun", "summary"
 HP_PREFIX = "hp."
 # Params that identify a run rather than configure it.
 ID_PARAMS = ("method", "dataset", "seed")
-FINAL_PREFIXES = ("test_", "best_val_")
 FINAL_KEYS = ("best_epoch", "train_seconds", "objective")
 METRICS = ("acc", "balanced_acc", "macro_f1", "auc", "worst_class_recall")
 HISTORY_METRICS = ("train_loss", "objective", "lr", *(f"val_{m}" for m in METRICS))
@@ -189,9 +187,9 @@ def _studies_table(raw: list[Any]) -> pd.DataFrame:
             "start_time": _timestamp(run.info.start_time),
             "trials": parse_value(params.get("trials")), "epochs": parse_value(params.get("epochs")),
             "seeds": parse_value(params.get("seeds")), "scheduler": params.get("scheduler"),
-            "best_objective": metrics.get("best_objective"), "finished_trials": metrics.get("finished_trials"),
-            "best": {k[len("best."):]: parse_value(v) for k, v in params.items()
-                     if k.startswith("best.") and k[len("best."):] not in ID_PARAMS},
+            "best_objective": metrics.get(BEST_OBJECTIVE), "finished_trials": metrics.get(FINISHED_TRIALS),
+            "best": {k.removeprefix(BEST_PARAM_PREFIX): parse_value(v) for k, v in params.items()
+                     if k.startswith(BEST_PARAM_PREFIX) and k.removeprefix(BEST_PARAM_PREFIX) not in ID_PARAMS},
         })
     columns = ["run_id", "dataset", "method", "sweep_id", "status", "start_time", "trials", "epochs", "seeds",
                "scheduler", "best_objective", "finished_trials", "best"]

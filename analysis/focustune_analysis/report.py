@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 
 from focustune.errors import ConfigError
 from focustune_analysis import plots
-from focustune_analysis.collect import (KIND_SUMMARY, KIND_TRIAL, METRICS, SELECTED_RERUN, SELECTED_TRIAL, TAG,
-                                        Collection)
+from focustune.tracking_schema import KIND_SUMMARY, KIND_TRIAL, NOTE_TAG, TAG
+from focustune_analysis.collect import METRICS, SELECTED_RERUN, SELECTED_TRIAL, Collection
 from focustune_analysis.convergence import epochs_to_target, epochs_to_target_summary, mean_curves
 from focustune_analysis.document import Document, latex_tabular
 from focustune_analysis.plots import label
@@ -439,7 +439,7 @@ def log_summary_run(c: Collection, report: Report) -> str:
     note = "\n".join(f"- {line}" for line in report.conclusions)
     run = client.create_run(c.experiment_id, run_name=f"compare-{report.metric}", tags={
         f"{TAG}kind": KIND_SUMMARY, f"{TAG}metric": report.metric, f"{TAG}baseline": report.baseline,
-        "mlflow.note.content": note})
+        NOTE_TAG: note})
     board = report.tables["leaderboard"]
     ours = board[board["source"] != "published"]
     stamp = int(datetime.now(timezone.utc).timestamp() * 1000)

@@ -1,0 +1,83 @@
+"""The MLflow callback's error handling: only transport errors are an outage to wait out."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import requests
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
+from sqlalchemy.exc import OperationalError
+
+from focustune.sweeps.tracking import MlflowTracking, is_transport_error
+
+
+def wrapped(cause: Exception, explicit: bool) -> MlflowException:
+    """An MLflow error around ``cause``, chained the two ways MLflow's client does it."""
+    try:
+        try:
+            raise cause
+        except Exception as exc:
+            if explicit:
+                raise MlflowException(f"API request failed: {exc}") from exc
+            raise MlflowException(f"API request failed with exception {exc}")  # noqa: B904 (implicit chain)
+    except MlflowException as outer:
+        return outer
+
+
+@pytest.mark.parametrize("error, outage", [
+    (wrapped(requests.exceptions.ConnectionError("refused"), explicit=False), True),
+    (wrapped(requests.exceptions.Timeout("slow"), explicit=True), True),
+    (wrapped(OperationalError("INSERT", {}, Exception("database is locked")), explicit=True), True),
+    (MlflowException("temporarily unavailable", error_code=TEMPORARILY_UNAVAILABLE), True),
+    (MlflowException("Invalid value for param", error_code=INVALID_PARAMETER_VALUE), False),
+    (KeyError("t7"), False),
+    (ValueError("bad metric"), False),
+])
+def test_transport_errors_are_told_apart_from_the_rest(error, outage):
+    assert is_transport_error(error) is outage
+
+
+def callback(apply) -> MlflowTracking:
+    tracking = MlflowTracking("sqlite:///unused.db", "0", {}, {"sweep_id": "s"}, params_for=dict)
+    tracking._apply = apply
+    return tracking
+
+
+def test_an_error_that_is_not_an_outage_fails_only_its_own_operation(caplog):
+    sent = []
+
+    def apply(op):
+        if op[0] == "bad":
+            raise MlflowException("Invalid value for param", error_code=INVALID_PARAMETER_VALUE)
+        sent.append(op)
+
+    tracking = callback(apply)
+    tracking.queue = [("epoch", "t1"), ("bad", "t2"), ("epoch", "t3")]
+    with caplog.at_level(logging.ERROR):
+        assert tracking.flush()  # the queue drains: nothing waits behind the failed operation
+    assert sent == [("epoch", "t1"), ("epoch", "t3")]
+    assert [f[:2] for f in tracking.failed] == [("bad", "t2")] and "Invalid value" in tracking.failed[0][2]
+    assert "not an outage" in caplog.text and tracking._down_since is None
+    assert tracking.get_state()["failed"] == tracking.failed  # kept across a driver restart
+
+
+def test_an_outage_keeps_every_operation_queued_in_order(caplog):
+    down = {"now": True}
+    sent = []
+
+    def apply(op):
+        if down["now"]:
+            raise wrapped(requests.exceptions.ConnectionError("refused"), explicit=False)
+        sent.append(op)
+
+    tracking = callback(apply)
+    tracking.retry_interval_s = 0.0
+    tracking.queue = [("epoch", "t1"), ("epoch", "t2")]
+    with caplog.at_level(logging.WARNING):
+        assert not tracking.flush()
+    assert tracking.queue == [("epoch", "t1"), ("epoch", "t2")] and not tracking.failed
+    assert "unreachable" in caplog.text
+    down["now"] = False
+    assert tracking.flush() and sent == [("epoch", "t1"), ("epoch", "t2")]

@@ -66,6 +66,18 @@ def test_reruns_of_a_finished_study_start_while_another_study_still_searches(tmp
     assert b2[STUDY_KEY] == B and b2[KIND_KEY] == SEARCH  # beta goes on searching meanwhile
 
 
+def test_one_study_at_a_time_is_the_former_order(tmp_path):
+    search = searcher(tmp_path, trials=2, seeds=1)
+    search.queue.one_at_a_time = True
+    a1, a2 = search.suggest("a1"), search.suggest("a2")
+    assert search.suggest("x") is None  # alpha's search runs; beta waits for alpha to end
+    search.on_trial_complete("a1", full_result(0.5))
+    search.on_trial_complete("a2", full_result(0.6))
+    assert search.suggest("r")[KIND_KEY] == RERUN and search.suggest("x") is None
+    search.on_trial_complete("r", full_result(0.6))
+    assert search.suggest("b1")[STUDY_KEY] == B and a1[STUDY_KEY] == a2[STUDY_KEY] == A
+
+
 def test_every_study_ends_with_its_reruns_then_the_searcher_is_finished(tmp_path):
     search = searcher(tmp_path, trials=3, seeds=2)
     started = run_all(search)

@@ -78,6 +78,7 @@ class SweepSpec:
     fixed: dict[str, Any] = field(default_factory=dict)  # hyperparameters set for every trial
     search_seed: int = 0
     max_failures: int = 2
+    one_study_at_a_time: bool = False  # the former order, for benchmarks (Python API only)
 
     @property
     def storage_root(self) -> str:
@@ -406,7 +407,7 @@ class Sweep:
         fixed = {**spec.fixed, "epochs": spec.epochs, SEED_KEY: SEARCH_SEED}
         search = MultiStudySearch(
             {key: DefineByRun(self.spaces[key], fixed) for key in keys},
-            study_queue(keys, spec.trials, spec.seeds), spec.optuna_url, spec.search_seed, warm_starts=warm_starts)
+            study_queue(keys, spec.trials, spec.seeds, spec.one_study_at_a_time), spec.optuna_url, spec.search_seed, warm_starts=warm_starts)
         scheduler = None
         if spec.scheduler == "asha":
             from focustune.sweeps.schedulers import PerStudyASHA

@@ -178,6 +178,6 @@ def _final(result: dict, prefixes: tuple[str, ...] | str = ("test_", "best_val_"
             and not isinstance(v, bool)}
 
 
-def study_queue(keys: list[str], trials: int, seeds: int) -> StudyQueue:
+def study_queue(keys: list[str], trials: int, seeds: int, one_at_a_time: bool = False) -> StudyQueue:
     """A fresh queue: every study gets ``trials`` search trials and re-runs with seeds 1..``seeds``."""
-    return StudyQueue([Study(key, trials, list(range(1, seeds + 1))) for key in keys])
+    return StudyQueue([Study(key, trials, list(range(1, seeds + 1))) for key in keys], one_at_a_time)

@@ -79,19 +79,27 @@ class Assignment:
 
 
 class StudyQueue:
-    """The scheduling policy over all studies (state is plain data: it pickles with Tune's searcher)."""
+    """The scheduling policy over all studies (state is plain data: it pickles with Tune's searcher).
 
-    def __init__(self, studies: list[Study]):
+    ``one_at_a_time`` is the order sweeps used before all studies ran together (a study's search,
+    then its re-runs, then the next study): the baseline the benchmarks compare against.
+    """
+
+    def __init__(self, studies: list[Study], one_at_a_time: bool = False):
         self.studies = {s.key: s for s in studies}
+        self.one_at_a_time = one_at_a_time
 
     def next(self) -> Assignment | None:
         """The next trial to start, or None when every remaining trial waits for a running one."""
-        for study in self.studies.values():
+        candidates = list(self.studies.values())
+        if self.one_at_a_time:
+            candidates = [s for s in candidates if not s.done][:1]
+        for study in candidates:
             if study.reruns_to_start > 0:
                 seed = study.seeds[study.reruns_started]
                 study.reruns_started += 1
                 return Assignment(study.key, RERUN, seed)
-        open_studies = [s for s in self.studies.values() if s.started < s.trials]
+        open_studies = [s for s in candidates if s.started < s.trials]
         if not open_studies:
             return None
         study = min(open_studies, key=lambda s: s.started)  # first in order among equals

@@ -207,8 +207,8 @@ def run_sweep(dataset: str, data_dir: str, trials: int, epochs: int, concurrency
         costs = trial_costs(f"sqlite:///{workdir / 'mlflow.db'}", workdir / "runs")
     lines = logged["lines"]
     started = first_line_time(lines, "sweep of")  # printed after imports and the dataset load
-    searching = first_line_time(lines, "[erm] search")  # after ray.init, ray.put and the MLflow parent run
-    last_trial = max((t for t, line in lines if line.startswith("[erm] done")), default=None)
+    searching = next((t for t, line in lines if "studies at once" in line), None)  # after ray.init, ray.put, MLflow parents
+    last_trial = max((t for t, line in lines if line.startswith(f"[{dataset}/erm] search")), default=None)
     overheads = [c["overhead_s"] for c in costs if c["overhead_s"] is not None]
     search_s = (last_trial or 0) - (searching or 0)
     # A trial slot is busy from the end of the previous trial to the end of this one: the MLflow run

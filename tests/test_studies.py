@@ -4,6 +4,7 @@ Optuna studies in a SQLite file), per-study ASHA, utilisation and plan files."""
 from __future__ import annotations
 
 import argparse
+import io
 import pickle
 from types import SimpleNamespace
 
@@ -16,11 +17,12 @@ from focustune.errors import ConfigError
 from focustune.methods import get_method
 from focustune.spaces import load_space
 from focustune.sweeps.plan import read_plan, sweep_spec
+from focustune.sweeps.progress import SweepProgress
 from focustune.sweeps.runner import study_grace
 from focustune.sweeps.schedulers import PerStudyASHA
 from focustune.sweeps.search import DefineByRun, MultiStudySearch, study_queue
 from focustune.sweeps.studies import RERUN, SEARCH, Interval, utilisation
-from focustune.sweeps.trainable import FULL_BUDGET, KIND_KEY, OBJECTIVE, SEED_KEY, STUDY_KEY
+from focustune.sweeps.trainable import BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, OBJECTIVE, SEED_KEY, STUDY_KEY
 
 A, B = "alpha/erm", "beta/erm"
 
@@ -254,3 +256,40 @@ def test_bad_plans_are_refused_with_one_message(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         validate(sweep_spec(sweep_args(plan=str(plan), methods="erm"), DEFAULTS))
     assert read_plan  # the module's reader is what the CLI uses
+
+
+# ---------------------------------------------------------------- live view
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def drive_progress(stream: io.StringIO) -> SweepProgress:
+    progress = SweepProgress({A: (2, 1), B: (2, 1)}, {"node": 2}, stream)
+    t = SimpleNamespace(trial_id="t1", config={STUDY_KEY: A, KIND_KEY: SEARCH}, last_result=None)
+    progress.on_trial_start(0, [], t)
+    progress.on_trial_result(0, [], t, {OBJECTIVE: 0.7, BUSY_SINCE: 100.0, BUSY_UNTIL: 110.0, "node_id": "node"})
+    t.last_result = {FULL_BUDGET: True, BUSY_SINCE: 100.0, BUSY_UNTIL: 112.0, "node_id": "node"}
+    progress.on_trial_complete(0, [], t)
+    return progress
+
+
+def test_progress_is_plain_lines_when_output_is_not_a_terminal():
+    stream = io.StringIO()
+    progress = drive_progress(stream)
+    lines = stream.getvalue().splitlines()
+    assert lines == ["[alpha/erm] search 1/2 (stopped 0, failed 0), seeds 0/1, running 0, best 0.7000; "
+                     "utilisation 50% of 2 slot(s), elapsed 0m12s, left ~0m30s"]  # 5 trials x 12 s / 2 slots
+    assert progress.usage()["overall"] == pytest.approx(0.5)  # one of two slots busy for the span
+
+
+def test_progress_redraws_one_table_in_place_on_a_terminal():
+    stream = Terminal()
+    drive_progress(stream)
+    text = stream.getvalue()
+    frames = text.split("\x1b[3F\x1b[J")  # cursor up over the last table (2 studies + footer), erase
+    assert len(frames) >= 2 and "\x1b" not in frames[0]
+    last = frames[-1].splitlines()
+    assert [line.split()[0] for line in last[:2]] == [A, B] and last[2].startswith("utilisation 50%")
+    assert "search 1/2" in last[0] and "search 0/2" in last[1]

@@ -313,7 +313,8 @@ def test_bad_input_is_refused_before_ray_starts(tmp_path, args, message, capsys,
     (tmp_path / "plan_broken.yaml").write_text("datasets: [digits-lt\n")
     files = {"SPACE_EMPTY": "empty.yaml", "SPACE_BROKEN": "broken.yaml", "PLAN_UNKNOWN": "plan_unknown.yaml",
              "PLAN_BROKEN": "plan_broken.yaml"}
-    args = [str(tmp_path / files[a]) if a in files else a for a in args]
+    for placeholder, name in files.items():
+        args = [a.replace(placeholder, str(tmp_path / name)) for a in args]
     monkeypatch.chdir(tmp_path)
     assert main(["sweep", *args, "--experiment", "bad"]) == 2
     err = capsys.readouterr().err

@@ -31,10 +31,13 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     from focustune.data import list_datasets
+    from focustune.data.imbalance import PROFILE_SYNTAX
 
     print(_table(list_datasets(), ["name", "task", "classes", "train", "val", "test", "source"]))
     print("\nAlso accepted as --dataset: a MedMNIST-layout .npz file, or a folder with one sub-folder "
           "of images per class (optionally under train/ val/ test/).")
+    print(f"Imbalance profiles (--imbalance, training split only): {PROFILE_SYNTAX}; "
+          "--imbalance-ratio R = exp:R.")
     return 0
 
 
@@ -75,8 +78,9 @@ def run_json(result: Any) -> dict[str, Any]:
     pick = lambda m: {k: m[k] for k in JSON_METRICS}  # noqa: E731
     return _clean({
         "method": result.method, "dataset": result.dataset, "seed": result.seed, "epochs": result.epochs,
-        "seconds": result.seconds, "params": result.params, "val": pick(result.val), "test": pick(result.test),
-        "history": [{"epoch": h["epoch"], "train_loss": h["train_loss"], "val": pick(h["val"]),
+        "seconds": result.seconds, "params": result.params, "data": result.data, "best_epoch": result.best_epoch,
+        "best_phase": result.best_phase, "val": pick(result.val), "test": pick(result.test),
+        "history": [{"epoch": h["epoch"], "phase": h["phase"], "train_loss": h["train_loss"], "val": pick(h["val"]),
                      **({"method": h["method"]} if h.get("method") else {})} for h in result.history],
     })
 
@@ -106,15 +110,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"--output-json: folder {output.parent} does not exist")
     if args.resume and not args.checkpoint_dir:
         raise ConfigError("--resume needs --checkpoint-dir")
-    dataset = load_dataset(args.dataset, args.data_dir, size=args.size,
-                           imbalance_ratio=args.imbalance_ratio, seed=args.seed)
+    imbalance = _imbalance(args)
+    dataset = load_dataset(args.dataset, args.data_dir, size=args.size, imbalance=imbalance, seed=args.data_seed)
 
     log = (lambda m: None) if args.quiet else _stderr
     trainer = Trainer(method_cls(method_params), config, dataset, seed=args.seed, device=args.device,
                       checkpoint_dir=args.checkpoint_dir, log=log)
     summary = dataset.summary()
-    log(f"{method_cls.name} on {dataset.name}: {summary['sizes']} train class counts "
-        f"{summary['train_class_counts']}, {config.model}, device {trainer.device} ({trainer.precision})")
+    log(f"{method_cls.name} on {dataset.name} (data seed {args.data_seed}"
+        f"{f', imbalance {dataset.imbalance}' if dataset.imbalance else ''}): {summary['sizes']} train class "
+        f"counts {summary['train_class_counts']}, {config.model}, device {trainer.device} ({trainer.precision})")
     if args.resume and trainer.load_checkpoint(args.checkpoint_dir):
         log(f"resumed from {args.checkpoint_dir} at epoch {trainer.epoch}")
     result = trainer.fit()
@@ -127,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _print_summary(result: Any, metric: str) -> None:
     print(f"\n{result.method} on {result.dataset}, seed {result.seed}: best epoch {result.best_epoch}/"
-          f"{result.epochs} by val {metric}, {result.seconds:.1f} s")
+          f"{result.epochs} ({result.best_phase}) by val {metric}, {result.seconds:.1f} s")
     rows = [{"split": split, **{k: f"{m[k]:.4f}" for k in ("acc", "balanced_acc", "macro_f1", "auc",
                                                             "worst_class_recall")}}
             for split, m in (("val", result.val), ("test", result.test))]
@@ -148,12 +153,19 @@ def _sweep_spec(args: argparse.Namespace, methods: list[str], space_files: dict[
         fixed=params.parse_assignments(args.set or []))
 
 
-def _run_sweep(spec: Any) -> int:
+def _run_sweep(spec: Any, args: argparse.Namespace) -> int:
+    from focustune.config import resolve
     from focustune.data import load_dataset
+    from focustune.methods import get_method
     from focustune.sweeps.runner import Sweep, validate
 
+    imbalance = _imbalance(args)
     spaces = validate(spec)  # everything checked before Ray starts or MLflow is written
-    dataset = load_dataset(spec.dataset, spec.data_dir, size=spec.size, imbalance_ratio=spec.imbalance_ratio)
+    dataset = load_dataset(spec.dataset, spec.data_dir, size=args.size, imbalance=imbalance, seed=args.data_seed)
+    for name in spec.methods:  # e.g. mdgan refuses image sizes its GAN cannot generate
+        method_cls = get_method(name)
+        config, method_params = resolve(method_cls, {**spec.fixed, "epochs": spec.epochs})
+        method_cls(method_params).check_data(config, dataset)
     print(f"sweep of {', '.join(spec.methods)} on {dataset.name}: {spec.trials} trial(s) x {spec.epochs} "
           f"epoch(s) per method, {spec.seeds} seed re-run(s); storage {spec.storage_path}; "
           f"MLflow {spec.tracking} (experiment {spec.experiment})", flush=True)
@@ -197,7 +209,7 @@ def _summary_rows(summary: dict[str, dict[str, Any]], seeds: int) -> list[dict[s
 def cmd_sweep(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     space_files = dict(_space_assignment(item) for item in args.space or [])
-    return _run_sweep(_sweep_spec(args, methods, space_files))
+    return _run_sweep(_sweep_spec(args, methods, space_files), args)
 
 
 def _space_assignment(item: str) -> tuple[str, str]:
@@ -208,7 +220,7 @@ def _space_assignment(item: str) -> tuple[str, str]:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    return _run_sweep(_sweep_spec(args, [args.method], {args.method: args.space} if args.space else {}))
+    return _run_sweep(_sweep_spec(args, [args.method], {args.method: args.space} if args.space else {}), args)
 
 
 # ---------------------------------------------------------------- parser
@@ -216,10 +228,27 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def _add_data_options(cmd: argparse.ArgumentParser, default_dataset: str | None) -> None:
     cmd.add_argument("--dataset", default=default_dataset, required=default_dataset is None,
                      help="dataset name, MedMNIST-layout .npz, or image folder")
-    cmd.add_argument("--data-dir", help="folder holding MedMNIST .npz files (downloaded there if missing)")
-    cmd.add_argument("--size", type=int, default=28, help="MedMNIST image size (28, 64, 128, 224) "
-                                                          "or the size image folders are resized to")
-    cmd.add_argument("--imbalance-ratio", type=float, help="make the training split long-tailed")
+    cmd.add_argument("--data-dir", help="folder holding MedMNIST .npz files or torchvision's layout "
+                                        "(downloaded there if missing)")
+    cmd.add_argument("--size", type=int, help="MedMNIST image size (28, 64, 128, 224) or the size image "
+                                              "folders are resized to (default 28)")
+    cmd.add_argument("--imbalance", metavar="PROFILE", help="subsample the training split: exp:R, linear:R, "
+                                                            "log:R, step (LOW), classes=I,J:F")
+    cmd.add_argument("--imbalance-ratio", type=float, metavar="R", help="shorthand for --imbalance exp:R")
+    cmd.add_argument("--data-seed", type=int, default=0,
+                     help="seed of the data: splits made while loading and the imbalance subsample "
+                          "(the same for train and sweep; default 0)")
+
+
+def _imbalance(args: argparse.Namespace) -> Any:
+    """The training split's imbalance profile from --imbalance / --imbalance-ratio (one of them), or None."""
+    from focustune.data import Imbalance
+
+    if args.imbalance is not None and args.imbalance_ratio is not None:
+        raise ConfigError("give --imbalance or --imbalance-ratio, not both (--imbalance-ratio R = --imbalance exp:R)")
+    if args.imbalance_ratio is not None:
+        return None if args.imbalance_ratio == 1 else Imbalance.exponential(args.imbalance_ratio)
+    return None if args.imbalance is None else Imbalance.parse(args.imbalance)
 
 
 def _add_sweep_options(cmd: argparse.ArgumentParser, trials: int, seeds: int) -> None:

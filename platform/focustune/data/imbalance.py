@@ -9,7 +9,8 @@ Profiles (``--imbalance``), with n_max the largest class count, K classes, class
   classes by a permutation seeded with the data seed;
 * ``classes=I,J:F`` the listed classes keep a fraction F of their images, the others all.
 
-A class never keeps more than it has, nor fewer than one image. Which images are kept is drawn
+Counts are rounded (``exp`` truncates, as it always has). A class never keeps more than it has,
+nor fewer than one image. Which images are kept is drawn
 with the data seed.
 """
 
@@ -87,8 +88,9 @@ class Imbalance:
             exponents = torch.randperm(k, generator=torch.Generator().manual_seed(seed)).tolist()
             return [min(n, max(1, math.floor(n / 2 ** e + 0.5))) for n, e in zip(counts, exponents)]
         n_max, span = max(counts), max(k - 1, 1)
-        shares = [self._share(i, k, span) for i in range(k)]
-        return [min(n, max(1, int(n_max * s))) for n, s in zip(counts, shares)]
+        # exp truncates (as it always has, so existing long-tailed sets stay the same); the others round
+        to_count = int if self.kind == "exp" else (lambda x: math.floor(x + 0.5))
+        return [min(n, max(1, to_count(n_max * self._share(i, k, span)))) for i, n in enumerate(counts)]
 
     def _share(self, i: int, k: int, span: int) -> float:
         if self.kind == "exp":

@@ -34,14 +34,20 @@ def test_train_writes_the_documented_json(tmp_path, capsys):
                  "--set", "gamma=1.0", "--output-json", str(path), "--quiet"])
     assert code == 0
     run = json.loads(path.read_text())
-    assert set(run) == {"method", "dataset", "seed", "epochs", "seconds", "params", "val", "test", "history"}
+    assert set(run) == {"method", "dataset", "seed", "epochs", "seconds", "params", "data", "best_epoch",
+                        "best_phase", "val", "test", "history"}
     assert (run["method"], run["dataset"], run["seed"], run["epochs"]) == ("focal", "digits-lt", 1, 2)
     assert run["params"]["lr"] == 2e-3 and run["params"]["gamma"] == 1.0
     metric_keys = {"acc", "balanced_acc", "macro_f1", "auc", "per_class_recall"}
     assert set(run["val"]) == set(run["test"]) == metric_keys
     assert len(run["test"]["per_class_recall"]) == 10
     assert [h["epoch"] for h in run["history"]] == [1, 2]
-    assert set(run["history"][0]) == {"epoch", "train_loss", "val"}
+    assert set(run["history"][0]) == {"epoch", "phase", "train_loss", "val"}
+    best = run["history"][run["best_epoch"] - 1]
+    assert run["best_phase"] == best["phase"] == "train"
+    counts = run["data"]["train_class_counts"]
+    assert len(counts) == 10 and counts == sorted(counts, reverse=True)  # digits-lt is long-tailed
+    assert run["data"]["probe_class_counts"] is None
     assert "test" in capsys.readouterr().out
 
 

@@ -6,9 +6,11 @@ import torch
 from PIL import Image
 
 from focustune.data import load_dataset, make_long_tailed
-from focustune.data import sources
-from focustune.data.sources import long_tailed_counts, load_image_folder, load_npz
-from focustune.errors import DataError
+from focustune.data.imbalance import long_tailed_counts
+from focustune.data.sources import base
+from focustune.data.sources.image_folder import load_image_folder
+from focustune.data.sources.npz_file import load_npz
+from focustune.errors import ConfigError, DataError
 
 
 def _npz(path, n=(20, 6, 6), classes=3, size=8, rgb=False, **replace):
@@ -42,7 +44,7 @@ def test_long_tailed_profile():
     lt = make_long_tailed(data.val, 10, 4.0, seed=1)
     counts = lt.class_counts(10).tolist()
     assert counts[0] / counts[-1] == pytest.approx(4, rel=0.2)
-    with pytest.raises(DataError, match=">= 1"):
+    with pytest.raises(ConfigError, match=">= 1"):
         long_tailed_counts([5, 5], 0.5)
 
 
@@ -50,7 +52,7 @@ def test_npz_round_trip(tmp_path):
     data = load_npz(_npz(tmp_path / "mine.npz"))
     assert data.name == "mine" and data.num_classes == 3 and data.channels == 1
     assert data.train.images.shape == (20, 1, 8, 8) and data.train.labels.dtype == torch.int64
-    rgb = load_dataset(str(_npz(tmp_path / "rgb.npz", rgb=True)), imbalance_ratio=2.0)
+    rgb = load_dataset(str(_npz(tmp_path / "rgb.npz", rgb=True)), imbalance="exp:2")
     assert rgb.channels == 3
     assert len(rgb.train) < 20 and len(rgb.val) == 6  # only train is made long-tailed
 
@@ -127,7 +129,7 @@ def test_unknown_and_missing_datasets(tmp_path):
 
 
 def test_missing_medmnist_file_without_network_says_where(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "_network_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(base, "network_reachable", lambda *a, **k: False)
     with pytest.raises(DataError) as err:
         load_dataset("dermamnist", tmp_path)
     message = str(err.value)

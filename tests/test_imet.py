@@ -34,7 +34,7 @@ def labelled_split(counts: list[int], wrong: list[int]) -> Split:
 
 
 def fake_run(val_errors: list[int] = VAL_ERRORS, train_errors: list[int] = (0, 0, 0),
-             **config: object) -> tuple[RunContext, list[int]]:
+             probe_errors: list[int] = (0, 0, 0), **config: object) -> tuple[RunContext, list[int]]:
     """A run whose 'model' predicts the class stored in each image; counts its predict calls."""
     calls = []
 
@@ -47,6 +47,7 @@ def fake_run(val_errors: list[int] = VAL_ERRORS, train_errors: list[int] = (0, 0
                      generator=torch.Generator().manual_seed(0), seed=0,
                      train=labelled_split(TRAIN_COUNTS, list(train_errors)),
                      val=labelled_split([20] * len(TRAIN_COUNTS), list(val_errors)),
+                     probe=labelled_split([10] * len(TRAIN_COUNTS), list(probe_errors)),
                      model=None, predict=predict)
     return run, calls
 
@@ -151,6 +152,16 @@ def test_errors_are_measured_on_validation_by_default():
     assert next_iteration(method, phases, run)["error_rates"] == pytest.approx([0.1, 0.3, 0.6])
     method, phases = started(run, error_split="train")
     assert next_iteration(method, phases, run)["error_rates"] == pytest.approx([0.0, 0.0, 1.0])
+
+
+def test_errors_can_be_measured_on_the_probe_split_and_the_split_is_logged():
+    run, _ = fake_run(val_errors=VAL_ERRORS, probe_errors=[5, 0, 0])
+    method, phases = started(run, error_split="probe")
+    logged = next_iteration(method, phases, run)
+    assert method.uses_probe() and logged["error_split"] == "probe"
+    assert logged["error_rates"] == pytest.approx([0.5, 0.0, 0.0])
+    method, phases = started(run)
+    assert not method.uses_probe() and next_iteration(method, phases, run)["error_split"] == "val"
 
 
 def test_no_errors_fall_back_to_equal_class():

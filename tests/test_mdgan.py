@@ -89,6 +89,40 @@ def test_start_of_finetuning_augments_the_worst_classes_by_the_share():
     assert set(method.sample_grids) == {1, 3} and all(g.dtype == torch.uint8 for g in method.sample_grids.values())
 
 
+def test_probe_split_picks_the_worst_classes_instead_of_validation():
+    dataset = make_dataset((40, 12, 6, 20), eval_per_class=10)
+    rest, probe = dataset.train.stratified_holdout(0.5, 4, seed=0)
+    val_probs = torch.nn.functional.one_hot(dataset.val.labels, 4).float()  # validation: all right
+    wrong = probe.labels.clone()
+    wrong[probe.labels == 2] = 0  # on the probe split, class 2 is always missed
+    probe_probs = torch.nn.functional.one_hot(wrong, 4).float()
+    _, params = resolve(MDGAN, {"gan_classes": 1, "selection_split": "probe", **TINY_GAN})
+    method = MDGAN(params)
+    run = _fake_run(dataset, val_probs)
+    run.train, run.probe = rest, probe
+    run.predict = lambda images: probe_probs if images is probe.images else val_probs
+    method.start_phase(method.phases(run.config)[1], 1, run)
+    assert method.uses_probe() and method.classes == [2] and method.accuracy_at_selection == [0.0]
+
+
+def test_trainer_holds_the_probe_split_out_of_training(tiny_dataset):
+    trainer = _trainer(tiny_dataset, selection_split="probe", probe_fraction=0.25)
+    probe_counts = [round(0.25 * n) for n in (40, 12, 6)]
+    assert trainer.probe.class_counts(3).tolist() == probe_counts
+    assert len(trainer.data.train) + len(trainer.probe) == len(tiny_dataset.train)
+    result = trainer.fit()
+    assert result.history[-1]["method"]["selection_split"] == "probe"
+    assert result.data["probe_class_counts"] == probe_counts
+    assert result.data["train_class_counts"] == [n - p for n, p in zip((40, 12, 6), probe_counts)]
+
+
+@pytest.mark.parametrize("size", [136, 224])
+def test_image_sizes_fastgan_cannot_generate_are_refused_before_training(size, monkeypatch):
+    monkeypatch.setattr(Trainer, "run_epoch", lambda self: pytest.fail("no epoch may run"))
+    with pytest.raises(ConfigError, match="at most 128 px"):
+        _trainer(make_dataset((4, 4), eval_per_class=2, size=size))
+
+
 def test_phases_split_the_epoch_budget():
     method = MDGAN(resolve(MDGAN, {"finetune_epochs": 5})[1])
     pretrain, finetune = method.phases(resolve(MDGAN, {"epochs": 20})[0])
@@ -132,7 +166,6 @@ def test_spinal_head_first_layer_sees_only_the_first_half():
 def test_spinal_head_is_a_model_option():
     model = build_model("small_cnn", 1, 3, 12, head="spinal")
     assert isinstance(model.head, SpinalHead)
-    assert model(torch.randn(4, 1, 12, 12)).shape == (4, 3)
 
 
 def test_sam_trains_through_the_trainer(tiny_dataset):
@@ -161,8 +194,10 @@ def test_mdgan_trains_end_to_end_on_a_tiny_imbalanced_set(tiny_dataset):
     assert all("method" not in h for h in result.history[:2])
     logged = result.history[-1]["method"]
     assert len(logged["classes"]) == 2 and logged["classes"] == trainer.method.classes
-    assert len(logged["val_acc_at_selection"]) == len(logged["val_acc"]) == 2
-    assert all(0.0 <= a <= 1.0 for a in logged["val_acc"] + logged["val_acc_at_selection"])
+    assert len(logged["acc_at_selection"]) == len(logged["val_acc"]) == 2
+    assert all(0.0 <= a <= 1.0 for a in logged["val_acc"] + logged["acc_at_selection"])
+    assert logged["selection_split"] == "val" and trainer.probe is None
+    assert result.best_phase == result.history[result.best_epoch - 1]["phase"]
     assert logged["generated"] == sum(round(0.5 * n) for c, n in enumerate([40, 12, 6]) if c in logged["classes"])
     assert all(math.isfinite(v) for losses in logged["gan_losses"] for v in losses.values())
     assert 0.0 < logged["gan_time_share"] <= 1.0

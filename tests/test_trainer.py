@@ -7,8 +7,9 @@ import torch
 
 from conftest import without_timings
 from focustune.config import resolve
-from focustune.errors import TrainingDiverged
+from focustune.errors import ConfigError, TrainingDiverged
 from focustune.methods import Method, get_method, method_names
+from focustune.models import MODELS
 from focustune.trainer import CHECKPOINT_FILE, Trainer, augment_batch
 
 # Adam and a linear head for every method here (mdgan prefers SAM + SpinalNet, which need more steps).
@@ -37,6 +38,8 @@ def test_every_method_learns_end_to_end(name, tiny_dataset):
     assert all(math.isfinite(h["train_loss"]) for h in result.history)
     assert 1 <= result.best_epoch <= result.epochs
     assert result.params["lr"] == FAST["lr"]
+    assert all(h["phase"] for h in result.history)
+    assert result.best_phase == result.history[result.best_epoch - 1]["phase"]
 
 
 def test_best_epoch_is_selected_on_validation_not_test(tiny_dataset):
@@ -168,8 +171,8 @@ def test_callback_sees_every_epoch(tiny_dataset):
     assert [e for e, _ in seen] == list(range(1, FAST["epochs"] + 1))
 
 
-@pytest.mark.parametrize("model", ["lenet5", "resnet18"])
-def test_other_backbones_train(model, tiny_rgb_dataset):
+@pytest.mark.parametrize("model", MODELS.names())
+def test_every_registered_backbone_trains(model, tiny_rgb_dataset):
     result = _trainer("erm", tiny_rgb_dataset, overrides={"model": model, "epochs": 2}).fit()
     assert len(result.test["per_class_recall"]) == 2
 
@@ -179,6 +182,21 @@ def test_schedulers_and_optimisers(tiny_dataset):
                       {"scheduler": "cosine", "optimizer": "adamw", "augment": "flip_shift"}):
         result = _trainer("erm", tiny_dataset, overrides=overrides).fit()
         assert result.history[-1]["lr"] < result.history[0]["lr"]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "sam"])
+def test_nesterov_momentum_reaches_the_optimiser(optimizer, tiny_dataset):
+    trainer = _trainer("erm", tiny_dataset, overrides={"optimizer": optimizer, "nesterov": "true",
+                                                       "momentum": 0.9, "lr": 0.05, "epochs": 1})
+    trainer.fit()
+    assert trainer.optimizer.param_groups[0]["nesterov"] is True
+
+
+@pytest.mark.parametrize("overrides", [{"nesterov": True, "optimizer": "adam"},
+                                       {"nesterov": True, "optimizer": "sgd", "momentum": 0.0}])
+def test_nesterov_without_momentum_sgd_is_refused(overrides):
+    with pytest.raises(ConfigError, match="nesterov=true needs optimizer sgd or sam with momentum > 0"):
+        resolve(get_method("erm"), overrides)
 
 
 def test_augmentation_is_batched_and_keeps_shape():

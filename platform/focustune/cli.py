@@ -31,10 +31,13 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     from focustune.data import list_datasets
+    from focustune.data.imbalance import PROFILE_SYNTAX
 
     print(_table(list_datasets(), ["name", "task", "classes", "train", "val", "test", "source"]))
     print("\nAlso accepted as --dataset: a MedMNIST-layout .npz file, or a folder with one sub-folder "
           "of images per class (optionally under train/ val/ test/).")
+    print(f"Imbalance profiles (--imbalance, training split only): {PROFILE_SYNTAX}; "
+          "--imbalance-ratio R = exp:R.")
     return 0
 
 
@@ -75,8 +78,9 @@ def run_json(result: Any) -> dict[str, Any]:
     pick = lambda m: {k: m[k] for k in JSON_METRICS}  # noqa: E731
     return _clean({
         "method": result.method, "dataset": result.dataset, "seed": result.seed, "epochs": result.epochs,
-        "seconds": result.seconds, "params": result.params, "val": pick(result.val), "test": pick(result.test),
-        "history": [{"epoch": h["epoch"], "train_loss": h["train_loss"], "val": pick(h["val"]),
+        "seconds": result.seconds, "params": result.params, "data": result.data, "best_epoch": result.best_epoch,
+        "best_phase": result.best_phase, "val": pick(result.val), "test": pick(result.test),
+        "history": [{"epoch": h["epoch"], "phase": h["phase"], "train_loss": h["train_loss"], "val": pick(h["val"]),
                      **({"method": h["method"]} if h.get("method") else {})} for h in result.history],
     })
 
@@ -91,6 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from focustune import params
     from focustune.config import resolve
     from focustune.data import load_dataset
+    from focustune.data.imbalance import imbalance_profile
     from focustune.methods import get_method
     from focustune.trainer import Trainer
 
@@ -106,15 +111,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"--output-json: folder {output.parent} does not exist")
     if args.resume and not args.checkpoint_dir:
         raise ConfigError("--resume needs --checkpoint-dir")
-    dataset = load_dataset(args.dataset, args.data_dir, size=args.size,
-                           imbalance_ratio=args.imbalance_ratio, seed=args.seed)
+    imbalance = imbalance_profile(args.imbalance, args.imbalance_ratio)
+    dataset = load_dataset(args.dataset, args.data_dir, size=args.size, imbalance=imbalance, seed=args.data_seed)
 
     log = (lambda m: None) if args.quiet else _stderr
     trainer = Trainer(method_cls(method_params), config, dataset, seed=args.seed, device=args.device,
                       checkpoint_dir=args.checkpoint_dir, log=log)
     summary = dataset.summary()
-    log(f"{method_cls.name} on {dataset.name}: {summary['sizes']} train class counts "
-        f"{summary['train_class_counts']}, {config.model}, device {trainer.device} ({trainer.precision})")
+    log(f"{method_cls.name} on {dataset.name} (data seed {args.data_seed}"
+        f"{f', imbalance {dataset.imbalance}' if dataset.imbalance else ''}): {summary['sizes']} train class "
+        f"counts {summary['train_class_counts']}, {config.model}, device {trainer.device} ({trainer.precision})")
     if args.resume and trainer.load_checkpoint(args.checkpoint_dir):
         log(f"resumed from {args.checkpoint_dir} at epoch {trainer.epoch}")
     result = trainer.fit()
@@ -127,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _print_summary(result: Any, metric: str) -> None:
     print(f"\n{result.method} on {result.dataset}, seed {result.seed}: best epoch {result.best_epoch}/"
-          f"{result.epochs} by val {metric}, {result.seconds:.1f} s")
+          f"{result.epochs} ({result.best_phase}) by val {metric}, {result.seconds:.1f} s")
     rows = [{"split": split, **{k: f"{m[k]:.4f}" for k in ("acc", "balanced_acc", "macro_f1", "auc",
                                                             "worst_class_recall")}}
             for split, m in (("val", result.val), ("test", result.test))]
@@ -207,7 +213,7 @@ def _summary_rows(summary: dict[str, dict[str, Any]], seeds: int) -> list[dict[s
 
 
 SWEEP_DEFAULTS = {"datasets": None, "trials": 20, "epochs": 30, "seeds": 1, "scheduler": "none",
-                  "experiment": "focustune", "size": 28, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0}
+                  "experiment": "focustune", "data_seed": 0, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0}
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -225,27 +231,31 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- parser
 
-def _add_data_options(cmd: argparse.ArgumentParser, default_dataset: str | None) -> None:
-    cmd.add_argument("--dataset", default=default_dataset, required=default_dataset is None,
-                     help="dataset name, MedMNIST-layout .npz, or image folder")
-    cmd.add_argument("--data-dir", help="folder holding MedMNIST .npz files (downloaded there if missing)")
-    cmd.add_argument("--size", type=int, default=28, help="MedMNIST image size (28, 64, 128, 224) "
-                                                          "or the size image folders are resized to")
-    cmd.add_argument("--imbalance-ratio", type=float, help="make the training split long-tailed")
+def _add_data_options(cmd: argparse.ArgumentParser, train: bool) -> None:
+    """Where the data comes from and how it is shaped. For ``sweep``/``tune`` they stay unset (None)
+    unless given, so that a plan file or the defaults can fill them."""
+    from focustune.data import EMBEDDED_DEFAULT
+
+    cmd.add_argument("--dataset", default=EMBEDDED_DEFAULT if train else None,
+                     help=f"dataset name, MedMNIST-layout .npz, or image folder (default {EMBEDDED_DEFAULT})")
+    cmd.add_argument("--data-dir", help="folder holding MedMNIST .npz files or torchvision's layout "
+                                        "(downloaded there if missing)")
+    cmd.add_argument("--size", type=int, help="MedMNIST image size (28, 64, 128, 224) or the size image "
+                                              "folders are resized to (default 28)")
+    cmd.add_argument("--imbalance", metavar="PROFILE", help="subsample the training split: exp:R, linear:R, "
+                                                            "log:R, step (LOW), classes=I,J:F")
+    cmd.add_argument("--imbalance-ratio", type=float, metavar="R", help="shorthand for --imbalance exp:R")
+    cmd.add_argument("--data-seed", type=int, default=0 if train else None,
+                     help="seed of the data: splits made while loading and the imbalance subsample "
+                          "(the same for train and sweep; default 0)")
 
 
 def _add_sweep_options(cmd: argparse.ArgumentParser) -> None:
     """Options of ``sweep`` and ``tune``; left unset (None) they come from ``--plan`` or the defaults."""
-    from focustune.data import EMBEDDED_DEFAULT
-
-    cmd.add_argument("--dataset", help=f"one dataset: name, MedMNIST-layout .npz, or image folder "
-                                       f"(default {EMBEDDED_DEFAULT})")
+    _add_data_options(cmd, train=False)
     cmd.add_argument("--datasets", help="several datasets, comma-separated: one study per dataset and method")
     cmd.add_argument("--plan", help="YAML file with the sweep's datasets (each with its own options), methods, "
                                     "budget and spaces; options given here win over it")
-    cmd.add_argument("--data-dir", help="folder holding MedMNIST .npz files (downloaded there if missing)")
-    cmd.add_argument("--size", type=int, help="MedMNIST image size (28, 64, 128, 224) or image-folder size")
-    cmd.add_argument("--imbalance-ratio", type=float, help="make the training split long-tailed")
     cmd.add_argument("--trials", type=int, help="search trials per study (dataset x method)")
     cmd.add_argument("--epochs", type=int, help="epochs of every trial (default 30, the same for every method)")
     cmd.add_argument("--seeds", type=int, help="re-runs of each study's best configuration")
@@ -279,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one run (no Ray needed)")
     train.add_argument("--method", default="erm", help="registered method (see `focustune methods`)")
-    _add_data_options(train, EMBEDDED_DEFAULT)
+    _add_data_options(train, train=True)
     train.add_argument("--epochs", type=int, help="training epochs (same as --set epochs=N)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="set a hyperparameter (repeatable)")

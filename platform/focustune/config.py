@@ -8,6 +8,7 @@ from typing import Any
 
 from focustune import params
 from focustune.errors import ConfigError
+from focustune.models import HEADS, MODELS
 from focustune.params import hp
 
 SELECTION_METRICS = ("balanced_acc", "acc", "macro_f1", "auc", "worst_class_recall")
@@ -24,12 +25,12 @@ class TrainConfig:
     optimizer: str = hp("adam", choices=("adam", "adamw", "sgd", "sam"),
                         help="sam = sharpness-aware minimisation around SGD with momentum")
     momentum: float = hp(0.9, low=0.0, high=0.999, help="SGD/SAM momentum")
+    nesterov: bool = hp(False, help="Nesterov momentum for sgd/sam (needs momentum > 0)")
     sam_rho: float = hp(0.05, low=1e-4, high=2.0, log=True, help="SAM neighbourhood size")
     scheduler: str = hp("none", choices=("none", "cosine", "multistep"),
                         help="multistep = lr x0.1 at 50% and 75% of a phase")
-    model: str = hp("small_cnn", choices=("small_cnn", "lenet5", "resnet18", "resnet50",
-                                          "efficientnet_b0", "mobilenet_v3_small"), help="backbone")
-    head: str = hp("linear", choices=("linear", "spinal"), help="classification head")
+    model: str = hp("small_cnn", choices=MODELS.names, help="backbone (registered models)")
+    head: str = hp("linear", choices=HEADS.names, help="classification head (registered heads)")
     augment: str = hp("none", choices=("none", "flip", "flip_shift"),
                       help="batched tensor augmentation of training batches")
     selection_metric: str = hp("balanced_acc", choices=SELECTION_METRICS,
@@ -38,6 +39,14 @@ class TrainConfig:
                                                     "without improvement (0 = off)")
     amp: bool = hp(True, help="mixed precision: bf16 autocast on CUDA (fp16 where bf16 is missing) and on CPUs with native bf16 (AVX512-BF16, AMX); false: float32 everywhere")
     eval_batch_size: int = hp(1024, low=1, high=1_000_000, help="batch size for evaluation")
+    probe_fraction: float = hp(0.1, low=0.01, high=0.5,
+                               help="share of each training class held out as the probe split, for methods "
+                                    "that measure their errors on 'probe' (imet, mdgan)")
+
+    def __post_init__(self) -> None:
+        if self.nesterov and (self.optimizer not in ("sgd", "sam") or float(self.momentum) == 0):
+            raise ConfigError(f"nesterov=true needs optimizer sgd or sam with momentum > 0 "
+                              f"(got optimizer={self.optimizer}, momentum={self.momentum})")
 
 
 SHARED_KEYS = tuple(f.name for f in fields(TrainConfig))

@@ -37,10 +37,13 @@ RECONSTRUCTION_SIZE = 16
 FEATURE_SIZE = 8  # the discriminator features the decoders reconstruct from
 
 
+MAX_IMAGE_SIZE = 128
+
+
 def internal_size(image_size: int) -> int:
     """The power-of-two working resolution for ``image_size`` (at least 16)."""
-    if not 1 <= image_size <= 128:
-        raise ValueError(f"FastGAN supports images of 1 to 128 px, got {image_size}")
+    if not 1 <= image_size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"FastGAN supports images of 1 to {MAX_IMAGE_SIZE} px, got {image_size}")
     return max(16, 2 ** math.ceil(math.log2(image_size)))
 
 

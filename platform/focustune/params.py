@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from focustune.errors import ConfigError
@@ -20,17 +20,24 @@ T = TypeVar("T")
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """What a hyperparameter accepts: bounds (inclusive) or a fixed set of choices."""
+    """What a hyperparameter accepts: bounds (inclusive) or a set of choices.
+
+    ``choices`` may be a function returning them (a registry's names), read when checked."""
 
     low: float | None = None
     high: float | None = None
-    choices: tuple[Any, ...] | None = None
+    choices: tuple[Any, ...] | Callable[[], Sequence[Any]] | None = None
     log: bool = False
     help: str = ""
 
+    @property
+    def allowed(self) -> tuple[Any, ...] | None:
+        """The accepted values, or None when any value within the bounds is."""
+        return tuple(self.choices()) if callable(self.choices) else self.choices
+
     def describe(self) -> str:
-        if self.choices is not None:
-            return "one of " + ", ".join(map(str, self.choices))
+        if self.allowed is not None:
+            return "one of " + ", ".join(map(str, self.allowed))
         if self.low is not None or self.high is not None:
             low = "-inf" if self.low is None else f"{self.low:g}"
             high = "inf" if self.high is None else f"{self.high:g}"
@@ -39,9 +46,13 @@ class Spec:
 
 
 def hp(default: Any, *, low: float | None = None, high: float | None = None,
-       choices: Sequence[Any] | None = None, log: bool = False, help: str = "") -> Any:
-    """Declare a hyperparameter field with its default and valid range."""
-    spec = Spec(low, high, tuple(choices) if choices is not None else None, log, help)
+       choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None, log: bool = False,
+       help: str = "") -> Any:
+    """Declare a hyperparameter field with its default and valid range (``choices``: values or a
+    function returning them)."""
+    if choices is not None and not callable(choices):
+        choices = tuple(choices)
+    spec = Spec(low, high, choices, log, help)
     return dataclasses.field(default=default, metadata={"spec": spec})
 
 
@@ -96,7 +107,7 @@ def check(name: str, value: Any, spec: Spec) -> None:
     """Raise ConfigError when ``value`` is outside ``spec``."""
     if value is None:
         return
-    if spec.choices is not None and value not in spec.choices:
+    if spec.allowed is not None and value not in spec.allowed:
         raise ConfigError(f"{name}={value!r} is not allowed: {spec.describe()}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):

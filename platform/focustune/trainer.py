@@ -7,6 +7,7 @@ the host: losses are accumulated on the device and read once per epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -87,12 +88,18 @@ class RunResult:
     test: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = -1
+    #: The phase of the best (selected) epoch, e.g. ``finetune`` for mdgan.
+    best_phase: str = ""
+    #: What the run trained on: ``imbalance`` profile, ``train_class_counts`` (training split, after the
+    #: profile), ``probe_class_counts`` (held out of those as the probe split; None without one).
+    data: dict[str, Any] = field(default_factory=dict)
     status: str = "finished"
 
     def to_json(self) -> dict[str, Any]:
         return {"method": self.method, "dataset": self.dataset, "seed": self.seed, "epochs": self.epochs,
                 "seconds": self.seconds, "params": self.params, "val": self.val, "test": self.test,
-                "history": self.history, "best_epoch": self.best_epoch, "status": self.status}
+                "history": self.history, "best_epoch": self.best_epoch, "best_phase": self.best_phase,
+                "data": self.data, "status": self.status}
 
 
 class Trainer:
@@ -101,10 +108,13 @@ class Trainer:
     def __init__(self, method: Method, config: TrainConfig, dataset: ImageDataset, *, seed: int = 0,
                  device: str | torch.device | None = None, callback: EpochCallback | None = None,
                  checkpoint_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None):
+        method.check_data(config, dataset)
         self.method, self.config, self.seed = method, config, seed
         self.device = select_device(str(device) if device else None)
         self.dataset = dataset
-        self.data = dataset.to(self.device)
+        train, probe = self._probe_holdout(dataset)
+        self.data = dataclasses.replace(dataset, train=train).to(self.device)
+        self.probe = probe.to(self.device) if probe is not None else None
         self.callback = callback
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.log = log or (lambda message: None)
@@ -127,10 +137,23 @@ class Trainer:
         self.elapsed = 0.0  # seconds of training and validation, across resumes
         self.run = RunContext(config=config, num_classes=dataset.num_classes, device=self.device,
                               generator=self.generator, seed=seed, train=self.data.train, val=self.data.val,
-                              model=self.model, predict=self.predict_probs, log=self.log)
+                              probe=self.probe, model=self.model, predict=self.predict_probs, log=self.log)
         method.setup(self.run)
 
     # ------------------------------------------------------------------ building blocks
+    def _probe_holdout(self, dataset: ImageDataset) -> tuple[Split, Split | None]:
+        """(training split, probe split): the probe is ``probe_fraction`` of each training class, held out
+        (drawn with the run seed) when the method measures itself on it; else None."""
+        if not self.method.uses_probe():
+            return dataset.train, None
+        return dataset.train.stratified_holdout(self.config.probe_fraction, dataset.num_classes, self.seed)
+
+    def data_record(self) -> dict[str, Any]:
+        """What the run trains on (see :attr:`RunResult.data`)."""
+        k = self.dataset.num_classes
+        return {"imbalance": self.dataset.imbalance, "train_class_counts": self.data.train.class_counts(k).tolist(),
+                "probe_class_counts": None if self.probe is None else self.probe.class_counts(k).tolist()}
+
     def _amp_dtype(self) -> torch.dtype | None:
         if not self.config.amp:
             return None
@@ -180,12 +203,13 @@ class Trainer:
         elif cfg.optimizer == "adamw":
             self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
         elif cfg.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+            self.optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                             weight_decay=cfg.weight_decay)
         else:
             from pytorch_optimizer import SAM
 
             self.optimizer = SAM(params, torch.optim.SGD, rho=cfg.sam_rho, lr=lr, momentum=cfg.momentum,
-                                 weight_decay=cfg.weight_decay)
+                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
         self.scheduler = self._build_scheduler(self._optimizer_span(index))
 
     def _build_scheduler(self, epochs: int) -> Any:
@@ -414,8 +438,13 @@ class Trainer:
                 method=self.method.name, dataset=self.dataset.name, seed=self.seed,
                 epochs=self.total_epochs, seconds=self.elapsed,
                 params=flat_params(self.config, self.method.params), val=self.evaluate(self.data.val),
-                test=self.evaluate(self.data.test), history=self.history, best_epoch=self.best_epoch + 1)
+                test=self.evaluate(self.data.test), history=self.history, best_epoch=self.best_epoch + 1,
+                best_phase=self._phase_of(self.best_epoch + 1), data=self.data_record())
         return self._result
+
+    def _phase_of(self, epoch: int) -> str:
+        """The recorded phase of (1-based) ``epoch``; "" when no epoch ran."""
+        return next((h["phase"] for h in self.history if h["epoch"] == epoch), "")
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

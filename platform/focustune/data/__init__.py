@@ -1,4 +1,4 @@
-"""Datasets as tensors: the embedded default, MedMNIST flags, and a user's ``.npz`` or image folder."""
+"""Datasets as tensors, from registered sources (``focustune.data.sources``), with imbalance profiles."""
 
 from __future__ import annotations
 
@@ -6,56 +6,49 @@ import os
 from pathlib import Path
 
 from focustune.data.dataset import SPLITS, ImageDataset, Split
-from focustune.data.sources import (EMBEDDED_DEFAULT, MEDMNIST_SIZES, load_digits_long_tailed,
-                                    load_image_folder, load_medmnist, load_npz, make_long_tailed,
-                                    medmnist_info)
+from focustune.data.imbalance import Imbalance, apply_imbalance, make_long_tailed
+from focustune.data.sources import SOURCES, DatasetSource, DataRequest
+from focustune.data.sources.embedded import EMBEDDED_DEFAULT
 from focustune.errors import DataError
 
-__all__ = ["SPLITS", "EMBEDDED_DEFAULT", "ImageDataset", "Split", "load_dataset", "list_datasets",
+__all__ = ["SPLITS", "EMBEDDED_DEFAULT", "ImageDataset", "Imbalance", "Split", "load_dataset", "list_datasets",
            "make_long_tailed"]
 
 
 def list_datasets() -> list[dict]:
-    """Known named datasets: the embedded default and every supported MedMNIST flag."""
-    rows = [{"name": EMBEDDED_DEFAULT, "source": "embedded (scikit-learn digits, long-tailed, offline)",
-             "task": "multi-class", "classes": 10, **_digits_sizes()}]
-    for flag, info in medmnist_info().items():
-        n = info["n_samples"]
-        rows.append({"name": flag, "source": f"MedMNIST (sizes {'/'.join(map(str, MEDMNIST_SIZES))})",
-                     "task": info["task"], "classes": len(info["label"]),
-                     "train": n["train"], "val": n["val"], "test": n["test"]})
-    return rows
+    """Every named dataset of every registered source (name, task, classes, split sizes, source)."""
+    return [row for source in SOURCES.values() for row in source.catalogue()]
 
 
-def _digits_sizes() -> dict:
-    data = load_digits_long_tailed()
-    return {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
-
-
-def load_dataset(spec: str, data_dir: str | os.PathLike | None = None, *, size: int = 28,
-                 imbalance_ratio: float | None = None, download: bool = True,
-                 seed: int = 0) -> ImageDataset:
+def load_dataset(spec: str, data_dir: str | os.PathLike | None = None, *, size: int | None = None,
+                 imbalance: Imbalance | str | None = None, download: bool = True, seed: int = 0) -> ImageDataset:
     """Resolve ``spec`` (a name from :func:`list_datasets`, an ``.npz`` path or an image folder).
 
-    ``imbalance_ratio`` makes the training split long-tailed (exponential profile); val and test
-    are left untouched. The result is validated and lives on the CPU.
+    ``seed`` is the data seed: it draws the splits a source makes and the images an ``imbalance``
+    profile keeps. The profile applies to the training split only. The result is validated and
+    lives on the CPU.
     """
-    flags = medmnist_info()
-    path = Path(spec).expanduser()
-    if spec == EMBEDDED_DEFAULT:
-        dataset = load_digits_long_tailed()
-    elif spec.lower() in flags:
-        dataset = load_medmnist(spec.lower(), data_dir, size=size, download=download)
-    elif path.is_file() and path.suffix == ".npz":
-        dataset = load_npz(path)
-    elif path.is_dir():
-        dataset = load_image_folder(path, size=size, seed=seed)
-    elif path.suffix == ".npz" or os.sep in spec:
-        raise DataError(f"dataset path {spec!r} does not exist")
-    else:
-        raise DataError(f"unknown dataset {spec!r}: use {EMBEDDED_DEFAULT}, a MedMNIST flag "
-                        f"({', '.join(flags)}), a .npz file or an image folder")
-    if imbalance_ratio is not None and imbalance_ratio != 1:
-        dataset.train = make_long_tailed(dataset.train, dataset.num_classes, imbalance_ratio, seed)
-        dataset.notes.append(f"training split made long-tailed, imbalance ratio {imbalance_ratio:g}")
+    request = DataRequest(Path(data_dir) if data_dir else None, size, download, seed)
+    dataset = _source_for(spec).load(spec, request)
+    if imbalance is not None:
+        profile = Imbalance.parse(imbalance) if isinstance(imbalance, str) else imbalance
+        dataset.train = apply_imbalance(dataset.train, dataset.num_classes, profile, seed)
+        dataset.imbalance = str(profile)
+        dataset.notes.append(f"training split subsampled with imbalance profile {profile} (data seed {seed})")
     return dataset.validate()
+
+
+def _source_for(spec: str) -> DatasetSource:
+    """The source serving ``spec``: named datasets first, then paths."""
+    for source in SOURCES.values():
+        if spec.lower() in source.names():
+            return source
+    path = Path(spec).expanduser()
+    for source in SOURCES.values():
+        if source.accepts_path(path):
+            return source
+    if os.sep in spec:
+        raise DataError(f"dataset path {spec!r} does not exist")
+    named = [n for source in SOURCES.values() for n in source.names()]
+    raise DataError(f"unknown dataset {spec!r}: use a name listed by `focustune datasets` ({', '.join(named)}), "
+                    "a .npz file or an image folder")

@@ -31,6 +31,22 @@ class Split:
     def class_counts(self, num_classes: int) -> torch.Tensor:
         return torch.bincount(self.labels, minlength=num_classes)
 
+    def stratified_holdout(self, fraction: float, num_classes: int, seed: int) -> tuple[Split, Split]:
+        """(rest, held out): ``fraction`` of each class's images, drawn with ``seed``; a class with
+        two or more images gives at least one and keeps at least one."""
+        gen = torch.Generator().manual_seed(seed)
+        labels = self.labels.cpu()
+        rest, held = [], []
+        for cls in range(num_classes):
+            members = torch.nonzero(labels == cls).flatten()
+            members = members[torch.randperm(len(members), generator=gen)]
+            n = len(members)
+            take = min(max(round(fraction * n), 1), n - 1) if n >= 2 else 0
+            held.append(members[:take])
+            rest.append(members[take:])
+        order = lambda parts: torch.sort(torch.cat(parts)).values.to(self.labels.device)  # noqa: E731
+        return self.subset(order(rest)), self.subset(order(held))
+
 
 @dataclass
 class ImageDataset:
@@ -44,6 +60,8 @@ class ImageDataset:
     task: str = "multi-class"
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    #: The imbalance profile applied to the training split (e.g. ``step``), None when none was.
+    imbalance: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -74,6 +92,7 @@ class ImageDataset:
             "image_size": self.image_size, "source": self.source,
             "sizes": {s: len(self.split(s)) for s in SPLITS},
             "train_class_counts": self.train.class_counts(self.num_classes).tolist(),
+            "imbalance": self.imbalance,
         }
 
     def validate(self) -> ImageDataset:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from focustune.config import TrainConfig
-    from focustune.data import Split
+    from focustune.data import ImageDataset, Split
     from focustune.models import Classifier
 
 
@@ -65,6 +65,8 @@ class RunContext:
     model: Classifier
     predict: Callable[[torch.Tensor], torch.Tensor]
     log: Callable[[str], None] = print
+    #: The probe split (held out of the training split) when the method asked for one, else None.
+    probe: Split | None = None
     #: The current model's validation probabilities: set by the trainer after an epoch's training
     #: (it evaluates validation anyway), cleared when training goes on.
     val_probs: torch.Tensor | None = None
@@ -114,6 +116,13 @@ class Method:
         self.params = params if params is not None else self.Params()
 
     # ---- lifecycle -------------------------------------------------------
+    def check_data(self, config: TrainConfig, dataset: ImageDataset) -> None:
+        """Refuse (ConfigError) a dataset this configuration cannot train on, before any training."""
+
+    def uses_probe(self) -> bool:
+        """Whether the trainer should hold a probe split out of the training split (``run.probe``)."""
+        return False
+
     def setup(self, run: RunContext) -> None:
         """Called once before training, with the data already on the device."""
 

@@ -20,7 +20,9 @@ what follows is our reading of it:
   split equally across classes. Iteration 0 is entirely equal-class (there is no model to
   measure yet). Class counts are allocated deterministically by largest remainders (the exact
   expected composition) rather than by drawing class labels at random.
-* ``error_split``: where the errors are measured, ``val`` (default) or ``train``; never test.
+* ``error_split``: where the errors are measured, ``val`` (default), ``train``, or ``probe``: a
+  stratified slice of the training split (``probe_fraction`` of each class, a shared
+  hyperparameter) held out of training, so that validation only selects the model; never test.
   An error is an argmax prediction that differs from the label; a class absent from that split
   has error 0. When every class has error 0 there is nothing to focus on and the error part is
   allocated equal-class as well.
@@ -36,7 +38,8 @@ what follows is our reading of it:
   every epoch instead. The drawn sample is checkpointed, so a resumed run continues on it.
 
 Every epoch's record logs the iteration, the error rates that drove its sample (None in
-iteration 0) and the sample's composition: equal-part, error-part and total counts per class.
+iteration 0), the split they were measured on (``error_split``) and the sample's composition:
+equal-part, error-part and total counts per class.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class IMETParams:
                             help="samples per iteration, as a fraction of the training-set size")
     error_share: float = hp(0.5, low=0.0, high=1.0,
                             help="share of each later iteration's sample allocated by class error rate")
-    error_split: str = hp("val", choices=("val", "train"),
+    error_split: str = hp("val", choices=("val", "train", "probe"),
                           help="split on which class error rates are measured")
     warm_start: bool = hp(True, help="keep the model between iterations (false = re-initialise it)")
 
@@ -124,6 +127,9 @@ class IMET(Method):
         self.measured_rates: list[float] = []
         self.composition: dict[str, Any] = {}
 
+    def uses_probe(self) -> bool:
+        return self.params.error_split == "probe"
+
     def setup(self, run: RunContext) -> None:
         self.class_sizes = run.class_counts.tolist()
         self.class_starts = [0, *accumulate(self.class_sizes)][:-1]
@@ -169,9 +175,10 @@ class IMET(Method):
             if self.params.error_split == "val":
                 probs, labels = run.val_predictions(), run.val.labels
             else:
-                probs, labels = run.predict(run.train.images), run.train.labels
+                split = run.probe if self.params.error_split == "probe" else run.train
+                probs, labels = run.predict(split.images), split.labels
             self.measured_rates = class_error_rates(probs, labels, run.num_classes)
-        return dict(self.composition)
+        return {**self.composition, "error_split": self.params.error_split}
 
     def state_dict(self) -> dict[str, Any]:
         return {"sample": self.sample, "measured_rates": list(self.measured_rates),

@@ -2,16 +2,17 @@
 "Mistake-driven Image Classification with FastGAN and SpinalNet").
 
 Phase ``pretrain`` trains the classifier on the training set. At the start of phase ``finetune``
-the classes with the lowest validation accuracy (recall) are chosen, one light FastGAN is trained
+the classes with the lowest accuracy (recall) on the selection split are chosen (``selection_split``:
+validation by default, or the probe split held out of the training set), one light FastGAN is trained
 per chosen class on that class's training images, and ``generated_share`` x (class size) new
 images are generated per chosen class. The fine-tune phase trains the same network, with a fresh
 optimiser, on the training set plus the generated images. As in the paper, the method prefers
 SAM and the Progressive SpinalNet head (``defaults``, with an SGD-scale learning rate of 0.05;
 ``--set`` overrides them).
 
-Each fine-tune epoch logs the chosen classes with their validation accuracy at selection and now,
-the generated count, each GAN's losses (mean, and mean of the last tenth of steps) and the share
-of the run's wall-clock time spent training GANs. ``sample_grids`` maps each chosen class to a
+Each fine-tune epoch logs the chosen classes, the selection split and their accuracy on it at
+selection, their validation accuracy now, the generated count, each GAN's losses (mean, and mean
+of the last tenth of steps) and the share of the run's wall-clock time spent training GANs. ``sample_grids`` maps each chosen class to a
 uint8 grid of its generated samples (:func:`focustune.fastgan.save_grid` writes one as a PNG).
 
 Our reading where the paper leaves details open:
@@ -19,7 +20,7 @@ Our reading where the paper leaves details open:
 * the epoch budget is shared: ``finetune_epochs`` of the run's ``epochs`` fine-tune (at most
   ``epochs - 1``), the rest pretrain;
 * classes are chosen by the current (last pretraining epoch's) model, not the best epoch's;
-  classes without validation or training images are never chosen; ties go to the lower index;
+  classes without selection-split or training images are never chosen; ties go to the lower index;
 * the GANs are trained one after another, each with its own seed (run seed, class); on a GPU they
   could run concurrently (one CUDA stream or process per class, as they share nothing), which is
   left out for simplicity;
@@ -36,9 +37,9 @@ from typing import Any
 import torch
 
 from focustune.config import TrainConfig
-from focustune.data import Split
+from focustune.data import ImageDataset, Split
 from focustune.errors import ConfigError
-from focustune.fastgan import FastGAN, sample_grid
+from focustune.fastgan import MAX_IMAGE_SIZE, FastGAN, sample_grid
 from focustune.methods.base import EpochStats, Method, Phase, RunContext
 from focustune.methods.registry import register
 from focustune.params import hp
@@ -56,6 +57,9 @@ class MDGANParams:
     finetune_epochs: int = hp(5, low=1, high=10_000,
                               help="epochs on the augmented set, taken from the shared epoch budget "
                                    "(at most epochs - 1)")
+    selection_split: str = hp("val", choices=("val", "probe"),
+                              help="split whose per-class accuracy picks the worst classes: val, or probe "
+                                   "(probe_fraction of the training split, held out of training)")
     finetune_lr_scale: float = hp(1.0, low=1e-4, high=10.0, log=True,
                                   help="learning-rate factor of the fine-tune phase (fresh optimiser)")
 
@@ -101,6 +105,14 @@ class MDGAN(Method):
         self._clock_start = time.perf_counter()
         self._clock_offset = 0.0
 
+    def check_data(self, config: TrainConfig, dataset: ImageDataset) -> None:
+        if dataset.image_size > MAX_IMAGE_SIZE:
+            raise ConfigError(f"mdgan: its FastGAN generates images of at most {MAX_IMAGE_SIZE} px, and "
+                              f"{dataset.name} has {dataset.image_size} px images; use a smaller --size")
+
+    def uses_probe(self) -> bool:
+        return self.params.selection_split == "probe"
+
     def setup(self, run: RunContext) -> None:
         self._clock_start = time.perf_counter()
 
@@ -114,10 +126,10 @@ class MDGAN(Method):
     def start_phase(self, phase: Phase, index: int, run: RunContext) -> None:
         if phase.name != "finetune":
             return
-        accuracies = self._val_accuracies(run)
+        accuracies = self._selection_accuracies(run)
         self.classes = worst_classes(accuracies, self.params.gan_classes, eligible=run.class_counts > 0)
         self.accuracy_at_selection = [float(accuracies[c]) for c in self.classes]
-        run.log(f"mdgan: augmenting classes {self.classes} (val accuracy "
+        run.log(f"mdgan: augmenting classes {self.classes} ({self.params.selection_split} accuracy "
                 f"{', '.join(f'{a:.3f}' for a in self.accuracy_at_selection)})")
         started = time.perf_counter()
         self.generated = self._generate(run)  # ends by reading losses back, so the device is done
@@ -127,6 +139,13 @@ class MDGAN(Method):
     def _val_accuracies(self, run: RunContext) -> torch.Tensor:
         predictions = run.val_predictions().argmax(dim=1)
         return class_accuracies(predictions, run.val.labels, run.num_classes)
+
+    def _selection_accuracies(self, run: RunContext) -> torch.Tensor:
+        """Per-class accuracy on the selection split (validation or the probe split)."""
+        if self.params.selection_split == "val":
+            return self._val_accuracies(run)
+        predictions = run.predict(run.probe.images).argmax(dim=1)
+        return class_accuracies(predictions, run.probe.labels, run.num_classes)
 
     def _generate(self, run: RunContext) -> Split:
         """Train one FastGAN per chosen class; return the generated images with their labels."""
@@ -164,7 +183,8 @@ class MDGAN(Method):
         accuracies = self._val_accuracies(run)
         return {
             "classes": list(self.classes),
-            "val_acc_at_selection": list(self.accuracy_at_selection),
+            "selection_split": self.params.selection_split,
+            "acc_at_selection": list(self.accuracy_at_selection),
             "val_acc": [float(accuracies[c]) for c in self.classes],
             "generated": len(self.generated),
             "gan_losses": [dict(losses) for losses in self.gan_losses],

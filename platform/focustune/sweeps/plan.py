@@ -24,7 +24,8 @@ OPTION_KEYS = {"methods": "methods", "trials": "trials", "epochs": "epochs", "se
                "address": "address", "storage": "storage", "optuna_storage": "optuna_storage",
                "warm_start": "warm_start", "cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per_trial",
                "max_concurrent": "max_concurrent", "data_dir": "data_dir", "size": "size",
-               "imbalance_ratio": "imbalance_ratio", "spaces": "space", "set": "set"}
+               "imbalance": "imbalance", "imbalance_ratio": "imbalance_ratio", "data_seed": "data_seed",
+               "spaces": "space", "set": "set"}
 PLAN_KEYS = {"datasets", *OPTION_KEYS}
 DATASET_KEYS = {f.name for f in fields(DatasetSpec)}
 
@@ -83,7 +84,8 @@ def sweep_spec(args: argparse.Namespace, defaults: dict[str, Any]) -> SweepSpec:
     named = [args.dataset] if getattr(args, "dataset", None) else getattr(args, "datasets", None)
     entries = _listed(named, "--datasets") if named else _listed(plan.get("datasets", defaults["datasets"]),
                                                                  "plan datasets")
-    per_dataset = {k: _option(args, plan, k, defaults.get(k)) for k in ("data_dir", "size", "imbalance_ratio")}
+    per_dataset = {k: _option(args, plan, k, defaults.get(k))
+                   for k in ("data_dir", "size", "imbalance", "imbalance_ratio", "data_seed")}
     per_dataset = {k: v for k, v in per_dataset.items() if v is not None}
     spaces = _option(args, plan, "spaces", {})
     fixed = _option(args, plan, "set", {})

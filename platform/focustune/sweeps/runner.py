@@ -45,12 +45,14 @@ TUNE_RUN = "benchmark"  # the one Tune experiment of a sweep, under its storage 
 @dataclass
 class DatasetSpec:
     """One dataset of a sweep: ``dataset`` is a name, ``.npz`` path or folder; ``name`` labels its
-    studies (default: the loaded dataset's own name)."""
+    studies (default: the loaded dataset's own name); the other fields are ``train``'s data options."""
 
     dataset: str
     data_dir: str | None = None
-    size: int = 28
+    size: int | None = None
+    imbalance: str | None = None
     imbalance_ratio: float | None = None
+    data_seed: int = 0
     name: str | None = None
 
 
@@ -184,16 +186,24 @@ def validate(spec: SweepSpec) -> None:
 
 
 def load_datasets(spec: SweepSpec) -> dict[str, Any]:
-    """Every dataset of the sweep, by the label its studies use; a repeated label is refused."""
+    """Every dataset of the sweep, by the label its studies use, loaded exactly as ``train`` loads it
+    (same data seed, same imbalance subsample); a repeated label, or a dataset one of the methods
+    cannot train on, is refused."""
     from focustune.data import load_dataset
+    from focustune.data.imbalance import imbalance_profile
 
     datasets: dict[str, Any] = {}
     for d in spec.datasets:
-        loaded = load_dataset(d.dataset, d.data_dir, size=d.size, imbalance_ratio=d.imbalance_ratio)
+        loaded = load_dataset(d.dataset, d.data_dir, size=d.size, seed=d.data_seed,
+                              imbalance=imbalance_profile(d.imbalance, d.imbalance_ratio))
         label = d.name or loaded.name
         if label in datasets:
             raise ConfigError(f"datasets {d.dataset!r} and another one are both called {label!r}; "
                               "in a plan, give each its own `name:`")
+        for method in spec.methods:  # e.g. mdgan refuses image sizes its GAN cannot generate
+            cls = get_method(method)
+            config, params = resolve(cls, {**spec.fixed, "epochs": spec.epochs})
+            cls(params).check_data(config, loaded)
         datasets[label] = loaded
     return datasets
 
@@ -368,7 +378,7 @@ class Sweep:
         refs = {name: ray.put(dataset_to_arrays(d)) for name, d in datasets.items()}  # once per sweep
         tracking = StudyTracking(self.spec, self.state)
         keys = self.keys(datasets)
-        parents = {key: tracking.parent_run(key) for key in keys}
+        parents = {key: tracking.parent_run(key, datasets[split_study_key(key)[0]].summary()) for key in keys}
         if not self.state.data.get("done"):
             slots = trial_slots(self.spec.cpus_per_trial, self.spec.gpus_per_trial, self.spec.max_concurrent)
             results = self._fit(keys, refs, tracking, parents, slots, warm_starts or {})

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
-SKIP_KEYS = {BUSY_SINCE, BUSY_UNTIL, "mechanism_epoch", "phase", "diagnostics", "artifacts", "test_confusion_matrix",
+SKIP_KEYS = {BUSY_SINCE, BUSY_UNTIL, "mechanism_epoch", "phase", "best_phase", "diagnostics", "artifacts", "test_confusion_matrix",
              "done", "full_budget", "node_id", "precision", "trial_id", "date", "hostname", "node_ip", "pid", "config",
              "experiment_tag", "checkpoint_dir_name",
              "should_checkpoint", "timestamp", "time_this_iter_s", "time_total_s", "time_since_restore",
@@ -140,7 +140,8 @@ class MlflowTracking(tune.Callback):
         final = {k: v for k, v in scalar_metrics(result).items() if k.startswith(FINAL_PREFIXES)}
         final.update({k: float(result[k]) for k in ("best_epoch", "train_seconds") if k in result})
         tags = {"stopped_early": str(stopped).lower(), "node_id": str(result.get("node_id", "")),
-                "precision": str(result.get("precision", "")), "mechanism_epoch": str(result.get("mechanism_epoch", ""))}
+                "precision": str(result.get("precision", "")), "mechanism_epoch": str(result.get("mechanism_epoch", "")),
+                "best_phase": str(result.get("best_phase", ""))}
         self._enqueue(("end", trial.trial_id, "KILLED" if stopped else "FINISHED", tags, final,
                        self._artifacts(trial.trial_id, result)))
 
@@ -299,8 +300,9 @@ class StudyTracking:
         return {"sweep_id": self.state.data["sweep_id"], "epochs": str(self.spec.epochs),
                 "scheduler": self.spec.scheduler}
 
-    def parent_run(self, key: str) -> str:
-        """The study's parent run, created once and remembered in the sweep state."""
+    def parent_run(self, key: str, data: dict[str, Any]) -> str:
+        """The study's parent run, created once and remembered in the sweep state; ``data`` is the
+        dataset's summary (sizes, training class counts, imbalance profile), logged as ``data.*``."""
         study = self.state.study(key)
         if "parent_run_id" not in study:
             dataset, method = split_study_key(key)
@@ -311,7 +313,9 @@ class StudyTracking:
             self.state.save()
             self.client.log_batch(run.info.run_id, params=_params({
                 "method": method, "dataset": dataset, "trials": self.spec.trials, "epochs": self.spec.epochs,
-                "seeds": self.spec.seeds, "scheduler": self.spec.scheduler}), synchronous=True)
+                "seeds": self.spec.seeds, "scheduler": self.spec.scheduler,
+                **{f"data.{k}": data.get(k) for k in ("sizes", "train_class_counts", "imbalance", "source")}}),
+                synchronous=True)
         return study["parent_run_id"]
 
     def callback(self, parents: dict[str, str], params_for: Any) -> MlflowTracking:

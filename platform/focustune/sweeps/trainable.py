@@ -37,7 +37,7 @@ def dataset_to_arrays(dataset: ImageDataset) -> dict[str, Any]:
     arrays = {f"{s}_{k}": getattr(dataset.split(s), k).numpy() for s in ("train", "val", "test")
               for k in ("images", "labels")}
     return {"arrays": arrays, "name": dataset.name, "class_names": list(dataset.class_names),
-            "task": dataset.task, "source": dataset.source}
+            "task": dataset.task, "source": dataset.source, "imbalance": dataset.imbalance}
 
 
 def dataset_from_arrays(stored: dict[str, Any]) -> ImageDataset:
@@ -47,7 +47,8 @@ def dataset_from_arrays(stored: dict[str, Any]) -> ImageDataset:
         warnings.simplefilter("ignore", UserWarning)  # "The given NumPy array is not writable"
         split = lambda s: Split(torch.from_numpy(a[f"{s}_images"]), torch.from_numpy(a[f"{s}_labels"]))  # noqa: E731
         return ImageDataset(name=stored["name"], class_names=stored["class_names"], train=split("train"),
-                            val=split("val"), test=split("test"), task=stored["task"], source=stored["source"])
+                            val=split("val"), test=split("test"), task=stored["task"], source=stored["source"],
+                            imbalance=stored["imbalance"])
 
 
 def _scalars(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
@@ -73,7 +74,8 @@ def epoch_metrics(trainer: Trainer, record: dict[str, Any]) -> dict[str, Any]:
 def final_metrics(trainer: Trainer) -> dict[str, Any]:
     """Best-epoch validation and test metrics, reported with the last epoch."""
     result = trainer.result()
-    out = {"best_epoch": result.best_epoch, "train_seconds": result.seconds, FULL_BUDGET: True,
+    out = {"best_epoch": result.best_epoch, "best_phase": result.best_phase, "train_seconds": result.seconds,
+           FULL_BUDGET: True,
            **_scalars("best_val_", result.val), **_scalars("test_", result.test),
            "test_confusion_matrix": result.test["confusion_matrix"]}
     grids = getattr(trainer.method, "sample_grids", None)

@@ -152,3 +152,34 @@ def test_real_medmnist_files_match_published_sizes(flag, shared_medmnist):
     assert sizes == INFO[flag]["n_samples"]
     assert data.num_classes == len(INFO[flag]["label"]) and data.task == INFO[flag]["task"]
     assert data.train.images.shape[1:] == (1, 28, 28)
+
+
+@pytest.mark.parametrize("rgb", [False, True])
+def test_a_large_npz_is_memory_mapped_and_trains_streamed_like_in_memory(rgb, tmp_path):
+    """Above the threshold (lowered here to keep the file small) images are mapped from a one-off
+    extraction, not read into memory; a run streaming their batches matches one on in-memory data."""
+    from focustune.config import resolve
+    from focustune.methods import get_method
+    from focustune.trainer import Trainer
+
+    path = tmp_path / "large.npz"
+    rng = np.random.default_rng(1)
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), (60, 20, 20)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (count, 12, 12, 3) if rgb else (count, 12, 12), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(count) % 2).reshape(-1, 1)
+    np.savez_compressed(path, **arrays)
+    in_memory = load_npz(path)
+    mapped = load_npz(path, memory_map_above=1000, cache_dir=tmp_path / "cache")
+    assert any("memory-mapped" in note for note in mapped.notes)
+    assert len(list((tmp_path / "cache").rglob("*_images.npy"))) == 3
+    if rgb:
+        assert not mapped.train.images.is_contiguous()  # [N, C, H, W] as a view of the mapping, not a copy
+    for split in ("train", "val", "test"):
+        assert torch.equal(mapped.split(split).images, in_memory.split(split).images)
+    config, params = resolve(get_method("erm"), {"epochs": 2, "batch_size": 16})
+    streamed = Trainer(get_method("erm")(params), config, mapped, data_limit=1000)
+    assert streamed.streamed
+    results = [streamed.fit(), Trainer(get_method("erm")(params), config, in_memory).fit()]
+    assert [h["train_loss"] for h in results[0].history] == [h["train_loss"] for h in results[1].history]
+    assert results[0].test == results[1].test

@@ -140,3 +140,32 @@ def test_sample_grid_tiles_images_and_saves_a_png(tmp_path):
 def test_generator_has_one_sle_per_resolution_from_16():
     assert sorted(Generator(1, 64).excitations) == ["16", "32", "64"]
     assert sorted(Generator(1, 16).excitations) == ["16"]
+
+
+def test_construction_reseeds_only_the_cpu_generator(monkeypatch):
+    """FastGAN seeds its weights from its own seed without reseeding (and so resetting) the CUDA generators."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(seed))
+    rng_state = torch.get_rng_state()
+    first, again = FastGAN(1, 12, seed=3), FastGAN(1, 12, seed=3)
+    assert calls == []
+    assert torch.equal(torch.get_rng_state(), rng_state)
+    assert all(torch.equal(a, b) for a, b in zip(first.generator.parameters(), again.generator.parameters()))
+
+
+def test_translation_equals_the_shift_it_draws():
+    x = torch.randn(6, 2, 16, 16, requires_grad=True)
+    generator = torch.Generator().manual_seed(5)
+    out = augment_translation(x, generator=generator)
+    generator.manual_seed(5)
+    limit = round(16 * 0.125)
+    shift_x = torch.randint(-limit, limit + 1, (6,), generator=generator)
+    shift_y = torch.randint(-limit, limit + 1, (6,), generator=generator)
+    for image, moved, dx, dy in zip(x.detach(), out.detach(), shift_x.tolist(), shift_y.tolist()):
+        expected = torch.zeros_like(image)
+        expected[:, max(dy, 0):16 + min(dy, 0), max(dx, 0):16 + min(dx, 0)] = \
+            image[:, max(-dy, 0):16 - max(dy, 0), max(-dx, 0):16 - max(dx, 0)]
+        assert torch.equal(moved, expected)
+    out.sum().backward()  # differentiable in x
+    assert x.grad is not None

@@ -5,11 +5,13 @@ import math
 import pytest
 import torch
 
+from torch import nn
+
 from conftest import without_timings
 from focustune.config import resolve
 from focustune.errors import ConfigError, TrainingDiverged
 from focustune.methods import Method, get_method, method_names
-from focustune.models import MODELS
+from focustune.models import MODELS, build_model, pool_by_matrices
 from focustune.trainer import CHECKPOINT_FILE, Trainer, augment_batch
 
 # Adam and a linear head for every method here (mdgan prefers SAM + SpinalNet, which need more steps).
@@ -213,3 +215,107 @@ def test_training_data_stays_on_device_without_copies(tiny_dataset):
     trainer = _trainer("erm", tiny_dataset)
     assert trainer.data.train.images.dtype == torch.uint8
     assert trainer.data.train.images.device == trainer.device
+
+
+# ---------------------------------------------------------------- devices (the CPU side; tests/test_cuda.py runs on a GPU)
+
+def test_a_checkpoint_loads_for_a_training_device_other_than_the_cpu(tiny_dataset, tmp_path, monkeypatch):
+    """RNG states must reach torch as CPU tensors whatever the device: loading must not map them onto it.
+    The 'meta' device stands in for CUDA here (tensors mapped onto it cannot serve as CPU RNG states)."""
+    writer = _trainer("erm", tiny_dataset, checkpoint_dir=tmp_path)
+    writer.run_epoch()
+    saved_rng = torch.get_rng_state()
+    reader = _trainer("erm", tiny_dataset)
+    monkeypatch.setattr(reader, "device", torch.device("meta"))
+    torch.manual_seed(12345)
+    assert reader.load_checkpoint(tmp_path) and reader.epoch == 1
+    assert torch.equal(torch.get_rng_state(), saved_rng)
+    assert torch.equal(reader.generator.get_state(), writer.generator.get_state())
+
+
+def _as_if_written_on_a_gpu(directory):
+    """Rewrite a CPU checkpoint's RNG entries as a CUDA trainer writes them (a CUDA generator's state)."""
+    path = directory / CHECKPOINT_FILE
+    state = torch.load(path, weights_only=True)
+    cuda_state = torch.arange(16, dtype=torch.uint8)  # a CUDA generator's state: seed and offset, 16 bytes
+    state["rng"].update({"generator": cuda_state, "generator_device": "cuda", "cuda": cuda_state.clone()})
+    torch.save(state, path)
+
+
+def test_a_checkpoint_written_on_a_gpu_resumes_on_the_cpu_reproducibly(tiny_dataset, tmp_path):
+    stop_after = 2
+    with pytest.raises(_Stop):
+        _trainer("learn2mix", tiny_dataset, checkpoint_dir=tmp_path,
+                 callback=lambda t, r: (_ for _ in ()).throw(_Stop) if r["epoch"] == stop_after else None).fit()
+    _as_if_written_on_a_gpu(tmp_path)
+    results = []
+    for _ in range(2):
+        resumed = _trainer("learn2mix", tiny_dataset)
+        assert resumed.load_checkpoint(tmp_path) and resumed.epoch == stop_after
+        results.append(resumed.fit())
+    assert len(results[0].history) == FAST["epochs"]
+    assert without_timings(results[0].history) == without_timings(results[1].history)
+    assert results[0].test == results[1].test
+
+
+@pytest.fixture
+def cuda_seeding(monkeypatch):
+    """Records every reseeding of the CUDA generators (a no-op stand-in on a machine without CUDA)."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(("all", seed)))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(("current", seed)))
+    return calls
+
+
+def test_a_model_reset_reseeds_only_the_cpu_generator_and_restores_it(tiny_dataset, cuda_seeding):
+    trainer = _trainer("imet", tiny_dataset)
+    cuda_seeding.clear()  # the run's own seeding at construction seeds every generator, on purpose
+    before = torch.get_rng_state()
+    first, again = trainer._new_model(phase_index=1), trainer._new_model(phase_index=1)
+    assert cuda_seeding == []
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+
+
+class _DeterminismWatcher(Method):
+    name = "determinism_watcher"
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.modes = set()
+
+    def batch_loss(self, logits, targets, losses):
+        self.modes.add(torch.are_deterministic_algorithms_enabled())
+        return losses.mean()
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_deterministic_option_holds_during_training_only(deterministic, tiny_dataset):
+    config, _ = resolve(get_method("erm"), {**FAST, "epochs": 2, "deterministic": deterministic})
+    method = _DeterminismWatcher()
+    Trainer(method, config, tiny_dataset).fit()
+    assert method.modes == {deterministic}
+    assert not torch.are_deterministic_algorithms_enabled()  # the process's setting is restored
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_batches_streamed_from_host_memory_train_like_device_resident_data(name, tiny_dataset):
+    streamed = _trainer(name, tiny_dataset, data_limit=tiny_dataset.image_bytes - 1)
+    assert streamed.streamed and streamed.data.train.images is tiny_dataset.train.images
+    resident = _trainer(name, tiny_dataset)
+    assert not resident.streamed
+    a, b = streamed.fit(), resident.fit()
+    assert [(h["train_loss"], h["val"]) for h in a.history] == [(h["train_loss"], h["val"]) for h in b.history]
+    assert a.test == b.test
+
+
+@pytest.mark.parametrize("size_in, size_out", [(7, 2), (28, 5), (8, 4), (4, 4), (5, 1)])
+def test_adaptive_pooling_by_matrices_matches_the_native_kernel(size_in, size_out):
+    x = torch.randn(3, 4, size_in, size_in)
+    torch.testing.assert_close(pool_by_matrices(x, size_out), nn.functional.adaptive_avg_pool2d(x, size_out))
+
+
+@pytest.mark.parametrize("backbone", sorted(MODELS))
+def test_every_backbone_pools_in_a_way_deterministic_algorithms_allow_on_cuda(backbone):
+    model = build_model(backbone, 3, 4, 28 if backbone in ("small_cnn", "lenet5", "resnet18") else 64)
+    assert not [m for m in model.modules() if type(m) is nn.AdaptiveAvgPool2d]

@@ -280,8 +280,6 @@ def _add_sweep_options(cmd: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from focustune.data import EMBEDDED_DEFAULT
-
     parser = argparse.ArgumentParser(prog="focustune", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("datasets", help="list embedded and MedMNIST datasets").set_defaults(func=cmd_datasets)

@@ -38,6 +38,9 @@ class TrainConfig:
     patience: int = hp(0, low=0, high=10_000, help="early stopping after this many epochs "
                                                     "without improvement (0 = off)")
     amp: bool = hp(True, help="mixed precision: bf16 autocast on CUDA (fp16 where bf16 is missing) and on CPUs with native bf16 (AVX512-BF16, AMX); false: float32 everywhere")
+    deterministic: bool = hp(False, help="deterministic algorithms (torch.use_deterministic_algorithms) during "
+                                         "training: bitwise-repeatable runs on a GPU, somewhat slower; "
+                                         "CPU runs are repeatable either way")
     eval_batch_size: int = hp(1024, low=1, high=1_000_000, help="batch size for evaluation")
     probe_fraction: float = hp(0.1, low=0.01, high=0.5,
                                help="share of each training class held out as the probe split, for methods "

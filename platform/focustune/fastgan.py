@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from focustune.models import AdaptiveAvgPool2d, seeded_init
+
 DEFAULT_POLICY = ("color", "translation", "cutout")
 RECONSTRUCTION_SIZE = 16
 FEATURE_SIZE = 8  # the discriminator features the decoders reconstruct from
@@ -97,17 +99,20 @@ def augment_color(x: torch.Tensor, generator: torch.Generator | None = None) -> 
 
 def augment_translation(x: torch.Tensor, ratio: float = 0.125,
                         generator: torch.Generator | None = None) -> torch.Tensor:
-    """Shift each image by a random whole number of pixels (up to ``ratio`` of its size), zero fill."""
+    """Shift each image by a random whole number of pixels (up to ``ratio`` of its size), zero fill.
+
+    The shifts are products with per-image shift matrices: exact, and with a deterministic
+    backward on CUDA (``grid_sample``'s has none)."""
     n, _, h, w = x.shape
     limit_x, limit_y = round(w * ratio), round(h * ratio)
     shift_x = torch.randint(-limit_x, limit_x + 1, (n,), device=x.device, generator=generator)
     shift_y = torch.randint(-limit_y, limit_y + 1, (n,), device=x.device, generator=generator)
-    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    theta[:, 0, 2] = -2.0 * shift_x / w  # sampling grid offset: the content moves by +shift
-    theta[:, 1, 2] = -2.0 * shift_y / h
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    rows = torch.arange(h, device=x.device)
+    cols = torch.arange(w, device=x.device)
+    # out[i, j] = x[i - shift_y, j - shift_x]: rows_from[i, i'] = (i' == i - shift_y), cols_from[j', j] likewise
+    rows_from = (rows[None, :, None] - shift_y[:, None, None] == rows[None, None, :]).to(x.dtype)
+    cols_from = (cols[None, None, :] - shift_x[:, None, None] == cols[None, :, None]).to(x.dtype)
+    return rows_from[:, None] @ x @ cols_from[:, None]
 
 
 def augment_cutout(x: torch.Tensor, ratio: float = 0.5,
@@ -157,7 +162,7 @@ class SkipLayerExcitation(nn.Module):
     def __init__(self, low_channels: int, high_channels: int):
         super().__init__()
         self.gate = nn.Sequential(
-            nn.AdaptiveAvgPool2d(4), nn.Conv2d(low_channels, high_channels, 4, bias=False), nn.SiLU(),
+            AdaptiveAvgPool2d(4), nn.Conv2d(low_channels, high_channels, 4, bias=False), nn.SiLU(),
             nn.Conv2d(high_channels, high_channels, 1, bias=False), nn.Sigmoid(),
         )
 
@@ -311,8 +316,7 @@ class FastGAN:
         self.resolution = internal_size(image_size)
         self.device = torch.device(device)
         self.ema_decay, self.policy = ema_decay, policy
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_init(seed):
             self.generator = Generator(channels, self.resolution, latent_dim, width).to(self.device)
             self.discriminator = Discriminator(channels, self.resolution, width).to(self.device)
         self.generator_ema = copy.deepcopy(self.generator).eval().requires_grad_(False)

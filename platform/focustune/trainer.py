@@ -1,8 +1,10 @@
 """The one training loop every method runs under.
 
 Data lives on the training device as uint8 tensors; a batch is indexed from them, normalised
-and (optionally) augmented in one batched operation. Per-batch work never synchronises with
-the host: losses are accumulated on the device and read once per epoch.
+and (optionally) augmented in one batched operation. A dataset whose images exceed the device's
+data limit stays in host memory and its batches are streamed (:mod:`focustune.data.streaming`).
+Per-batch work never synchronises with the host: losses are accumulated on the device and read
+once per epoch.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +25,20 @@ import torch.nn.functional as F
 
 from focustune.config import TrainConfig, flat_params
 from focustune.data import ImageDataset, Split
+from focustune.data.streaming import HostBatches
 from focustune.errors import TrainingDiverged
 from focustune.methods.base import EpochStats, Method, Phase, RunContext, mechanism_epoch
 from focustune.metrics import classification_metrics
-from focustune.models import Classifier, build_model
+from focustune.models import Classifier, build_model, seeded_init
 
 CHECKPOINT_FILE = "checkpoint.pt"
 EpochCallback = Callable[["Trainer", dict[str, Any]], None]
+#: Share of the GPU memory this process may use (its per-process fraction, e.g. a fractional
+#: ``--gpus-per-trial``, of what is free at the start) that a dataset's images may take there;
+#: above it the images stay in host memory and batches are streamed.
+DEVICE_DATA_SHARE = 0.5
+#: cuBLAS setting that deterministic algorithms need on CUDA (set when not set already).
+CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
 
 
 def select_device(preference: str | None = None) -> torch.device:
@@ -45,6 +55,35 @@ def cpu_has_native_bf16() -> bool:
     except (AttributeError, RuntimeError):  # older torch: no capability report, stay in float32
         return False
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def device_data_limit(device: torch.device) -> int | None:
+    """Bytes of images a run keeps on ``device`` (None: no limit, as on the CPU); see DEVICE_DATA_SHARE."""
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    fraction = torch.cuda.get_per_process_memory_fraction(device) if hasattr(
+        torch.cuda, "get_per_process_memory_fraction") else 1.0
+    return int(DEVICE_DATA_SHARE * min(free, total * fraction))
+
+
+@contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """With ``enabled``, deterministic algorithms (and cuDNN without benchmarking) inside the block;
+    the process's previous settings are restored after it."""
+    if not enabled:
+        yield
+        return
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def seed_everything(seed: int) -> None:
@@ -103,21 +142,33 @@ class RunResult:
 
 
 class Trainer:
-    """Train ``method`` on ``dataset`` with ``config``; select the best epoch on validation."""
+    """Train ``method`` on ``dataset`` with ``config``; select the best epoch on validation.
+
+    ``data_limit``: bytes of images kept on the device (default :func:`device_data_limit`); a
+    dataset above it stays in host memory and its batches are streamed to the device.
+    """
 
     def __init__(self, method: Method, config: TrainConfig, dataset: ImageDataset, *, seed: int = 0,
                  device: str | torch.device | None = None, callback: EpochCallback | None = None,
-                 checkpoint_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None):
+                 checkpoint_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
+                 data_limit: int | None = None):
         method.check_data(config, dataset)
         self.method, self.config, self.seed = method, config, seed
         self.device = select_device(str(device) if device else None)
-        self.dataset = dataset
-        train, probe = self._probe_holdout(dataset)
-        self.data = dataclasses.replace(dataset, train=train).to(self.device)
-        self.probe = probe.to(self.device) if probe is not None else None
+        if config.deterministic:  # before the first cuBLAS call of the process, where possible
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
         self.callback = callback
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.log = log or (lambda message: None)
+        self.dataset = dataset
+        train, probe = self._probe_holdout(dataset)
+        limit = data_limit if data_limit is not None else device_data_limit(self.device)
+        self.streamed = limit is not None and dataset.image_bytes > limit
+        self.data = dataclasses.replace(dataset, train=train).to(self.device, images=not self.streamed)
+        self.probe = probe.to(self.device) if probe is not None else None
+        if self.streamed:
+            self.log(f"dataset images ({dataset.image_bytes / 2**30:.2f} GiB) exceed the device data limit "
+                     f"({limit / 2**30:.2f} GiB): kept in host memory, batches streamed")
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
@@ -172,8 +223,7 @@ class Trainer:
 
     def _new_model(self, phase_index: int) -> Classifier:
         """A freshly initialised model, seeded by (run seed, phase) so resets are reproducible."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed * 1009 + phase_index)
+        with seeded_init(self.seed * 1009 + phase_index):
             model = build_model(self.config.model, self.dataset.channels, self.dataset.num_classes,
                                 self.dataset.image_size, head=self.config.head)
         # channels-last: 1.3-1.5x faster convolutions and pooling on CPU (benchmarks/profile_trainer.py)
@@ -198,13 +248,15 @@ class Trainer:
         cfg = self.config
         lr = cfg.lr * phase.lr_scale
         params = self.model.parameters()
+        # fused CUDA kernels: faster, and GradScaler (fp16) steps them without a host read per batch
+        fused = {"fused": True} if self.device.type == "cuda" else {}
         if cfg.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+            self.optimizer = torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay, **fused)
         elif cfg.optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, **fused)
         elif cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                             weight_decay=cfg.weight_decay)
+                                             weight_decay=cfg.weight_decay, **fused)
         else:
             from pytorch_optimizer import SAM
 
@@ -232,11 +284,27 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         out = []
-        for chunk in images.split(self.config.eval_batch_size):
+        for chunk in self._chunks(images, self.config.eval_batch_size):
             with self._autocast():
                 out.append(torch.softmax(self.model(normalise(chunk)).float(), dim=1))
         self.model.train(was_training)
         return torch.cat(out)
+
+    def _from_host(self, images: torch.Tensor) -> bool:
+        """Whether batches of ``images`` are streamed: the images of a dataset kept in host memory."""
+        return self.streamed and images.device.type == "cpu"
+
+    def _chunks(self, images: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+        """``images`` in consecutive chunks of ``size``, on the device."""
+        if self._from_host(images):
+            return HostBatches(images, self.device)(torch.arange(len(images)).split(size))
+        return iter(images.split(size))
+
+    def _images(self, images: torch.Tensor, indices: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """``images[i]`` on the device for each index tensor: indexed there, or streamed from host memory."""
+        if self._from_host(images):
+            return HostBatches(images, self.device)(indices)
+        return (images[index] for index in indices)
 
     def evaluate(self, split: Split) -> dict[str, Any]:
         """Metrics of the current model on ``split``."""
@@ -287,8 +355,9 @@ class Trainer:
         loss_sum = torch.zeros(k, device=self.device)
         count = torch.zeros(k, device=self.device)
         seen = 0
-        for index in self.method.epoch_batches(epoch, data, self.run):
-            x = augment_batch(normalise(data.images[index]), self.config.augment, self.generator)
+        batches = list(self.method.epoch_batches(epoch, data, self.run))
+        for index, images in zip(batches, self._images(data.images, batches)):
+            x = augment_batch(normalise(images), self.config.augment, self.generator)
             y = data.labels[index]
             losses = self._step(x, y)
             loss_sum.index_add_(0, y, losses.float())
@@ -357,6 +426,10 @@ class Trainer:
         The record (as in the history) has ``seconds``: training and the method's ``end_epoch``; the
         returned copy adds ``phase_seconds`` (the phase's start, e.g. mdgan's GAN training) and
         ``val_seconds`` (the validation pass)."""
+        with deterministic_algorithms(self.config.deterministic):
+            return self._run_epoch()
+
+    def _run_epoch(self) -> dict[str, Any]:
         clock, epoch = time.perf_counter, self.epoch
         started = clock()
         _, phase = self._begin_epoch(epoch)
@@ -431,16 +504,20 @@ class Trainer:
         Only call when training is over (:attr:`finished`): it replaces the model's weights.
         """
         if self._result is None:
-            if self.best_state is not None:
-                self.model.load_state_dict(self.best_state)
-                self.run.val_probs = None
-            self._result = RunResult(
-                method=self.method.name, dataset=self.dataset.name, seed=self.seed,
-                epochs=self.total_epochs, seconds=self.elapsed,
-                params=flat_params(self.config, self.method.params), val=self.evaluate(self.data.val),
-                test=self.evaluate(self.data.test), history=self.history, best_epoch=self.best_epoch + 1,
-                best_phase=self._phase_of(self.best_epoch + 1), data=self.data_record())
+            with deterministic_algorithms(self.config.deterministic):
+                self._result = self._final_result()
         return self._result
+
+    def _final_result(self) -> RunResult:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+            self.run.val_probs = None
+        return RunResult(
+            method=self.method.name, dataset=self.dataset.name, seed=self.seed,
+            epochs=self.total_epochs, seconds=self.elapsed,
+            params=flat_params(self.config, self.method.params), val=self.evaluate(self.data.val),
+            test=self.evaluate(self.data.test), history=self.history, best_epoch=self.best_epoch + 1,
+            best_phase=self._phase_of(self.best_epoch + 1), data=self.data_record())
 
     def _phase_of(self, epoch: int) -> str:
         """The recorded phase of (1-based) ``epoch``; "" when no epoch ran."""
@@ -457,26 +534,44 @@ class Trainer:
                           "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None},
             "method": self.method.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
+                    "generator_device": self.generator.device.type,
+                    "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
             "best": {"score": self.best_score, "epoch": self.best_epoch, "state": self.best_state},
             "history": self.history,
             "elapsed": self.elapsed,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output, written on this device type or another (CPU <-> CUDA)."""
         self.epoch = state["epoch"]
         self.model.load_state_dict(state["model"])
-        self.optimizer = None
+        self.optimizer = None  # rebuilt at the next epoch; it moves its loaded state to the parameters' device
         self._pending_optimizer_state = state["optimizer"] if state["optimizer"]["optimizer"] else None
-        self.method.load_state_dict(state["method"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.generator.set_state(state["rng"]["generator"])
-        if state["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.method.load_state_dict(_to_device(state["method"], self.device))
+        self._restore_rng(state["rng"])
         best = state["best"]
-        self.best_score, self.best_epoch, self.best_state = tuple(best["score"]), best["epoch"], best["state"]
+        self.best_score, self.best_epoch = tuple(best["score"]), best["epoch"]
+        self.best_state = _to_device(best["state"], self.device)
         self.history = list(state["history"])
         self.elapsed = float(state.get("elapsed", 0.0))
+
+    def _restore_rng(self, rng: dict[str, Any]) -> None:
+        """Random streams as saved. RNG states are CPU byte tensors whatever the device; a generator
+        state saved on another device type does not fit this one's generator, which then restarts
+        from (seed, epoch): the continuation is reproducible, though not the stream the other
+        device would have drawn."""
+        torch.set_rng_state(rng["torch"].cpu())
+        restart_seed = self.seed * 1_000_003 + self.epoch
+        if rng.get("generator_device", "cpu") == self.generator.device.type:
+            self.generator.set_state(rng["generator"].cpu())
+        else:
+            self.generator.manual_seed(restart_seed)
+        if self.device.type == "cuda":
+            if isinstance(rng.get("cuda"), torch.Tensor):
+                torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
+            else:
+                with torch.cuda.device(self.device):
+                    torch.cuda.manual_seed(restart_seed)
 
     def save_checkpoint(self, directory: str | os.PathLike) -> Path:
         """Write the state atomically to ``directory/checkpoint.pt``."""
@@ -493,8 +588,20 @@ class Trainer:
         path = Path(directory) / CHECKPOINT_FILE
         if not path.is_file():
             return False
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        # onto the CPU: RNG states must stay CPU tensors; load_state_dict places the rest on the device
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return True
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    """``value`` with every tensor inside (nested dicts, lists, tuples) moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
 
 
 def train(method: Method, config: TrainConfig, dataset: ImageDataset, **kwargs: Any) -> RunResult:

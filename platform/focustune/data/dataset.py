@@ -25,8 +25,13 @@ class Split:
     def subset(self, index: torch.Tensor) -> Split:
         return Split(self.images[index], self.labels[index])
 
-    def to(self, device: torch.device | str) -> Split:
-        return Split(self.images.to(device), self.labels.to(device))
+    def to(self, device: torch.device | str, images: bool = True) -> Split:
+        """On ``device``; with ``images=False`` only the labels move (the images stay where they are)."""
+        return Split(self.images.to(device) if images else self.images, self.labels.to(device))
+
+    @property
+    def image_bytes(self) -> int:
+        return self.images.numel() * self.images.element_size()
 
     def class_counts(self, num_classes: int) -> torch.Tensor:
         return torch.bincount(self.labels, minlength=num_classes)
@@ -80,9 +85,15 @@ class ImageDataset:
             raise DataError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
         return getattr(self, name)
 
-    def to(self, device: torch.device | str) -> ImageDataset:
-        return dataclasses.replace(self, train=self.train.to(device), val=self.val.to(device),
-                                   test=self.test.to(device))
+    def to(self, device: torch.device | str, images: bool = True) -> ImageDataset:
+        """On ``device``; with ``images=False`` only the labels move (see :meth:`Split.to`)."""
+        return dataclasses.replace(self, train=self.train.to(device, images), val=self.val.to(device, images),
+                                   test=self.test.to(device, images))
+
+    @property
+    def image_bytes(self) -> int:
+        """Bytes of all splits' images."""
+        return sum(self.split(s).image_bytes for s in SPLITS)
 
     def summary(self) -> dict:
         """Plain-Python description (sizes, class counts) for listings and run records."""

@@ -108,7 +108,7 @@ def sample_composition(size: int, error_share: float, error_rates: list[float] |
 def class_error_rates(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float]:
     """Per-class share of argmax misclassifications (0 for a class absent from ``labels``); one host read."""
     wrong = (probs.argmax(dim=1) != labels).float()
-    errors = torch.bincount(labels, weights=wrong, minlength=num_classes)
+    errors = wrong.new_zeros(num_classes).index_add_(0, labels, wrong)  # bincount with weights has no deterministic CUDA kernel
     totals = torch.bincount(labels, minlength=num_classes).float()
     errors, totals = torch.stack([errors, totals]).tolist()
     return [e / max(n, 1.0) for e, n in zip(errors, totals)]

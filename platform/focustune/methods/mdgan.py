@@ -152,7 +152,7 @@ class MDGAN(Method):
         images, labels = [], []
         self.gan_losses, self.sample_grids = [], {}
         for c in self.classes:
-            real = run.train.images[run.train.labels == c]
+            real = run.train.images[(run.train.labels == c).to(run.train.images.device)]  # images may be on the host
             gan = FastGAN(real.shape[1], real.shape[-1], device=run.device, seed=run.seed * 1009 + c)
             losses = gan.fit(real, self.params.gan_steps, self.params.gan_batch_size)
             fake = gan.generate(round(self.params.generated_share * len(real)))
@@ -167,10 +167,9 @@ class MDGAN(Method):
     def training_data(self, run: RunContext) -> Split:
         if self.generated is None:
             return run.train
-        if self._augmented is None:
-            generated = self.generated.to(run.device)
-            self._augmented = Split(torch.cat([run.train.images, generated.images]),
-                                    torch.cat([run.train.labels, generated.labels]))
+        if self._augmented is None:  # where the training images are (the device, or host memory when streamed)
+            self._augmented = Split(torch.cat([run.train.images, self.generated.images.to(run.train.images.device)]),
+                                    torch.cat([run.train.labels, self.generated.labels.to(run.device)]))
         return self._augmented
 
     def _elapsed(self) -> float:

@@ -3,8 +3,8 @@
 import importlib
 import pkgutil
 
-from focustune.models.base import (HEADS, MODELS, Classifier, build_model, count_parameters, register_head,
-                                   register_model)
+from focustune.models.base import (HEADS, MODELS, AdaptiveAvgPool2d, Classifier, build_model, count_parameters,
+                                   pool_by_matrices, register_head, register_model, seeded_init)
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":
@@ -12,5 +12,5 @@ for _module in pkgutil.iter_modules(__path__):
 
 from focustune.models.spinal_head import SpinalHead  # noqa: E402  (after registration, for imports)
 
-__all__ = ["HEADS", "MODELS", "Classifier", "SpinalHead", "build_model", "count_parameters", "register_head",
-           "register_model"]
+__all__ = ["HEADS", "MODELS", "AdaptiveAvgPool2d", "Classifier", "SpinalHead", "build_model", "count_parameters",
+           "pool_by_matrices", "register_head", "register_model", "seeded_init"]

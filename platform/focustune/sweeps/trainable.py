@@ -104,6 +104,9 @@ def run_trial(config: dict[str, Any], *, dataset_refs: dict[str, Any], cpus: flo
 
     began = time.time()
     torch.set_num_threads(max(1, int(cpus)))
+    gpu_share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+    if device == "cuda" and 0 < gpu_share < 1:  # trials sharing a GPU each keep to their share of its memory
+        torch.cuda.set_per_process_memory_fraction(gpu_share)
     dataset_name, method = split_study_key(config[STUDY_KEY])
     method_cls = get_method(method)
     train_config, params = resolve(method_cls, {k: v for k, v in config.items() if k not in NOT_HYPERPARAMETERS})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -66,13 +67,20 @@ def register_source(cls: type[DatasetSource]) -> type[DatasetSource]:
 
 
 def split_from_numpy(images: np.ndarray, labels: np.ndarray) -> Split:
-    """[N, H, W] or [N, H, W, C] uint8 + [N] or [N, 1] labels -> Split with [N, C, H, W]."""
+    """[N, H, W] or [N, H, W, C] uint8 + [N] or [N, 1] labels -> Split with [N, C, H, W].
+
+    Memory-mapped images become a (strided) view of the mapping, never a copy."""
     if images.ndim == 3:
         images = images[:, None]
     elif images.ndim == 4:
         images = images.transpose(0, 3, 1, 2)
-    return Split(torch.from_numpy(np.ascontiguousarray(images)),
-                 torch.from_numpy(labels.reshape(-1).astype(np.int64)))
+    if isinstance(images, np.memmap):  # a (strided) view of the mapping, never a copy
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "The given NumPy array is not writable"
+            tensor = torch.from_numpy(images)
+    else:
+        tensor = torch.from_numpy(np.ascontiguousarray(images))
+    return Split(tensor, torch.from_numpy(labels.reshape(-1).astype(np.int64)))
 
 
 def network_reachable(host: str, port: int = 443, timeout: float = 5.0) -> bool:

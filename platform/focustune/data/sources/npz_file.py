@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +15,37 @@ from focustune.data.sources.base import DatasetSource, DataRequest, register_sou
 from focustune.errors import DataError
 
 
-def load_npz(path: str | os.PathLike, name: str | None = None,
-             class_names: list[str] | None = None) -> ImageDataset:
-    """Load a MedMNIST-layout ``.npz`` ({train,val,test}_{images,labels}) without pickle."""
+#: An .npz whose images hold more bytes than this is memory-mapped instead of read into memory
+#: (224-px MedMNIST sets reach 16 GB): its image arrays are extracted once to CACHE_DIR.
+MEMORY_MAP_ABOVE = 2 * 2**30
+CACHE_DIR = Path(os.environ.get("FOCUSTUNE_CACHE_DIR", Path.home() / ".cache" / "focustune"))
+
+
+def _memory_mapped_member(path: Path, member: str, cache_dir: Path) -> np.ndarray:
+    """The array ``member`` (an .npy inside the .npz ``path``), extracted once to ``cache_dir`` and
+    memory-mapped read-only. The cache is keyed by the archive's path, size and modification time."""
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_dir / f"{path.stem}-{key}" / member
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        with zipfile.ZipFile(path) as archive, archive.open(member) as source, open(partial, "wb") as copy:
+            shutil.copyfileobj(source, copy, 16 * 2**20)
+        os.replace(partial, target)
+    try:
+        return np.load(target, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:  # e.g. an object array, which cannot be mapped (and would need pickle)
+        raise DataError(f"{path}: {member} cannot be memory-mapped: {exc}") from exc
+
+
+def load_npz(path: str | os.PathLike, name: str | None = None, class_names: list[str] | None = None, *,
+             memory_map_above: int = MEMORY_MAP_ABOVE, cache_dir: str | os.PathLike | None = None) -> ImageDataset:
+    """Load a MedMNIST-layout ``.npz`` ({train,val,test}_{images,labels}) without pickle.
+
+    Images larger than ``memory_map_above`` bytes in total are memory-mapped from a one-off
+    extraction under ``cache_dir`` (default ``$FOCUSTUNE_CACHE_DIR`` or ``~/.cache/focustune``).
+    """
     path = Path(path)
     try:
         archive = np.load(path, allow_pickle=False)
@@ -26,9 +57,13 @@ def load_npz(path: str | os.PathLike, name: str | None = None,
         if missing := sorted(needed - keys):
             raise DataError(f"{path} lacks {', '.join(missing)} (MedMNIST layout needs "
                             f"{{train,val,test}}_images and {{train,val,test}}_labels)")
+        image_bytes = sum(archive.zip.getinfo(f"{s}_images.npy").file_size for s in SPLITS)
+        mapped = image_bytes > memory_map_above
         splits = {}
         for s in SPLITS:
-            images, labels = archive[f"{s}_images"], archive[f"{s}_labels"]
+            images = (_memory_mapped_member(path, f"{s}_images.npy", Path(cache_dir or CACHE_DIR)) if mapped
+                      else archive[f"{s}_images"])
+            labels = archive[f"{s}_labels"]
             if images.dtype != np.uint8:
                 raise DataError(f"{path}: {s}_images must be uint8 (0..255), got {images.dtype}")
             if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
@@ -48,6 +83,9 @@ def load_npz(path: str | os.PathLike, name: str | None = None,
         class_names = [str(i) for i in range(top + 1)]
     dataset = ImageDataset(name=name or path.stem, class_names=class_names, source=str(path),
                            task="binary-class" if len(class_names) == 2 else "multi-class", **splits)
+    if mapped:
+        dataset.notes.append(f"images ({image_bytes / 2**30:.2f} GiB) memory-mapped from an extraction "
+                             f"under {cache_dir or CACHE_DIR}")
     return dataset.validate()
 
 

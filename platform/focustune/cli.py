@@ -204,7 +204,8 @@ def _summary_rows(summary: dict[str, dict[str, Any]], seeds: int) -> list[dict[s
         if not seeds and study.get("best_trial_test"):
             reruns = [{**study["best_trial_test"], "ok": True}]  # no re-runs: the best search trial itself
         pick = lambda key: [float(r[key]) for r in reruns if r.get(key) is not None]  # noqa: E731
-        rows.append({"dataset": dataset, "method": method, "trials": f"{study.get('finished', '?')}/{study.get('total', '?')}",
+        rows.append({"dataset": dataset, "method": method,
+                     "trials": f"{study.get('finished', '?')}/{study.get('total', '?')}",
                      "best_val": "-" if study.get("best_objective") is None else f"{study['best_objective']:.4f}",
                      "test_bal_acc": mean_sd(pick("test_balanced_acc")), "test_auc": mean_sd(pick("test_auc")),
                      "test_acc": mean_sd(pick("test_acc")),

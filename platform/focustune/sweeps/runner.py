@@ -318,6 +318,11 @@ def trial_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: in
     return slots
 
 
+def slot_count(slots: dict[str, int]) -> int:
+    """Trial slots over all nodes (before any ``total`` cap)."""
+    return sum(count for node, count in slots.items() if node != "total")
+
+
 def resolved_params(config: dict[str, Any]) -> dict[str, Any]:
     """Every resolved hyperparameter of a trial's config, plus method, dataset and seed (MLflow params)."""
     dataset, method = split_study_key(config[STUDY_KEY])
@@ -393,7 +398,8 @@ class Sweep:
         usage = self.state.data.get("utilisation", {})
         for key in keys:
             study = self.state.study(key)
-            tracking.close_parent(parents[key], study, usage, status="FINISHED" if study.get("best_config") else "FAILED")
+            status = "FINISHED" if study.get("best_config") else "FAILED"
+            tracking.close_parent(parents[key], study, usage, status=status)
         return {key: self.state.study(key) for key in keys}
 
     def _fit(self, keys: list[str], refs: dict[str, Any], tracking: Any, parents: dict[str, str],
@@ -405,7 +411,9 @@ class Sweep:
         from focustune.sweeps.trainable import run_trial
 
         spec = self.spec
-        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, sum(v for k, v in slots.items() if k != "total"))))
+        # one pending trial per slot: a free slot starts the next trial at once (Tune's default for a
+        # custom searcher is a single pending trial, which starts trials one by one)
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, slot_count(slots))))
         device = "cuda" if spec.gpus_per_trial > 0 else "cpu"
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, dataset_refs=refs, cpus=spec.cpus_per_trial, device=device),
@@ -417,7 +425,8 @@ class Sweep:
         fixed = {**spec.fixed, "epochs": spec.epochs, SEED_KEY: SEARCH_SEED}
         search = MultiStudySearch(
             {key: DefineByRun(self.spaces[key], fixed) for key in keys},
-            study_queue(keys, spec.trials, spec.seeds, spec.one_study_at_a_time), spec.optuna_url, spec.search_seed, warm_starts=warm_starts)
+            study_queue(keys, spec.trials, spec.seeds, spec.one_study_at_a_time), spec.optuna_url, spec.search_seed,
+            warm_starts=warm_starts)
         scheduler = None
         if spec.scheduler == "asha":
             from focustune.sweeps.schedulers import PerStudyASHA
@@ -427,7 +436,7 @@ class Sweep:
         budgets = {key: (spec.trials, spec.seeds) for key in keys}
         callbacks = [tracking.callback(parents, resolved_params), SweepProgress(budgets, slots, self.out)]
         self._print(f"{len(keys)} studies at once: {spec.trials} search trial(s) x {spec.epochs} epoch(s) each, "
-                    f"then {spec.seeds} seed re-run(s); {sum(v for k, v in slots.items() if k != 'total')} trial "
+                    f"then {spec.seeds} seed re-run(s); {slot_count(slots)} trial "
                     f"slot(s); Optuna studies in {spec.optuna_url}")
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
             metric=OBJECTIVE, mode="max", search_alg=search, scheduler=scheduler, num_samples=-1,
@@ -452,11 +461,9 @@ class Sweep:
     def _study_summary(self, results: list[Any]) -> dict[str, Any]:
         searched = [r for r in results if r.config.get(KIND_KEY) == SEARCH]
         done = [(r, m) for r in searched if (m := _completed_metrics(r)) is not None]
+        failed = [r for r in searched if r.error is not None or (r.metrics or {}).get("diverged")]
         summary: dict[str, Any] = {"finished": len(done), "total": len(searched), "best_config": None,
-                                   "stopped_early": sum(1 for r in searched if r.metrics and not r.metrics.get(FULL_BUDGET)
-                                                        and not r.metrics.get("diverged") and r.error is None),
-                                   "failed": sum(1 for r in searched if r.error is not None
-                                                 or (r.metrics or {}).get("diverged"))}
+                                   "failed": len(failed), "stopped_early": len(searched) - len(done) - len(failed)}
         if done:
             best, m = max(done, key=lambda rm: selection_score(rm[1], rm[0].config))
             summary.update(best_config={k: v for k, v in best.config.items() if k not in NOT_HYPERPARAMETERS},

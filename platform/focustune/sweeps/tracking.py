@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
-SKIP_KEYS = {BUSY_SINCE, BUSY_UNTIL, "mechanism_epoch", "phase", "best_phase", "diagnostics", "artifacts", "test_confusion_matrix",
-             "done", "full_budget", "node_id", "precision", "trial_id", "date", "hostname", "node_ip", "pid", "config",
+SKIP_KEYS = {BUSY_SINCE, BUSY_UNTIL, "mechanism_epoch", "phase", "best_phase", "diagnostics", "artifacts",
+             "test_confusion_matrix", "done", "full_budget", "node_id", "precision", "trial_id", "date", "hostname", "node_ip", "pid", "config",
              "experiment_tag", "checkpoint_dir_name",
              "should_checkpoint", "timestamp", "time_this_iter_s", "time_total_s", "time_since_restore",
              "iterations_since_restore", "training_iteration", "failed_reason", "diverged"}
@@ -140,8 +140,7 @@ class MlflowTracking(tune.Callback):
         final = {k: v for k, v in scalar_metrics(result).items() if k.startswith(FINAL_PREFIXES)}
         final.update({k: float(result[k]) for k in ("best_epoch", "train_seconds") if k in result})
         tags = {"stopped_early": str(stopped).lower(), "node_id": str(result.get("node_id", "")),
-                "precision": str(result.get("precision", "")), "mechanism_epoch": str(result.get("mechanism_epoch", "")),
-                "best_phase": str(result.get("best_phase", ""))}
+                **{key: str(result.get(key, "")) for key in ("precision", "mechanism_epoch", "best_phase")}}
         self._enqueue(("end", trial.trial_id, "KILLED" if stopped else "FINISHED", tags, final,
                        self._artifacts(trial.trial_id, result)))
 

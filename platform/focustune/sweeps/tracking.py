@@ -1,6 +1,7 @@
 """MLflow tracking of a sweep: one nested run per trial, logged in batches, resilient to outages.
 
-Every tracking call is queued as a plain-data operation and sent in order. When the tracking
+Every tracking call is queued as a plain-data operation and sent in order by a sender thread, so
+Tune's event loop never waits for MLflow (with many slots it would delay every trial start). When the tracking
 server is unreachable (a transport error: connection refused, timeout, a busy store), operations
 stay queued (training goes on) and are retried; any other error fails that one operation loudly
 (logged, kept aside in ``failed``) and the queue goes on. The queue and the trial-to-run map are
@@ -16,6 +17,7 @@ import io
 import logging
 import math
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -109,12 +111,26 @@ class MlflowTracking(tune.Callback):
         self.diagnostics: dict[str, list] = {}
         self.queue: list[tuple] = []
         self.failed: list[tuple] = []  # operations that failed for a reason other than an outage
-        self._client: Any = None
         self._down_since: float | None = None
         self._last_try = 0.0
+        self._start_runtime()
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_client": None}  # pickled with the Tune experiment
+    def _start_runtime(self) -> None:
+        """What does not pickle: the client, the locks and the sender thread (started on first use)."""
+        self._client: Any = None
+        self._queue_lock = threading.Lock()  # guards the queue list
+        self._send_lock = threading.Lock()  # held while one operation is applied and dequeued
+        self._wake = threading.Event()
+        self._sender: threading.Thread | None = None
+        self._stopping = False
+
+    def __getstate__(self) -> dict:  # pickled with the Tune experiment
+        runtime = ("_client", "_queue_lock", "_send_lock", "_wake", "_sender", "_stopping")
+        return {k: v for k, v in self.__dict__.items() if k not in runtime}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._start_runtime()
 
     # ---------------------------------------------------------------- Tune events
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -150,19 +166,23 @@ class MlflowTracking(tune.Callback):
                        self._artifacts(trial.trial_id, dict(trial.last_result or {}))))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._stopping = True
+        self._wake.set()
         self.flush(wait_s=self.final_flush_s)
 
     # ---------------------------------------------------------------- state for restores
     def get_state(self) -> dict | None:
-        return {"runs": dict(self.runs), "logged_epoch": dict(self.logged_epoch), "queue": list(self.queue),
-                "diagnostics": dict(self.diagnostics), "failed": list(self.failed)}
+        with self._send_lock, self._queue_lock:  # not in the middle of an operation: none is sent twice
+            return {"runs": dict(self.runs), "logged_epoch": dict(self.logged_epoch), "queue": list(self.queue),
+                    "diagnostics": dict(self.diagnostics), "failed": list(self.failed)}
 
     def set_state(self, state: dict) -> None:
-        self.runs = dict(state.get("runs", {}))
-        self.logged_epoch = dict(state.get("logged_epoch", {}))
-        self.queue = list(state.get("queue", [])) + self.queue
-        self.diagnostics = dict(state.get("diagnostics", {}))
-        self.failed = list(state.get("failed", []))
+        with self._send_lock, self._queue_lock:
+            self.runs = dict(state.get("runs", {}))
+            self.logged_epoch = dict(state.get("logged_epoch", {}))
+            self.queue = list(state.get("queue", [])) + self.queue
+            self.diagnostics = dict(state.get("diagnostics", {}))
+            self.failed = list(state.get("failed", []))
 
     # ---------------------------------------------------------------- sending
     def _artifacts(self, trial_id: str, result: dict) -> dict[str, Any]:
@@ -176,8 +196,20 @@ class MlflowTracking(tune.Callback):
         return files
 
     def _enqueue(self, op: tuple) -> None:
-        self.queue.append(op)
-        self.flush()
+        with self._queue_lock:
+            self.queue.append(op)
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._send_loop, name="mlflow-sender", daemon=True)
+            self._sender.start()
+        self._wake.set()
+
+    def _send_loop(self) -> None:
+        """The sender thread: sends what is queued when woken; while MLflow is down, retries now and then."""
+        while not self._stopping:
+            self._wake.wait(self.retry_interval_s)
+            self._wake.clear()
+            if self._down_since is None or time.monotonic() - self._last_try >= self.retry_interval_s:
+                self._send_queued()
 
     @property
     def client(self) -> Any:
@@ -200,23 +232,32 @@ class MlflowTracking(tune.Callback):
         return not self.queue
 
     def _send_queued(self) -> None:
+        """Apply queued operations one at a time, in order, until the queue is empty or MLflow is down."""
         self._last_try = time.monotonic()
-        while self.queue:
-            try:
-                self._apply(self.queue[0])
-            except Exception as exc:  # sorted below: an outage waits, anything else fails this operation
-                if not is_transport_error(exc):
-                    self._set_aside(self.queue.pop(0), exc)
-                    continue
-                if self._down_since is None:
-                    self._down_since = time.monotonic()
-                    log.warning("MLflow at %s is unreachable (%s); training continues and logging is "
-                                "buffered (%d operation(s))", self.tracking_uri, type(exc).__name__, len(self.queue))
-                return
-            self.queue.pop(0)
+        while True:
+            with self._send_lock:
+                with self._queue_lock:
+                    if not self.queue:
+                        break
+                    op = self.queue[0]
+                try:
+                    self._apply(op)
+                except Exception as exc:  # sorted below: an outage waits, anything else fails this operation
+                    if is_transport_error(exc):
+                        self._went_down(exc)
+                        return
+                    self._set_aside(op, exc)
+                with self._queue_lock:
+                    self.queue.pop(0)
         if self._down_since is not None:
             log.warning("MLflow at %s is reachable again; buffered logging sent", self.tracking_uri)
             self._down_since = None
+
+    def _went_down(self, exc: Exception) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("MLflow at %s is unreachable (%s); training continues and logging is buffered "
+                        "(%d operation(s))", self.tracking_uri, type(exc).__name__, len(self.queue))
 
     def _set_aside(self, op: tuple, exc: Exception) -> None:
         """A failed operation is logged with its error and kept (it is not retried, nor blocks others)."""

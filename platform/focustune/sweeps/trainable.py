@@ -118,13 +118,12 @@ def run_trial(config: dict[str, Any], *, dataset_refs: dict[str, Any], cpus: flo
 
     def report(trainer: Trainer, record: dict[str, Any]) -> None:
         metrics = {**epoch_metrics(trainer, record), "node_id": node_id, "precision": trainer.precision,
-                   "start_epoch": started_at["epoch"], "mechanism_epoch": trainer.mechanism_epoch,
-                   BUSY_SINCE: began, BUSY_UNTIL: time.time()}
+                   "start_epoch": started_at["epoch"], "mechanism_epoch": trainer.mechanism_epoch, BUSY_SINCE: began}
         if trainer.finished:
-            metrics.update(final_metrics(trainer))
+            metrics.update(final_metrics(trainer))  # the best epoch's test scores: still the trial's work
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(folder)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report({**metrics, BUSY_UNTIL: time.time()}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     trainer = Trainer(method_cls(params), train_config, dataset, seed=int(config.get(SEED_KEY, 0)),
                       device=device, callback=report)

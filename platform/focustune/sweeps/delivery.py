@@ -22,7 +22,7 @@ from focustune.metrics import METRIC_NAMES
 from focustune.run_config import RunConfig, dataset_reference
 from focustune.sweeps.runner import DatasetSpec, SweepSpec, SweepState, _filesystem
 from focustune.sweeps.studies import selection_score
-from focustune.sweeps.trainable import KIND_KEY, SEED_KEY
+from focustune.sweeps.trainable import KIND_KEY, NOT_HYPERPARAMETERS, SEED_KEY
 from focustune.tracking_schema import CONFIG_ARTIFACT, split_study_key
 from focustune.trainer import CHECKPOINT_FILE
 
@@ -36,6 +36,7 @@ def selected_model(done: list[tuple[Any, dict[str, Any]]]) -> dict[str, Any] | N
         return None
     result, metrics = max(done, key=lambda rm: selection_score(rm[1], rm[0].config))
     return {"kind": result.config.get(KIND_KEY), "seed": int(result.config.get(SEED_KEY, 0)),
+            "config": {k: v for k, v in result.config.items() if k not in NOT_HYPERPARAMETERS},
             "trial_id": metrics.get("trial_id"), "best_epoch": metrics.get("best_epoch"),
             "checkpoint": checkpoint_location(result.checkpoint) if result.checkpoint else None,
             "val": {m: metrics.get(f"best_val_{m}") for m in METRIC_NAMES}}
@@ -61,13 +62,14 @@ def best_weights(location: str) -> dict[str, Any]:
 
 
 def study_run_config(spec: SweepSpec, data: DatasetSpec, key: str, study: dict[str, Any], parent: str) -> RunConfig:
-    """The study's chosen configuration, with the selected run's seed and the dataset's options."""
+    """The selected run's configuration and seed, with the dataset's options."""
     _, method = split_study_key(key)
     selected = study["selected"]
-    metric = str(study["best_config"].get("selection_metric", "balanced_acc"))
+    train_config, params = resolve(get_method(method), selected["config"])
+    metric = train_config.selection_metric
     return RunConfig(
-        method=method, dataset=dataset_reference(data.dataset),
-        params=flat_params(*resolve(get_method(method), study["best_config"])), seed=selected["seed"],
+        method=method, dataset=dataset_reference(data.dataset), params=flat_params(train_config, params),
+        seed=selected["seed"],
         data_dir=dataset_reference(data.data_dir) if data.data_dir else None, size=data.size,
         imbalance=data.imbalance, imbalance_ratio=data.imbalance_ratio, data_seed=data.data_seed,
         source={"study": key, "experiment": spec.experiment, "study_run_id": parent, "selected": selected["kind"],

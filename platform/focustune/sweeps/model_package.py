@@ -133,20 +133,21 @@ def register(tracking_uri: str, name: str, info: Any, card: ModelCard) -> dict[s
     tags = {**{f"{TAG}{VAL_TAG_PREFIX}{k}": v for k, v in card.val.items()},
             TAG + "selection_metric": metric, TAG + "method": card.config["method"],
             TAG + "dataset": card.config["dataset"]}
-    version = client.create_model_version(name, source=info.model_uri, run_id=info.run_id, tags=tags,
-                                          model_id=info.model_id)
+    version = str(client.create_model_version(name, source=info.model_uri, run_id=info.run_id, tags=tags,
+                                              model_id=info.model_id).version)
     new = _score(card.val.get(metric))
     champion = client.get_registered_model(name).aliases.get(CHAMPION_ALIAS)
-    head = f"registered {name} version {version.version} (validation {metric} {new:.4f})"
+    champion = None if champion is None else str(champion)
+    head = f"registered {name} version {version} (validation {metric} {new:.4f})"
     if champion is not None:
         old = _score(client.get_model_version(name, champion).tags.get(f"{TAG}{VAL_TAG_PREFIX}{metric}"))
         if new <= old:
-            return {"name": name, "version": version.version, "champion": str(champion), "moved": False,
+            return {"name": name, "version": version, "champion": champion, "moved": False,
                     "message": f"{head}; the {CHAMPION_ALIAS}, version {champion} ({metric} {old:.4f}), stays"}
-    client.set_registered_model_alias(name, CHAMPION_ALIAS, version.version)
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
     was = "no champion before" if champion is None else f"it beats version {champion}"
-    return {"name": name, "version": version.version, "champion": version.version, "moved": True,
-            "message": f"{head}; {CHAMPION_ALIAS} -> version {version.version} ({was})"}
+    return {"name": name, "version": version, "champion": version, "moved": True,
+            "message": f"{head}; {CHAMPION_ALIAS} -> version {version} ({was})"}
 
 
 # ---------------------------------------------------------------- logging a run's model

@@ -347,6 +347,10 @@ def study_grace(method: str, fixed: dict[str, Any]) -> int:
     return mechanism_epoch(cls(params).phases(config))
 
 
+def _hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in NOT_HYPERPARAMETERS}
+
+
 def _completed_metrics(result: Any) -> dict[str, Any] | None:
     m = result.metrics or {}
     return m if result.error is None and m.get(FULL_BUDGET) and not m.get("diverged") else None
@@ -478,8 +482,11 @@ class Sweep:
                                    "failed": sum(1 for r in searched if r.error is not None
                                                  or (r.metrics or {}).get("diverged"))}
         if done:
-            best, m = max(done, key=lambda rm: selection_score(rm[1], rm[0].config))
-            summary.update(best_config={k: v for k, v in best.config.items() if k not in NOT_HYPERPARAMETERS},
+            # equal scores: the configuration the search re-ran with seeds (it may pick another among equals)
+            rerun = next((_hyperparameters(r.config) for r in results if r.config.get(KIND_KEY) == RERUN), None)
+            best, m = max(done, key=lambda rm: (selection_score(rm[1], rm[0].config),
+                                                _hyperparameters(rm[0].config) == rerun))
+            summary.update(best_config=_hyperparameters(best.config),
                            best_objective=m[OBJECTIVE],
                            best_trial_test={k: v for k, v in m.items() if k.startswith("test_")
                                             and isinstance(v, (int, float))})

@@ -247,3 +247,59 @@ def test_bad_predict_inputs_are_refused(workdir, capsys):
         assert main(["predict", *args, "--output", "out.csv"]) == 2
         assert message in capsys.readouterr().err
     assert not (workdir / "out.csv").exists()
+
+
+# ---------------------------------------------------------------- end to end: tune -> model -> predict
+
+@pytest.mark.slow
+def test_tune_hands_over_a_configuration_and_a_registered_model(tmp_path):
+    """`tune --seeds 2 --register` on a user's .npz, then `train --config`, `predict`, and a `--resume`
+    after the end that hands nothing over twice."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from servers import start, stop_group
+
+    data = binary_npz(tmp_path / "mine.npz")
+    tune = [sys.executable, "-m", "focustune.cli", "tune", "--method", "focal", "--dataset", str(data), "--trials",
+            "2", "--epochs", "2", "--seeds", "2", "--set", "batch_size=16", "--register", "mine"]
+
+    def run(command: list[str], log: str) -> str:
+        proc = start(command, tmp_path / log, cwd=tmp_path)
+        try:
+            assert proc.wait(timeout=600) == 0, (tmp_path / log).read_text()[-3000:]
+        finally:
+            stop_group(proc)
+        return (tmp_path / log).read_text()
+
+    out = run(tune, "tune.log")
+    assert "registered mine version 1" in out and "champion -> version 1" in out
+    state = json.loads((tmp_path / "focustune_runs" / "focustune" / "sweep.json").read_text())
+    study = state["studies"]["mine/focal"]
+    selected = study["selected"]
+    assert selected["kind"] == "seed_rerun" and selected["seed"] in (1, 2)
+    best_rerun = max(study["reruns"], key=lambda r: r["best_val_balanced_acc"])
+    assert selected["val"]["balanced_acc"] == best_rerun["best_val_balanced_acc"]
+
+    config = read_run_config(tmp_path / "best_config.yaml")
+    assert config == read_run_config(tmp_path / "focustune_runs" / "focustune" / "configs" / "mine__focal.yaml")
+    assert (config.method, config.dataset, config.seed) == ("focal", str(data), selected["seed"])
+    assert config.params == flat_params(*resolve(get_method("focal"), selected["config"]))
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = client.get_run(study["parent_run_id"])
+    assert "run_config.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    version = client.get_model_version_by_alias("mine", "champion")
+    assert version.run_id == parent.info.run_id
+    assert float(version.tags["focustune.val_balanced_acc"]) == selected["val"]["balanced_acc"]
+
+    run([sys.executable, "-m", "focustune.cli", "train", "--config", "best_config.yaml", "--quiet",
+         "--output-json", "again.json"], "train.log")
+    assert json.loads((tmp_path / "again.json").read_text())["params"] == config.params
+    run([sys.executable, "-m", "focustune.cli", "predict", "--model", "models:/mine@champion", "--input", str(data),
+         "--output", "predictions.csv"], "predict.log")
+    assert len(read_csv(tmp_path / "predictions.csv")) == 20
+
+    run([*tune, "--resume"], "resume.log")
+    assert len(client.search_model_versions("name = 'mine'")) == 1

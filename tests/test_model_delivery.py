@@ -249,6 +249,22 @@ def test_bad_predict_inputs_are_refused(workdir, capsys):
     assert not (workdir / "out.csv").exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--register", "a/b"], "without '/' or ':'"),
+    (["--register", " "], "must be non-empty"),
+    (["--config-out", "no/such/best.yaml"], "does not exist"),
+])
+def test_bad_tune_outputs_are_refused_before_anything_starts(workdir, capsys, args, message):
+    assert main(["tune", "--method", "erm", "--trials", "1", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (workdir / "mlflow.db").exists() and not (workdir / "focustune_runs").exists()
+
+
+def test_train_register_refuses_a_bad_name_before_training(workdir, capsys):
+    assert main(["train", "--epochs", "1", "--register", "x:y", "--output-json", "run.json"]) == 2
+    assert "without '/' or ':'" in capsys.readouterr().err and not (workdir / "run.json").exists()
+
+
 # ---------------------------------------------------------------- end to end: tune -> model -> predict
 
 @pytest.mark.slow

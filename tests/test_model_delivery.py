@@ -149,6 +149,19 @@ def test_images_are_converted_as_training_converts_them():
             to_model_input(bad, channels=1, size=9)
 
 
+def test_several_studies_get_their_own_names_and_files(tmp_path):
+    from focustune.sweeps.delivery import config_locations, registered_name
+    from focustune.sweeps.runner import DatasetSpec, SweepSpec
+
+    spec = SweepSpec(datasets=[DatasetSpec("a"), DatasetSpec("b")], methods=["erm"], storage=str(tmp_path),
+                     experiment="x", config_out="out/best.yaml")
+    assert registered_name("m", "data/set/erm", several=True) == "m-data-set-erm"
+    assert registered_name("m", "a/erm", several=False) == "m"
+    assert config_locations(spec, "a/erm", several=True) == [f"{tmp_path}/x/configs/a__erm.yaml",
+                                                              "out/best__a__erm.yaml"]
+    assert config_locations(spec, "a/erm", several=False)[1] == "out/best.yaml"
+
+
 # ---------------------------------------------------------------- MLflow models, the registry, predict
 
 @pytest.fixture

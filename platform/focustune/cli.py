@@ -208,7 +208,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         shown = ", ".join(batches.skipped[:10]) + (" ..." if len(batches.skipped) > 10 else "")
         _stderr(f"skipped {len(batches.skipped)} unreadable file(s): {shown}")
     print(f"model {args.model}: {predictor.card.describe()}; device {predictor.device}")
-    print(f"predicted {sum(counts.values())} image(s): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    source = f" (array {batches.array} of {args.input})" if batches.array else ""
+    print(f"predicted {sum(counts.values())} image(s){source}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"wrote {output}")
     return 0
 

@@ -220,16 +220,16 @@ def make_bundle(folder: str | os.PathLike, state: dict[str, torch.Tensor], confi
 
 # ---------------------------------------------------------------- reading new images
 
-def _npz_images(path: Path) -> np.ndarray:
-    """The images of an ``.npz``: its ``images`` array, else ``test_images`` (MedMNIST layout), else its
-    only array."""
+def _npz_images(path: Path) -> tuple[str, np.ndarray]:
+    """(name, array) of the images of an ``.npz``: its ``images`` array, else ``test_images`` (MedMNIST
+    layout), else its only array."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = archive.files
             key = next((k for k in ("images", "test_images") if k in names), names[0] if len(names) == 1 else None)
             if key is None:
                 raise DataError(f"{path}: which array holds the images? Name it `images` (found {', '.join(names)})")
-            return archive[key]
+            return key, archive[key]
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path} as an .npz archive: {exc}") from exc
 
@@ -237,13 +237,15 @@ def _npz_images(path: Path) -> np.ndarray:
 @dataclass
 class InputBatches:
     """New images from a folder (recursively), an ``.npz`` or one image file, in chunks converted to a
-    model's layout. ``skipped`` names the image files that could not be read (filled while iterating)."""
+    model's layout. ``skipped`` names the image files that could not be read, ``array`` the .npz array
+    read (both filled while iterating)."""
 
     path: Path
     channels: int
     size: int
     chunk: int = PREDICT_BATCH
     skipped: list[str] = field(default_factory=list)
+    array: str | None = None
 
     def __post_init__(self) -> None:
         if not self.path.exists():
@@ -260,7 +262,7 @@ class InputBatches:
     def __iter__(self) -> Iterator[tuple[list[Any], torch.Tensor]]:
         """(ids, uint8 [n, C, H, W]) chunks; ids are file paths, or indices into the .npz array."""
         if self.path.suffix.lower() == ".npz" and self.path.is_file():
-            images = _npz_images(self.path)
+            self.array, images = _npz_images(self.path)
             for start in range(0, len(images), self.chunk):
                 part = images[start:start + self.chunk]
                 yield list(range(start, start + len(part))), to_model_input(part, self.channels, self.size,

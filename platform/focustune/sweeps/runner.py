@@ -82,7 +82,7 @@ class SweepSpec:
     max_failures: int = 2
     one_study_at_a_time: bool = False  # the former order, for benchmarks (Python API only)
     register: str | None = None  # registered-model name of the selected models (see sweeps.delivery)
-    config_out: str | None = None  # tune: also write the chosen configuration there
+    config_out: str | None = None  # also write the chosen configuration there (tune: best_config.yaml)
 
     @property
     def storage_root(self) -> str:
@@ -189,7 +189,7 @@ def validate(spec: SweepSpec) -> None:
 
 
 def _check_outputs(spec: SweepSpec) -> None:
-    """The registered-model name and the folder of ``--config-out`` (tune)."""
+    """The registered-model name and the folder of ``--config-out``."""
     if spec.register is not None:
         from focustune.sweeps.model_package import check_model_name
 

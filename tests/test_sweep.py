@@ -133,6 +133,8 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, tiny)
             assert sorted(m.step for m in history) == [1, 2, 3]
     state = json.loads((tmp_path / "focustune_runs" / "killed" / "sweep.json").read_text())
     assert state["done"] and [state["studies"][k]["finished"] for k in ("tiny/erm", "tiny2/erm")] == [2, 2]
+    # each study's model comes from the restored trials' checkpoints
+    assert all(state["studies"][k]["model"]["uri"].startswith("models:/") for k in ("tiny/erm", "tiny2/erm"))
 
 
 def test_benchmark_sweep_runs_studies_together_then_compare_reads_it(tmp_path, tiny, capsys, monkeypatch):

@@ -91,6 +91,48 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _default_tracking_uri() -> str:
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def _apply_config_file(args: argparse.Namespace) -> dict[str, Any]:
+    """Fill the options the command line left unset from ``--config FILE``, then from the defaults;
+    return the file's hyperparameters (``--set`` and ``--epochs`` win over them)."""
+    from focustune.data import EMBEDDED_DEFAULT
+    from focustune.run_config import read_run_config
+
+    file_params: dict[str, Any] = {}
+    if args.config:
+        config = read_run_config(args.config)
+        if args.method is not None and args.method != config.method:
+            raise ConfigError(f"--config {args.config} configures method {config.method}, not {args.method}; "
+                              "drop --method or use another file")
+        for key in ("method", "dataset", "data_dir", "size", "data_seed", "seed"):
+            if getattr(args, key) is None:
+                setattr(args, key, getattr(config, key))
+        if args.imbalance is None and args.imbalance_ratio is None:  # the two options go together
+            args.imbalance, args.imbalance_ratio = config.imbalance, config.imbalance_ratio
+        file_params = dict(config.params)
+    for key, value in {"method": "erm", "dataset": EMBEDDED_DEFAULT, "data_seed": 0, "seed": 0}.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return file_params
+
+
+def _check_model_logging(args: argparse.Namespace) -> str | None:
+    """The tracking URI when ``--log-model``/``--register`` ask for an MLflow run (checked), else None."""
+    if not (args.log_model or args.register):
+        return None
+    from focustune.sweeps.model_package import check_model_name
+    from focustune.sweeps.runner import check_tracking_uri
+
+    tracking = args.tracking_uri or _default_tracking_uri()
+    check_tracking_uri(tracking)
+    if args.register is not None:
+        check_model_name(args.register)
+    return tracking
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from focustune import params
     from focustune.config import resolve
@@ -99,11 +141,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from focustune.methods import get_method
     from focustune.trainer import Trainer
 
-    overrides: dict[str, Any] = params.parse_assignments(args.set or [])
-    if args.epochs is not None:
-        if "epochs" in overrides:
-            raise ConfigError("give the epoch count once: --epochs or --set epochs=..., not both")
-        overrides["epochs"] = args.epochs
+    file_params = _apply_config_file(args)
+    assigned: dict[str, Any] = params.parse_assignments(args.set or [])
+    if args.epochs is not None and "epochs" in assigned:
+        raise ConfigError("give the epoch count once: --epochs or --set epochs=..., not both")
+    overrides = {**file_params, **assigned, **({"epochs": args.epochs} if args.epochs is not None else {})}
     method_cls = get_method(args.method)
     config, method_params = resolve(method_cls, overrides)
     output = Path(args.output_json) if args.output_json else None
@@ -111,6 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"--output-json: folder {output.parent} does not exist")
     if args.resume and not args.checkpoint_dir:
         raise ConfigError("--resume needs --checkpoint-dir")
+    tracking = _check_model_logging(args)
     imbalance = imbalance_profile(args.imbalance, args.imbalance_ratio)
     dataset = load_dataset(args.dataset, args.data_dir, size=args.size, imbalance=imbalance, seed=args.data_seed)
 
@@ -128,7 +171,61 @@ def cmd_train(args: argparse.Namespace) -> int:
     if output is not None:
         _write_json(output, run_json(result))
         print(f"wrote {output}")
+    if tracking is not None:
+        from focustune.sweeps.model_package import log_train_run
+
+        log_train_run(tracking, args.experiment, trainer, _run_config(args, result.params), args.register, print)
     return 0
+
+
+def _run_config(args: argparse.Namespace, resolved: dict[str, Any]) -> Any:
+    """This ``train`` run as a configuration file's content."""
+    from focustune.run_config import RunConfig, dataset_reference
+
+    return RunConfig(method=args.method, dataset=dataset_reference(args.dataset), params=resolved, seed=args.seed,
+                     data_dir=dataset_reference(args.data_dir) if args.data_dir else None, size=args.size,
+                     imbalance=args.imbalance, imbalance_ratio=args.imbalance_ratio, data_seed=args.data_seed,
+                     source={"command": "train"})
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from focustune.inference import InputBatches, load_bundle, write_predictions
+
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise ConfigError(f"--output {output}: folder {output.parent} does not exist")
+    if not Path(args.input).exists():
+        raise ConfigError(f"--input {args.input}: no such file or folder")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    with tempfile.TemporaryDirectory(prefix="focustune-predict-") as download:
+        predictor = load_bundle(_model_folder(args.model, args.tracking_uri, download), device=args.device)
+        batches = InputBatches(Path(args.input), predictor.card.channels, predictor.card.image_size, args.batch_size)
+        counts = write_predictions(predictor, batches, output, args.batch_size)
+    if batches.skipped:
+        shown = ", ".join(batches.skipped[:10]) + (" ..." if len(batches.skipped) > 10 else "")
+        _stderr(f"skipped {len(batches.skipped)} unreadable file(s): {shown}")
+    print(f"model {args.model}: {predictor.card.describe()}; device {predictor.device}")
+    source = f" (array {batches.array} of {args.input})" if batches.array else ""
+    print(f"predicted {sum(counts.values())} image(s){source}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"wrote {output}")
+    return 0
+
+
+def _model_folder(model: str, tracking_uri: str | None, download: str) -> Path:
+    """The bundle of ``--model``: a local folder (a bundle or an MLflow model) or an MLflow model URI."""
+    from focustune.inference import bundle_folder
+
+    if Path(model).expanduser().exists():
+        return bundle_folder(Path(model).expanduser())
+    if ":" not in model:
+        raise ConfigError(f"--model {model}: no such file or folder, and not an MLflow model URI "
+                          "(models:/NAME@champion, models:/NAME/VERSION, runs:/RUN_ID/model)")
+    from focustune.sweeps.model_package import download_model
+
+    return bundle_folder(download_model(model, tracking_uri or _default_tracking_uri(), download))
 
 
 def _print_summary(result: Any, metric: str) -> None:
@@ -227,18 +324,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from focustune.data import EMBEDDED_DEFAULT
 
     args.methods, args.space = args.method, [f"{args.method}={args.space}"] if args.space else None
-    return _run_sweep(args, {**SWEEP_DEFAULTS, "datasets": [EMBEDDED_DEFAULT], "trials": 40, "seeds": 0})
+    return _run_sweep(args, {**SWEEP_DEFAULTS, "datasets": [EMBEDDED_DEFAULT], "trials": 40, "seeds": 0,
+                             "config_out": "best_config.yaml"})
 
 
 # ---------------------------------------------------------------- parser
 
-def _add_data_options(cmd: argparse.ArgumentParser, train: bool) -> None:
-    """Where the data comes from and how it is shaped. For ``sweep``/``tune`` they stay unset (None)
-    unless given, so that a plan file or the defaults can fill them."""
+def _add_data_options(cmd: argparse.ArgumentParser) -> None:
+    """Where the data comes from and how it is shaped. They stay unset (None) unless given, so that a
+    plan or configuration file, or the defaults, can fill them."""
     from focustune.data import EMBEDDED_DEFAULT
 
-    cmd.add_argument("--dataset", default=EMBEDDED_DEFAULT if train else None,
-                     help=f"dataset name, MedMNIST-layout .npz, or image folder (default {EMBEDDED_DEFAULT})")
+    cmd.add_argument("--dataset", help=f"dataset name, MedMNIST-layout .npz, or image folder "
+                                       f"(default {EMBEDDED_DEFAULT})")
     cmd.add_argument("--data-dir", help="folder holding MedMNIST .npz files or torchvision's layout "
                                         "(downloaded there if missing)")
     cmd.add_argument("--size", type=int, help="MedMNIST image size (28, 64, 128, 224) or the size image "
@@ -246,14 +344,14 @@ def _add_data_options(cmd: argparse.ArgumentParser, train: bool) -> None:
     cmd.add_argument("--imbalance", metavar="PROFILE", help="subsample the training split: exp:R, linear:R, "
                                                             "log:R, step (LOW), classes=I,J:F")
     cmd.add_argument("--imbalance-ratio", type=float, metavar="R", help="shorthand for --imbalance exp:R")
-    cmd.add_argument("--data-seed", type=int, default=0 if train else None,
+    cmd.add_argument("--data-seed", type=int,
                      help="seed of the data: splits made while loading and the imbalance subsample "
                           "(the same for train and sweep; default 0)")
 
 
 def _add_sweep_options(cmd: argparse.ArgumentParser) -> None:
     """Options of ``sweep`` and ``tune``; left unset (None) they come from ``--plan`` or the defaults."""
-    _add_data_options(cmd, train=False)
+    _add_data_options(cmd)
     cmd.add_argument("--datasets", help="several datasets, comma-separated: one study per dataset and method")
     cmd.add_argument("--plan", help="YAML file with the sweep's datasets (each with its own options), methods, "
                                     "budget and spaces; options given here win over it")
@@ -278,6 +376,12 @@ def _add_sweep_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     cmd.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="fix a hyperparameter for every trial (repeatable)")
+    cmd.add_argument("--register", metavar="NAME", help="register each study's selected model in MLflow's model "
+                                                         "registry (several studies: NAME-DATASET-METHOD); the "
+                                                         "alias champion moves only to a better model")
+    cmd.add_argument("--config-out", metavar="PATH", help="also write the chosen configuration there (tune's "
+                                                          "default: best_config.yaml; several studies: "
+                                                          "PATH's stem + __DATASET__METHOD)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,17 +391,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="list methods and their hyperparameters").set_defaults(func=cmd_methods)
 
     train = sub.add_parser("train", help="train one run (no Ray needed)")
-    train.add_argument("--method", default="erm", help="registered method (see `focustune methods`)")
-    _add_data_options(train, train=True)
+    train.add_argument("--config", metavar="FILE", help="a configuration file written by tune/sweep (method, "
+                                                        "dataset options, hyperparameters); options given here win")
+    train.add_argument("--method", help="registered method (see `focustune methods`; default erm)")
+    _add_data_options(train)
     train.add_argument("--epochs", type=int, help="training epochs (same as --set epochs=N)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, help="run seed (default 0)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="set a hyperparameter (repeatable)")
     train.add_argument("--output-json", help="write the run's result to this file")
     train.add_argument("--checkpoint-dir", help="save a checkpoint there after every epoch")
     train.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir's checkpoint")
     train.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    train.add_argument("--log-model", action="store_true", help="log the run and its model to MLflow")
+    train.add_argument("--register", metavar="NAME", help="register the model (implies --log-model); the alias "
+                                                         "champion moves only to a better model")
+    train.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///./mlflow.db)")
+    train.add_argument("--experiment", default="focustune", help="MLflow experiment (default focustune)")
     train.set_defaults(func=cmd_train)
+
+    predict = sub.add_parser("predict", help="classify new images with a tuned or trained model")
+    predict.add_argument("--model", required=True, help="models:/NAME@champion, models:/NAME/VERSION, "
+                                                        "runs:/RUN_ID/model, or a downloaded model folder")
+    predict.add_argument("--input", required=True, help="a folder of images (searched recursively), an .npz "
+                                                        "(array `images`, else `test_images`) or one image")
+    predict.add_argument("--output", required=True, help="CSV file: input, class, prob_<class> per class")
+    predict.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///./mlflow.db)")
+    predict.add_argument("--batch-size", type=int, default=1024, help="images per forward pass (default 1024)")
+    predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    predict.set_defaults(func=cmd_predict)
 
     sweep = sub.add_parser("sweep", help="compare methods: Optuna search per method under Ray Tune, "
                                          "seed re-runs of the best, everything tracked in MLflow")

@@ -27,6 +27,15 @@ BEST_OBJECTIVE, FINISHED_TRIALS = "best_objective", "finished_trials"
 #: Busy over available trial-slot time, overall (metric on every study run) and per node.
 UTILISATION = "utilisation"
 
+#: ``focustune.kind`` of a ``focustune train --log-model`` run.
+KIND_TRAIN = "train"
+#: Artifacts of a study run (and of a logged ``train`` run): the chosen configuration, as ``train
+#: --config`` reads it, and the selected model (an MLflow model).
+CONFIG_ARTIFACT, MODEL_ARTIFACT = "run_config.yaml", "model"
+#: The registry alias of a registered model's best version, and the prefix of its versions' tags
+#: ``focustune.val_<metric>`` (validation metrics, compared on the run's selection metric).
+CHAMPION_ALIAS, VAL_TAG_PREFIX = "champion", "val_"
+
 
 def study_key(dataset: str, method: str) -> str:
     """The name of a (dataset, method) study: MLflow tag ``focustune.study`` and Optuna study name."""

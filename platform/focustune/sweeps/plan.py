@@ -25,7 +25,7 @@ OPTION_KEYS = {"methods": "methods", "trials": "trials", "epochs": "epochs", "se
                "warm_start": "warm_start", "cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per_trial",
                "max_concurrent": "max_concurrent", "data_dir": "data_dir", "size": "size",
                "imbalance": "imbalance", "imbalance_ratio": "imbalance_ratio", "data_seed": "data_seed",
-               "spaces": "space", "set": "set"}
+               "spaces": "space", "set": "set", "register": "register", "config_out": "config_out"}
 PLAN_KEYS = {"datasets", *OPTION_KEYS}
 DATASET_KEYS = {f.name for f in fields(DatasetSpec)}
 
@@ -97,7 +97,8 @@ def sweep_spec(args: argparse.Namespace, defaults: dict[str, Any]) -> SweepSpec:
         tracking_uri=option("tracking_uri"), experiment=option("experiment"), address=option("address"),
         storage=option("storage"), optuna_storage=option("optuna_storage"), warm_start=option("warm_start"),
         cpus_per_trial=option("cpus_per_trial"), gpus_per_trial=option("gpus_per_trial"),
-        max_concurrent=option("max_concurrent"), resume=bool(args.resume),
+        max_concurrent=option("max_concurrent"), resume=bool(args.resume), register=option("register"),
+        config_out=option("config_out"),
         space_files=dict(spaces) if isinstance(spaces, dict) else dict(map(space_assignment, spaces)),
         fixed=dict(fixed) if isinstance(fixed, dict) else params.parse_assignments(fixed))
 

@@ -81,6 +81,8 @@ class SweepSpec:
     search_seed: int = 0
     max_failures: int = 2
     one_study_at_a_time: bool = False  # the former order, for benchmarks (Python API only)
+    register: str | None = None  # registered-model name of the selected models (see sweeps.delivery)
+    config_out: str | None = None  # also write the chosen configuration there (tune: best_config.yaml)
 
     @property
     def storage_root(self) -> str:
@@ -177,12 +179,23 @@ def validate(spec: SweepSpec) -> None:
         resolve(get_method(name), {**spec.fixed, "epochs": spec.epochs})  # fixed values suit every method
     check_tracking_uri(spec.tracking)
     check_address(spec.address or os.environ.get("RAY_ADDRESS"))
+    _check_outputs(spec)
     exists = SweepState.exists(spec)
     if exists and not spec.resume:
         raise ConfigError(f"a sweep already exists at {spec.storage_path}; pass --resume to continue it, "
                           "or choose another --experiment or --storage")
     if spec.resume and not exists:
         raise ConfigError(f"--resume: no sweep to resume at {spec.storage_path}")
+
+
+def _check_outputs(spec: SweepSpec) -> None:
+    """The registered-model name and the folder of ``--config-out``."""
+    if spec.register is not None:
+        from focustune.sweeps.model_package import check_model_name
+
+        check_model_name(spec.register)
+    if spec.config_out and not Path(spec.config_out).expanduser().resolve().parent.is_dir():
+        raise ConfigError(f"--config-out {spec.config_out}: folder {Path(spec.config_out).parent} does not exist")
 
 
 def load_datasets(spec: SweepSpec) -> dict[str, Any]:
@@ -339,6 +352,10 @@ def study_grace(method: str, fixed: dict[str, Any]) -> int:
     return mechanism_epoch(cls(params).phases(config))
 
 
+def _hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in NOT_HYPERPARAMETERS}
+
+
 def _completed_metrics(result: Any) -> dict[str, Any] | None:
     m = result.metrics or {}
     return m if result.error is None and m.get(FULL_BUDGET) and not m.get("diverged") else None
@@ -395,12 +412,19 @@ class Sweep:
                     tracking.log_best(parents[key], study, {**study["best_config"], STUDY_KEY: key}, resolved_params)
             self.state.data["done"] = True
             self.state.save()
+        self._deliver(parents, datasets)
         usage = self.state.data.get("utilisation", {})
         for key in keys:
             study = self.state.study(key)
             status = "FINISHED" if study.get("best_config") else "FAILED"
             tracking.close_parent(parents[key], study, usage, status=status)
         return {key: self.state.study(key) for key in keys}
+
+    def _deliver(self, parents: dict[str, str], datasets: dict[str, Any]) -> None:
+        """Per study: the chosen configuration file and the selected model (:mod:`focustune.sweeps.delivery`)."""
+        from focustune.sweeps.delivery import deliver_models
+
+        deliver_models(self.spec, self.state, parents, datasets, self._print)
 
     def _fit(self, keys: list[str], refs: dict[str, Any], tracking: Any, parents: dict[str, str],
              slots: dict[str, int], warm_starts: dict[str, list[dict]]) -> Any:
@@ -465,14 +489,26 @@ class Sweep:
         summary: dict[str, Any] = {"finished": len(done), "total": len(searched), "best_config": None,
                                    "failed": len(failed), "stopped_early": len(searched) - len(done) - len(failed)}
         if done:
-            best, m = max(done, key=lambda rm: selection_score(rm[1], rm[0].config))
-            summary.update(best_config={k: v for k, v in best.config.items() if k not in NOT_HYPERPARAMETERS},
+            # equal scores: the configuration the search re-ran with seeds (it may pick another among equals)
+            rerun = next((_hyperparameters(r.config) for r in results if r.config.get(KIND_KEY) == RERUN), None)
+            best, m = max(done, key=lambda rm: (selection_score(rm[1], rm[0].config),
+                                                _hyperparameters(rm[0].config) == rerun))
+            summary.update(best_config=_hyperparameters(best.config),
                            best_objective=m[OBJECTIVE],
                            best_trial_test={k: v for k, v in m.items() if k.startswith("test_")
                                             and isinstance(v, (int, float))})
         summary["reruns"] = sorted((self._rerun_row(r) for r in results if r.config.get(KIND_KEY) == RERUN),
                                    key=lambda row: row["seed"])
+        summary["selected"] = self._selected(results, done)
         return summary
+
+    @staticmethod
+    def _selected(results: list[Any], searched: list[tuple[Any, dict[str, Any]]]) -> dict[str, Any] | None:
+        """The run whose model the study hands over: its best seed re-run, else its best search trial."""
+        from focustune.sweeps.delivery import selected_model
+
+        reruns = [(r, m) for r in results if r.config.get(KIND_KEY) == RERUN and (m := _completed_metrics(r)) is not None]
+        return selected_model(reruns or searched)
 
     @staticmethod
     def _rerun_row(result: Any) -> dict[str, Any]:

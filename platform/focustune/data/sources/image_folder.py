@@ -17,7 +17,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".we
 DEFAULT_FOLDER_SIZE = 28
 
 
-def _read_image(path: Path, size: int, mode: str | None) -> np.ndarray | None:
+def read_image(path: Path, size: int, mode: str | None) -> np.ndarray | None:
+    """``path`` decoded in PIL ``mode`` ('L' or 'RGB'; None: grey stays grey, else RGB), resized to
+    ``size`` x ``size`` (bilinear); None when the file cannot be read as an image."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -42,7 +44,7 @@ def _read_class_folders(root: Path, size: int, mode: str | None,
         folder = root / cls
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
         for file in files:
-            array = _read_image(file, size, mode)
+            array = read_image(file, size, mode)
             if array is None:
                 skipped.append(file)
                 continue

@@ -1,0 +1,81 @@
+"""A run's whole configuration as a YAML file: what ``tune``/``sweep`` write for a chosen setup and
+``train --config`` reads back (method, seed, dataset options, every resolved hyperparameter)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from focustune.errors import ConfigError
+
+HEADER = "# focustune run configuration; re-train it with: focustune train --config THIS_FILE [--set KEY=VALUE]\n"
+#: The dataset options a configuration carries (the ``train`` options of the same names).
+DATA_KEYS = ("dataset", "data_dir", "size", "imbalance", "imbalance_ratio", "data_seed")
+
+
+@dataclass
+class RunConfig:
+    """One training run: ``params`` holds every resolved hyperparameter (shared and the method's);
+    ``source`` says what chose it (informational: study, trial kind, validation score)."""
+
+    method: str
+    dataset: str
+    params: dict[str, Any]
+    seed: int = 0
+    data_dir: str | None = None
+    size: int | None = None
+    imbalance: str | None = None
+    imbalance_ratio: float | None = None
+    data_seed: int = 0
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def to_yaml(self) -> str:
+        return HEADER + yaml.safe_dump(asdict(self), sort_keys=False)
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write atomically to ``path``."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_yaml())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_mapping(cls, data: Any, where: str) -> RunConfig:
+        """Validate a parsed mapping's shape (not its values: ``train`` resolves those)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping with method, dataset and params")
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(map(str, data)) - known):
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if missing := [k for k in ("method", "dataset", "params") if data.get(k) in (None, "")]:
+            raise ConfigError(f"{where}: missing {', '.join(missing)}")
+        if not isinstance(data["params"], dict) or not isinstance(data.get("source", {}), dict):
+            raise ConfigError(f"{where}: params (and source) must be mappings of names to values")
+        for key in ("seed", "data_seed"):
+            if key in data and not (isinstance(data[key], int) and not isinstance(data[key], bool)):
+                raise ConfigError(f"{where}: {key} must be an integer, got {data[key]!r}")
+        return cls(**data)
+
+
+def read_run_config(path: str | os.PathLike) -> RunConfig:
+    """The configuration in ``path``; a missing, unreadable or malformed file is a ConfigError."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: not valid YAML: {exc}") from None
+    return RunConfig.from_mapping(data, f"--config {path}")
+
+
+def dataset_reference(dataset: str) -> str:
+    """``dataset`` as a configuration stores it: a path that exists becomes absolute (the file may be
+    read from another folder), a dataset name stays as it is."""
+    path = Path(dataset).expanduser()
+    return str(path.resolve()) if path.exists() else dataset

@@ -1,0 +1,142 @@
+"""What a sweep hands over per study: the chosen configuration as a file ``train --config`` accepts,
+and the selected model, logged on the study's run (and registered with ``--register``).
+
+The selected model is the best-epoch weights of the study's best seed re-run by validation score,
+or of its best search trial when there are no re-runs; they come from that trial's last Tune
+checkpoint (the trainer's checkpoint holds the best epoch's weights). What was handed over is
+recorded in ``sweep.json``, so ``--resume`` finishes an interrupted hand-over and never repeats one.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from focustune.config import flat_params, resolve
+from focustune.methods import get_method
+from focustune.metrics import METRIC_NAMES
+from focustune.run_config import RunConfig, dataset_reference
+from focustune.sweeps.runner import DatasetSpec, SweepSpec, SweepState, _filesystem
+from focustune.sweeps.studies import selection_score
+from focustune.sweeps.trainable import KIND_KEY, NOT_HYPERPARAMETERS, SEED_KEY
+from focustune.tracking_schema import CONFIG_ARTIFACT, split_study_key
+from focustune.trainer import CHECKPOINT_FILE
+
+CONFIGS_FOLDER = "configs"  # under the sweep's storage path: one <dataset>__<method>.yaml per study
+
+
+def selected_model(done: list[tuple[Any, dict[str, Any]]]) -> dict[str, Any] | None:
+    """Among (Tune result, final metrics) of a study's completed runs, the one with the best validation
+    score: its kind, seed, checkpoint location and best-epoch validation metrics."""
+    if not done:
+        return None
+    result, metrics = max(done, key=lambda rm: selection_score(rm[1], rm[0].config))
+    return {"kind": result.config.get(KIND_KEY), "seed": int(result.config.get(SEED_KEY, 0)),
+            "config": {k: v for k, v in result.config.items() if k not in NOT_HYPERPARAMETERS},
+            "trial_id": metrics.get("trial_id"), "best_epoch": metrics.get("best_epoch"),
+            "checkpoint": checkpoint_location(result.checkpoint) if result.checkpoint else None,
+            "val": {m: metrics.get(f"best_val_{m}") for m in METRIC_NAMES}}
+
+
+def checkpoint_location(checkpoint: Any) -> str:
+    """A Tune checkpoint's folder as a local path or a storage URI (s3://, gs://, ...)."""
+    from pyarrow import fs
+
+    if isinstance(checkpoint.filesystem, fs.LocalFileSystem):
+        return checkpoint.path
+    return f"{checkpoint.filesystem.type_name}://{checkpoint.path}"
+
+
+def best_weights(location: str) -> dict[str, Any]:
+    """The best epoch's weights in the trainer checkpoint at ``location``."""
+    import torch
+
+    filesystem, path = _filesystem(f"{location}/{CHECKPOINT_FILE}")
+    with filesystem.open_input_stream(path) as stream:
+        state = torch.load(io.BytesIO(stream.read()), map_location="cpu", weights_only=True)
+    return state["best"]["state"]
+
+
+def study_run_config(spec: SweepSpec, data: DatasetSpec, key: str, study: dict[str, Any], parent: str) -> RunConfig:
+    """The selected run's configuration and seed, with the dataset's options."""
+    _, method = split_study_key(key)
+    selected = study["selected"]
+    train_config, params = resolve(get_method(method), selected["config"])
+    metric = train_config.selection_metric
+    return RunConfig(
+        method=method, dataset=dataset_reference(data.dataset), params=flat_params(train_config, params),
+        seed=selected["seed"],
+        data_dir=dataset_reference(data.data_dir) if data.data_dir else None, size=data.size,
+        imbalance=data.imbalance, imbalance_ratio=data.imbalance_ratio, data_seed=data.data_seed,
+        source={"study": key, "experiment": spec.experiment, "study_run_id": parent, "selected": selected["kind"],
+                "seed": selected["seed"], f"val_{metric}": selected["val"].get(metric)})
+
+
+def _file_label(key: str) -> str:
+    dataset, method = split_study_key(key)
+    return re.sub(r"[^\w.-]+", "-", f"{dataset}__{method}")
+
+
+def config_locations(spec: SweepSpec, key: str, several: bool) -> list[str]:
+    """Where a study's configuration is written: ``<storage>/<experiment>/configs/<dataset>__<method>.yaml``
+    and, for ``tune``, ``--config-out`` (with several studies, ``<stem>__<dataset>__<method>.yaml``)."""
+    places = [f"{spec.storage_path}/{CONFIGS_FOLDER}/{_file_label(key)}.yaml"]
+    if spec.config_out:
+        out = Path(spec.config_out)
+        places.append(str(out.with_name(f"{out.stem}__{_file_label(key)}{out.suffix}") if several else out))
+    return places
+
+
+def write_config(config: RunConfig, location: str) -> None:
+    if "://" in location:
+        filesystem, path = _filesystem(location)
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(config.to_yaml().encode())
+        return
+    Path(location).parent.mkdir(parents=True, exist_ok=True)
+    config.write(location)
+
+
+def registered_name(name: str | None, key: str, several: bool) -> str | None:
+    """``--register NAME`` of a one-study sweep is NAME; with several studies, NAME-<dataset>-<method>."""
+    if not name or not several:
+        return name
+    dataset, method = split_study_key(key)
+    return re.sub(r"[/:]+", "-", f"{name}-{dataset}-{method}")
+
+
+def deliver_models(spec: SweepSpec, state: SweepState, parents: dict[str, str], datasets: dict[str, Any],
+                   say: Callable[[str], None]) -> None:
+    """Per study with a selected run and nothing handed over yet: write and log its configuration, log
+    its model on the study run, register it when asked; record it all in the sweep state."""
+    from focustune.sweeps.model_package import log_run_model, print_lines
+    from focustune.sweeps.tracking import mlflow_client
+
+    data_specs = dict(zip(datasets, spec.datasets))  # labels are in the order of spec.datasets
+    several = len(parents) > 1
+    for key, parent in parents.items():
+        study = state.study(key)
+        if study.get("model") or not study.get("selected") or not study.get("best_config"):
+            continue
+        config = study_run_config(spec, data_specs[split_study_key(key)[0]], key, study, parent)
+        places = config_locations(spec, key, several)
+        for place in places:
+            write_config(config, place)
+        mlflow_client(spec.tracking).log_text(parent, config.to_yaml(), CONFIG_ARTIFACT)
+        say(f"{key}: configuration written to {' and '.join(places)}")
+        selected = study["selected"]
+        if not selected.get("checkpoint"):
+            say(f"{key}: the selected run left no checkpoint; no model logged")
+            study["model"] = {"config_files": places}
+        else:
+            result = log_run_model(spec.tracking, parent, best_weights(selected["checkpoint"]), asdict(config),
+                                   datasets[split_study_key(key)[0]], selected["val"],
+                                   registered_name(spec.register, key, several))
+            print_lines(say, result, key)
+            study["model"] = {"uri": result["uri"], "config_files": places, "registered": result["registered"],
+                              "threshold": result["card"].threshold}
+        state.save()

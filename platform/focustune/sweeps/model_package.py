@@ -1,0 +1,228 @@
+"""A focustune model in MLflow: a pyfunc model wrapping a bundle (:mod:`focustune.inference`), its
+logging on a run, registration with the ``champion`` alias rule, and fetching it back.
+
+Loading needs MLflow, torch and focustune only (no Ray, no Optuna):
+``mlflow.pyfunc.load_model(uri).predict(images)`` takes uint8 ``[N, H, W]`` (grey models) or
+``[N, H, W, 3]`` (RGB models) of any size and returns a table: ``class`` (the predicted class name,
+by the calibrated threshold for a binary task) and ``prob_<class>`` per class.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+
+from focustune.errors import ConfigError
+from focustune.inference import ModelCard, Predictor, load_bundle, make_bundle
+from focustune.metrics import METRIC_NAMES
+from focustune.run_config import RunConfig
+from focustune.tracking_schema import (CHAMPION_ALIAS, CONFIG_ARTIFACT, FINAL_PREFIXES, KIND_TRAIN, MODEL_ARTIFACT,
+                                       TAG, VAL_TAG_PREFIX)
+
+BUNDLE_ARTIFACT = "bundle"  # the pyfunc artifact holding the bundle: <model>/artifacts/bundle/
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def predictions_frame(card: ModelCard, classes: np.ndarray, probs: np.ndarray) -> Any:
+    """The pyfunc output: ``class`` names, then ``prob_<class>`` columns (float64)."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"class": [card.class_names[i] for i in classes]})
+    for index, name in enumerate(card.class_names):
+        frame[f"prob_{name}"] = probs[:, index].astype(np.float64)
+    return frame
+
+
+class FocusTuneModel(mlflow.pyfunc.PythonModel):
+    """The pyfunc wrapper: loads the bundle, converts images as training did, predicts in batches."""
+
+    predictor: Predictor
+
+    def load_context(self, context: Any) -> None:
+        self.predictor = load_bundle(context.artifacts[BUNDLE_ARTIFACT])
+
+    def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> Any:
+        """uint8 images [N, H, W] or [N, H, W, 3] -> a DataFrame of classes and probabilities."""
+        classes, probs = self.predictor.predict_array(np.asarray(model_input))
+        return predictions_frame(self.predictor.card, classes, probs)
+
+
+def signature(card: ModelCard) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+
+    shape = (-1, -1, -1) if card.channels == 1 else (-1, -1, -1, 3)
+    outputs = [ColSpec("string", "class"), *(ColSpec("double", f"prob_{name}") for name in card.class_names)]
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), shape)]), outputs=Schema(outputs))
+
+
+def input_example(card: ModelCard) -> np.ndarray:
+    """Two mid-grey images of the model's size (synthetic: no training image leaves the dataset)."""
+    shape = (2, card.image_size, card.image_size) + (() if card.channels == 1 else (3,))
+    return np.full(shape, 128, dtype=np.uint8)
+
+
+def requirements() -> list[str]:
+    import torch
+    import torchvision
+
+    import focustune
+
+    plain = lambda version: version.split("+")[0]  # noqa: E731
+    return [f"focustune=={focustune.__version__}", f"torch=={plain(torch.__version__)}",
+            f"torchvision=={plain(torchvision.__version__)}", f"mlflow=={mlflow.__version__}", "numpy", "pandas",
+            "pillow"]
+
+
+def card_metadata(card: ModelCard) -> dict[str, Any]:
+    """What the MLmodel file says about the model (the bundle's model.json has everything)."""
+    return {"method": card.config["method"], "dataset": card.config["dataset"], "task": card.task,
+            "class_names": card.class_names, "channels": card.channels, "image_size": card.image_size,
+            "normalisation": card.normalisation, "threshold": card.threshold, "threshold_metric": card.threshold_metric,
+            "selection_metric": card.selection_metric, "val": card.val}
+
+
+def log_bundle(folder: str | os.PathLike, card: ModelCard) -> Any:
+    """Log the bundle in ``folder`` as the MLflow model ``model`` of the active run; returns its ModelInfo."""
+    return mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT, python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+        artifacts={BUNDLE_ARTIFACT: str(folder)},
+        signature=signature(card), input_example=input_example(card), pip_requirements=requirements(),
+        metadata=card_metadata(card), tags={TAG + "method": card.config["method"]})
+
+
+# ---------------------------------------------------------------- the registry
+
+def check_model_name(name: str) -> None:
+    """Refuse a registered-model name MLflow would refuse (empty, or holding '/' or ':')."""
+    if not name.strip() or any(c in name for c in "/:"):
+        raise ConfigError(f"--register {name!r}: a model name must be non-empty, without '/' or ':'")
+
+
+def _score(value: Any) -> float:
+    """A metric value for comparing versions; a missing or NaN one ranks lowest."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return -math.inf
+    return -math.inf if math.isnan(number) else number
+
+
+def register(tracking_uri: str, name: str, info: Any, card: ModelCard) -> dict[str, Any]:
+    """Register ``info``'s model as a new version of ``name``; move ``champion`` to it only when it beats
+    the current champion on the model's selection metric (validation). Returns what happened, with a
+    ``message`` saying so."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    metric = card.selection_metric
+    tags = {**{f"{TAG}{VAL_TAG_PREFIX}{k}": v for k, v in card.val.items()},
+            TAG + "selection_metric": metric, TAG + "method": card.config["method"],
+            TAG + "dataset": card.config["dataset"]}
+    version = str(client.create_model_version(name, source=info.model_uri, run_id=info.run_id, tags=tags,
+                                              model_id=info.model_id).version)
+    new = _score(card.val.get(metric))
+    champion = client.get_registered_model(name).aliases.get(CHAMPION_ALIAS)
+    champion = None if champion is None else str(champion)
+    head = f"registered {name} version {version} (validation {metric} {new:.4f})"
+    if champion is not None:
+        old = _score(client.get_model_version(name, champion).tags.get(f"{TAG}{VAL_TAG_PREFIX}{metric}"))
+        if new <= old:
+            return {"name": name, "version": version, "champion": champion, "moved": False,
+                    "message": f"{head}; the {CHAMPION_ALIAS}, version {champion} ({metric} {old:.4f}), stays"}
+    client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+    was = "no champion before" if champion is None else f"it beats version {champion}"
+    return {"name": name, "version": version, "champion": version, "moved": True,
+            "message": f"{head}; {CHAMPION_ALIAS} -> version {version} ({was})"}
+
+
+# ---------------------------------------------------------------- logging a run's model
+
+def log_run_model(tracking_uri: str, run_id: str, state: dict[str, Any], config: dict[str, Any], dataset: Any,
+                  val: dict[str, float], register_as: str | None = None) -> dict[str, Any]:
+    """Bundle ``state`` (weights) and log it as the model of run ``run_id`` (resumed for it); register it
+    when ``register_as`` is given. Returns ``uri``, ``card`` and ``registered`` (or None)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="focustune-model-") as temporary:
+        folder = Path(temporary) / BUNDLE_ARTIFACT  # the folder's name is the artifact's path in the model
+        card = make_bundle(folder, state, config, dataset, val)
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            info = log_bundle(folder, card)
+        else:
+            with mlflow.start_run(run_id=run_id):
+                info = log_bundle(folder, card)
+    registered = register(tracking_uri, register_as, info, card) if register_as else None
+    return {"uri": info.model_uri, "card": card, "registered": registered}
+
+
+def _run_metrics(result: Any) -> list[Any]:
+    """Per-epoch training loss and validation metrics (step = epoch), then the final best_val_*/test_*."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    rows = [(f"val_{k}", h["val"][k], h["epoch"]) for h in result.history for k in METRIC_NAMES]
+    rows += [("train_loss", h["train_loss"], h["epoch"]) for h in result.history]
+    rows += [(f"{prefix}{k}", split[k], 0) for prefix, split in zip(FINAL_PREFIXES, (result.val, result.test))
+             for k in METRIC_NAMES]
+    rows.append(("best_epoch", result.best_epoch, 0))
+    return [Metric(name, float(value), now, step) for name, value, step in rows if math.isfinite(float(value))]
+
+
+def log_train_run(tracking_uri: str, experiment: str, trainer: Any, config: RunConfig, register_as: str | None,
+                  say: Callable[[str], None]) -> dict[str, Any]:
+    """A finished ``train`` run in MLflow: params, per-epoch and final metrics, its configuration file
+    (artifact ``run_config.yaml``) and its model; registered when ``register_as`` is given."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+
+    result = trainer.result()
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    tags = {TAG + "kind": KIND_TRAIN, TAG + "method": result.method, TAG + "dataset": result.dataset}
+    with mlflow.start_run(run_name=f"{result.dataset}-{result.method}-seed{result.seed}", tags=tags) as run:
+        params = {"method": result.method, "dataset": result.dataset, "seed": result.seed, **result.params}
+        MlflowClient(tracking_uri).log_batch(run.info.run_id, metrics=_run_metrics(result), synchronous=True,
+                                             params=[Param(k, "none" if v is None else str(v)) for k, v in params.items()])
+        mlflow.log_text(config.to_yaml(), CONFIG_ARTIFACT)
+        logged = log_run_model(tracking_uri, run.info.run_id, trainer.best_state, asdict(config), trainer.dataset,
+                               result.val, register_as)
+    print_lines(say, logged, f"MLflow run {run.info.run_id} (experiment {experiment}, {tracking_uri})")
+    return logged
+
+
+def download_model(uri: str, tracking_uri: str, destination: str | os.PathLike) -> Path:
+    """Download the MLflow model ``uri`` (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/..., models:/ID)
+    into ``destination``; a missing store or model is a ConfigError (nothing is created)."""
+    from mlflow.exceptions import MlflowException
+
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).exists():
+        raise ConfigError(f"--model {uri}: no MLflow store at {tracking_uri} (give --tracking-uri)")
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination),
+                                                        tracking_uri=tracking_uri, registry_uri=tracking_uri))
+    except MlflowException as exc:
+        raise ConfigError(f"--model {uri}: not found in {tracking_uri}: {exc.message}") from None
+
+
+def print_lines(out: Callable[[str], None], result: dict[str, Any], where: str) -> None:
+    """Tell the user where the model is and what the registry did."""
+    out(f"{where}: model {result['uri']} ({result['card'].describe()})")
+    if result["registered"]:
+        out(f"{where}: {result['registered']['message']}")

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from focustune.errors import ConfigError
+from focustune.yaml_files import read_yaml
 
 HEADER = "# focustune run configuration; re-train it with: focustune train --config THIS_FILE [--set KEY=VALUE]\n"
 #: The dataset options a configuration carries (the ``train`` options of the same names).
@@ -64,14 +65,7 @@ class RunConfig:
 
 def read_run_config(path: str | os.PathLike) -> RunConfig:
     """The configuration in ``path``; a missing, unreadable or malformed file is a ConfigError."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"--config {path}: no such file")
-    try:
-        data = yaml.safe_load(file.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--config {path}: not valid YAML: {exc}") from None
-    return RunConfig.from_mapping(data, f"--config {path}")
+    return RunConfig.from_mapping(read_yaml(path, "--config"), f"--config {path}")
 
 
 def dataset_reference(dataset: str) -> str:

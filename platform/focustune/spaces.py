@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from focustune import params
 from focustune.config import TrainConfig
 from focustune.errors import ConfigError
+from focustune.yaml_files import read_yaml
 
 TYPES = ("uniform", "loguniform", "int", "choice")
 
@@ -163,10 +163,4 @@ def parse_space(data: Any, method_cls: type, dataset: str | None = None, where: 
 def load_space(method_cls: type, path: str | Path | None = None, dataset: str | None = None) -> SearchSpace:
     """Load and validate ``path`` (default: the method's file in ``search_spaces/``)."""
     path = Path(path) if path else space_path(method_cls.name)
-    if not path.is_file():
-        raise ConfigError(f"search space file {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_space(data, method_cls, dataset, where=str(path))
+    return parse_space(read_yaml(path, "search space file"), method_cls, dataset, where=str(path))

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
-import yaml
 
 from focustune.errors import ConfigError
+from focustune.yaml_files import read_yaml
 from focustune.sweeps.runner import DatasetSpec, SweepSpec
 
 #: Plan keys and the command-line options (argparse destinations) they stand for.
@@ -32,13 +31,7 @@ DATASET_KEYS = {f.name for f in fields(DatasetSpec)}
 
 def read_plan(path: str) -> dict[str, Any]:
     """The plan file as a mapping; unreadable, broken or unknown content is refused."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"--plan {path}: no such file")
-    try:
-        plan = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--plan {path}: not valid YAML: {exc}") from None
+    plan = read_yaml(path, "--plan")
     if not isinstance(plan, dict):
         raise ConfigError(f"--plan {path}: expected a mapping of options (datasets, methods, trials, ...)")
     if unknown := sorted(set(plan) - PLAN_KEYS):

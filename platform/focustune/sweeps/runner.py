@@ -81,6 +81,7 @@ class SweepSpec:
     search_seed: int = 0
     max_failures: int = 2
     one_study_at_a_time: bool = False  # the former order, for benchmarks (Python API only)
+    system_metrics: bool = False  # each trial reports its CPU/GPU use per epoch (trainable.ResourceUse)
 
     @property
     def storage_root(self) -> str:
@@ -377,6 +378,7 @@ class Sweep:
         init_ray(self.spec.address)
         refs = {name: ray.put(dataset_to_arrays(d)) for name, d in datasets.items()}  # once per sweep
         tracking = StudyTracking(self.spec, self.state)
+        tracking.use_datasets(datasets)
         keys = self.keys(datasets)
         parents = {key: tracking.parent_run(key, datasets[split_study_key(key)[0]].summary()) for key in keys}
         if not self.state.data.get("done"):
@@ -394,6 +396,7 @@ class Sweep:
         for key in keys:
             study = self.state.study(key)
             tracking.close_parent(parents[key], study, usage, status="FINISHED" if study.get("best_config") else "FAILED")
+        tracking.log_study_views(parents)
         return {key: self.state.study(key) for key in keys}
 
     def _fit(self, keys: list[str], refs: dict[str, Any], tracking: Any, parents: dict[str, str],
@@ -408,7 +411,8 @@ class Sweep:
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, sum(v for k, v in slots.items() if k != "total"))))
         device = "cuda" if spec.gpus_per_trial > 0 else "cpu"
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, dataset_refs=refs, cpus=spec.cpus_per_trial, device=device),
+            tune.with_parameters(run_trial, dataset_refs=refs, cpus=spec.cpus_per_trial, device=device,
+                                 system_metrics=spec.system_metrics),
             {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
         path = f"{spec.storage_path}/{TUNE_RUN}"
         if tune.Tuner.can_restore(path):

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from focustune.errors import ConfigError
 from focustune_analysis import plots
-from focustune.tracking_schema import KIND_SUMMARY, KIND_TRIAL, LEADERBOARD_TABLE, NOTE_TAG, TAG
+from focustune.tracking_schema import KIND_SUMMARY, KIND_TRIAL, LEADERBOARD_TABLE, NOTE_TAG, TAG, source_tags
 from focustune_analysis.collect import METRICS, SELECTED_RERUN, SELECTED_TRIAL, Collection
 from focustune_analysis.convergence import epochs_to_target, epochs_to_target_summary, mean_curves
 from focustune_analysis.document import Document, latex_tabular
@@ -447,7 +447,7 @@ def log_summary_run(c: Collection, report: Report) -> str:
     note = "\n".join(f"- {line}" for line in report.conclusions)
     run = client.create_run(c.experiment_id, run_name=f"compare-{report.metric}", tags={
         f"{TAG}kind": KIND_SUMMARY, f"{TAG}metric": report.metric, f"{TAG}baseline": report.baseline,
-        NOTE_TAG: note})
+        NOTE_TAG: note, **source_tags("compare")})
     board = report.tables["leaderboard"]
     ours = board[board["source"] != "published"]
     stamp = int(datetime.now(timezone.utc).timestamp() * 1000)

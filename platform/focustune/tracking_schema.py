@@ -30,6 +30,7 @@ UTILISATION = "utilisation"
 #: MLflow's experiment tag that picks the experiment page's view, and the value of its model-training
 #: view (runs table first) rather than the GenAI overview.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
 #: MLflow's dataset-input tag naming what a run used the dataset for.
 DATASET_CONTEXT_TAG, DATASET_CONTEXT = "mlflow.data.context", "training"
 #: Prefix of the per-epoch resource metrics of ``--system-metrics`` (MLflow's UI lists ``system/``
@@ -58,3 +59,8 @@ def split_study_key(key: str) -> tuple[str, str]:
     """(dataset, method) of a study key; dataset names may contain '/', method names do not."""
     dataset, _, method = key.rpartition("/")
     return dataset, method
+
+
+def source_tags(command: str) -> dict[str, str]:
+    """MLflow's tags of a run's source (the runs table's Source column): ``focustune COMMAND``."""
+    return {"mlflow.source.name": f"focustune {command}", "mlflow.source.type": "LOCAL"}

@@ -26,7 +26,7 @@ from focustune.sweeps import workbench
 from focustune.sweeps.trainable import BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, SEED_KEY, STUDY_KEY
 from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, FINAL_PREFIXES, FINISHED_TRIALS,
                                        KIND_RERUN, KIND_STUDY, PARENT_TAG, SEEDS_MEAN_PREFIX, TAG, UTILISATION,
-                                       split_study_key)
+                                       source_tags, split_study_key)
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +252,7 @@ class MlflowTracking(tune.Callback):
         study = config[STUDY_KEY]
         dataset, method = split_study_key(study)
         tags = {PARENT_TAG: self.parents[study], TAG + "trial_id": trial_id, TAG + "stopped_early": "false",
+                **source_tags("sweep"),
                 **{TAG + k: v for k, v in {**self.tags, "study": study, "kind": config[KIND_KEY],
                                            "dataset": dataset, "method": method}.items()}}
         label = f"seed{config[SEED_KEY]}" if config[KIND_KEY] == KIND_RERUN else trial_id
@@ -324,7 +325,8 @@ class StudyTracking:
             dataset, method = split_study_key(key)
             tags = {TAG + k: v for k, v in {**self.sweep_tags, "study": key, "kind": KIND_STUDY, "dataset": dataset,
                                             "method": method}.items()}
-            run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"{dataset}-{method}")
+            run = self.client.create_run(self.experiment_id, tags={**tags, **source_tags("sweep")},
+                                         run_name=f"{dataset}-{method}")
             study["parent_run_id"] = run.info.run_id
             self.state.save()
             self.client.log_batch(run.info.run_id, params=_params({

@@ -5,12 +5,16 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import TextIO
 from urllib.parse import urlparse
 
 from focustune.errors import ConfigError
 
 DEFAULT_PORT = 5000
+TRAINING_VIEW = "machine_learning"  # the UI's `workflowType` of its model-training view
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -62,13 +66,41 @@ def ui_hint(uri: str) -> str:
     return "focustune ui" if uri == default else f"focustune ui --tracking-uri {uri}"
 
 
-def serve(uri: str, host: str, port: int | None) -> int:
-    """Run MLflow's UI on ``uri`` until it stops (Ctrl-C); returns its exit status."""
+def experiment_links(uri: str, address: str) -> list[str]:
+    """``NAME: URL`` of every active experiment with runs in the store, each opening its runs table in the
+    model-training view (MLflow 3.17's UI chooses that view from the URL or from a switch it remembers
+    per browser, not from the experiment's ``mlflow.experimentKind`` tag)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = [e for e in client.search_experiments(order_by=["name"])
+             if client.search_runs([e.experiment_id], max_results=1)]  # not MLflow's empty "Default"
+    return [f"{e.name}: {address}/#/experiments/{e.experiment_id}/runs?workflowType={TRAINING_VIEW}" for e in found]
+
+
+def _answers(address: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{address}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def serve(uri: str, host: str, port: int | None, out: TextIO = sys.stdout) -> int:
+    """Run MLflow's UI on ``uri``, print its address and each experiment's link once it answers; run
+    until it stops (Ctrl-C); returns its exit status."""
     check_store(uri)
     port = choose_port(host, port)
+    address = f"http://{host}:{port}"
     proc = subprocess.Popen(ui_command(uri, host, port))
-    print(f"MLflow UI on {uri}: http://{host}:{port} (starting; Ctrl-C stops it)", flush=True)
+    print(f"MLflow UI on {uri}: starting at {address} (Ctrl-C stops it)", file=out, flush=True)
     try:
+        while proc.poll() is None and not _answers(address):
+            time.sleep(0.5)
+        if proc.poll() is None:
+            links = experiment_links(uri, address)
+            print(f"MLflow UI ready at {address}; experiments (runs table, model-training view):",
+                  *(f"  {link}" for link in links), sep="\n", file=out, flush=True)
         return proc.wait()
     finally:
         if proc.poll() is None:

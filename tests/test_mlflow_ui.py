@@ -116,6 +116,15 @@ def close_assistant(driver) -> None:
             button.click()
 
 
+def click_text(driver, text: str) -> None:
+    """Click the element showing exactly ``text`` (MLflow keeps hidden copies of some)."""
+    from selenium.webdriver.common.by import By
+
+    shown = lambda: [e for e in driver.find_elements(By.XPATH, f"//*[text()='{text}']") if e.is_displayed()]  # noqa: E731
+    assert wait_until(lambda: bool(shown()), WAIT_S, 0.5), f"{text!r} is not shown"
+    shown()[0].click()
+
+
 def run_of(sweep: dict, name: str):
     from mlflow import MlflowClient
 
@@ -157,13 +166,14 @@ def test_study_run_shows_its_description_dataset_and_figures(sweep, ui, browser,
     assert "tiny-focal-seed1" in text and "tiny-focal-seed2" in text  # child runs
     browser.save_screenshot(str(screenshots / "study_run.png"))
     open_page(browser, page.replace("?", "/artifacts?", 1), "figures", "study.json")
-    browser.find_element(By.XPATH, "//*[text()='figures']").click()
+    click_text(browser, "figures")
     assert wait_until(lambda: "validation_curves.png" in page_text(browser), WAIT_S, 0.5)
     assert {"per_class_recall.png", "search_best_so_far.png"} <= set(page_text(browser).split())
-    browser.find_element(By.XPATH, "//*[text()='validation_curves.png']").click()
-    image = lambda: [i for i in browser.find_elements(By.TAG_NAME, "img") if "validation_curves" in  # noqa: E731
-                     (i.get_attribute("src") or "") and i.get_attribute("naturalWidth") not in (None, "0")]
-    assert wait_until(lambda: bool(image()), WAIT_S, 0.5), "the figure is not displayed"
+    click_text(browser, "validation_curves.png")
+    shown = lambda: [i for i in browser.find_elements(By.TAG_NAME, "img") if i.is_displayed()  # noqa: E731
+                     and (i.get_attribute("src") or "").startswith("blob:")
+                     and int(i.get_attribute("naturalWidth") or 0) >= 400]
+    assert wait_until(lambda: bool(shown()), WAIT_S, 0.5), "the figure is not displayed"
     browser.save_screenshot(str(screenshots / "study_figure.png"))
 
 

@@ -2,11 +2,13 @@
 its `focustune compare`), served by `focustune ui` on 127.0.0.1, opened in headless Chromium.
 
 Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them) and the `selenium` package
-(the `test` extra). Screenshots are saved under the pytest tmp folder; the path is printed (`-s`).
+(the `test` extra). Screenshots are saved under the pytest tmp folder, or $FOCUSTUNE_SCREENSHOTS;
+the path is printed (`-s`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -87,7 +89,10 @@ def browser():
 
 @pytest.fixture(scope="module")
 def screenshots(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("screenshots")
+    """$FOCUSTUNE_SCREENSHOTS, else a folder under the pytest tmp folder (which pytest prunes)."""
+    folder = Path(os.environ["FOCUSTUNE_SCREENSHOTS"]) if os.environ.get("FOCUSTUNE_SCREENSHOTS") \
+        else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
     print(f"\nscreenshots of the MLflow UI: {folder}")
     return folder
 

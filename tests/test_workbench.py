@@ -87,9 +87,10 @@ def _finished_study(tmp_path, dataset) -> tuple[SweepSpec, str, str]:
     return spec, parent, callback.runs["t1"]
 
 
-def test_the_experiment_and_a_study_run_carry_what_the_ui_shows(tmp_path, tiny_dataset):
+def test_the_experiment_and_a_study_run_carry_what_the_ui_shows(tmp_path, tiny_dataset, monkeypatch):
     from mlflow import MlflowClient
 
+    monkeypatch.chdir(tmp_path)  # the store's default artifact folder, ./mlruns
     spec, parent, child = _finished_study(tmp_path, tiny_dataset)
     client = MlflowClient(tracking_uri=spec.tracking)
     experiment = client.get_experiment_by_name("wb")

@@ -8,8 +8,10 @@ per-epoch metrics (step = epoch), final metrics and a confusion-matrix artifact.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -423,6 +425,11 @@ def test_summary_run_is_logged_replaced_and_leaves_other_runs_alone(cmp, report)
     top = {a.path for a in client.list_artifacts(first)}
     assert {"report.md", "report.html", "runs.csv", "figures", "across_datasets.tex", "across_datasets.csv"} <= top
     assert "figures/tiny_leaderboard.png" in {a.path for a in client.list_artifacts(first, "figures")}
+    assert {"path": "leaderboard_table.json", "type": "table"} in json.loads(run.data.tags["mlflow.loggedArtifacts"])
+    table = json.loads(Path(client.download_artifacts(first, "leaderboard_table.json")).read_text())  # an MLflow table
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    assert [r["method"] for r in rows[:3]] == ["low", "focal", "erm"] and rows[0]["dataset"] == "tiny"
+    assert rows[0]["test balanced accuracy"].startswith("0.8")  # mean ± SE [95% CI], as in the report
     second = log_summary_run(cmp, report)
     assert client.get_run(first).info.lifecycle_stage == "deleted"
     after = {r.info.run_id for r in client.search_runs([cmp.experiment_id], run_view_type=ViewType.ACTIVE_ONLY)}

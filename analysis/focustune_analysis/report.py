@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from focustune.errors import ConfigError
 from focustune_analysis import plots
-from focustune.tracking_schema import KIND_SUMMARY, KIND_TRIAL, NOTE_TAG, TAG
+from focustune.tracking_schema import KIND_SUMMARY, KIND_TRIAL, LEADERBOARD_TABLE, NOTE_TAG, TAG, source_tags
 from focustune_analysis.collect import METRICS, SELECTED_RERUN, SELECTED_TRIAL, Collection
 from focustune_analysis.convergence import epochs_to_target, epochs_to_target_summary, mean_curves
 from focustune_analysis.document import Document, latex_tabular
@@ -429,6 +429,14 @@ def _terminal(board: pd.DataFrame, metrics: list[str], across: pd.DataFrame | No
     return "\n".join(parts)
 
 
+def leaderboard_table(board: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The leaderboard as text cells (mean ± SE [95% CI] of ``metric``, mean ± SE of the others), one
+    row per dataset and method: what the summary run shows as an MLflow table."""
+    metrics = [metric, *(m for m in METRICS if m != metric and m in board)]
+    columns, rows = _leaderboard_rows(board, metrics)
+    return pd.DataFrame([[dataset, *row] for dataset, row in zip(board["dataset"], rows)], columns=["dataset", *columns])
+
+
 def log_summary_run(c: Collection, report: Report) -> str:
     """Log the report as a new ``summary`` run of the experiment; earlier summary runs are deleted
     (MLflow's soft delete: restorable), the sweep's own runs are not touched. Returns the run id."""
@@ -439,7 +447,7 @@ def log_summary_run(c: Collection, report: Report) -> str:
     note = "\n".join(f"- {line}" for line in report.conclusions)
     run = client.create_run(c.experiment_id, run_name=f"compare-{report.metric}", tags={
         f"{TAG}kind": KIND_SUMMARY, f"{TAG}metric": report.metric, f"{TAG}baseline": report.baseline,
-        NOTE_TAG: note})
+        NOTE_TAG: note, **source_tags("compare")})
     board = report.tables["leaderboard"]
     ours = board[board["source"] != "published"]
     stamp = int(datetime.now(timezone.utc).timestamp() * 1000)
@@ -453,6 +461,7 @@ def log_summary_run(c: Collection, report: Report) -> str:
     for path in report.files:
         folder = path.parent.relative_to(report.out).as_posix()
         client.log_artifact(run.info.run_id, str(path), artifact_path=None if folder == "." else folder)
+    client.log_table(run.info.run_id, leaderboard_table(board, report.metric), LEADERBOARD_TABLE)
     client.set_terminated(run.info.run_id, "FINISHED")
     for old in earlier:
         client.delete_run(old.info.run_id)

@@ -270,7 +270,9 @@ def _run_sweep(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     if not spec.seeds:
         print("test columns: the best search trial's test metrics (no seed re-runs; use --seeds K for a comparison)")
     print(_utilisation_line(sweep.state.data.get("utilisation", {})))
-    print(f"\nCompare the runs in MLflow: mlflow ui --backend-store-uri {spec.tracking}")
+    from focustune.sweeps.ui import ui_hint
+
+    print(f"\nCompare the runs in MLflow: {ui_hint(spec.tracking)}")
     return 0
 
 
@@ -328,6 +330,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
                              "config_out": "best_config.yaml"})
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from focustune.sweeps.ui import serve
+
+    return serve(args.tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}", args.host, args.port)
+
+
 # ---------------------------------------------------------------- parser
 
 def _add_data_options(cmd: argparse.ArgumentParser) -> None:
@@ -382,6 +390,8 @@ def _add_sweep_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--config-out", metavar="PATH", help="also write the chosen configuration there (tune's "
                                                           "default: best_config.yaml; several studies: "
                                                           "PATH's stem + __DATASET__METHOD)")
+    cmd.add_argument("--system-metrics", action="store_const", const=True,
+                     help="each trial logs its CPU (and GPU) use and memory per epoch as system/ metrics")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -440,6 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare_cli.add_arguments(compare)
     compare.set_defaults(func=compare_cli.run)
+
+    ui = sub.add_parser("ui", help="open a sweep's MLflow store in MLflow's UI (runs, datasets, figures)")
+    ui.add_argument("--tracking-uri", help="the sweep's MLflow store (default: sqlite:///./mlflow.db)")
+    ui.add_argument("--port", type=int, help="port (default 5000, or a free one when 5000 is taken)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ui.set_defaults(func=cmd_ui)
     return parser
 
 

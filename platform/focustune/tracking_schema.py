@@ -36,6 +36,28 @@ CONFIG_ARTIFACT, MODEL_ARTIFACT = "run_config.yaml", "model"
 #: ``focustune.val_<metric>`` (validation metrics, compared on the run's selection metric).
 CHAMPION_ALIAS, VAL_TAG_PREFIX = "champion", "val_"
 
+#: MLflow's experiment tag that picks the experiment page's view, and the value of its model-training
+#: view (runs table first) rather than the GenAI overview.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+#: MLflow's dataset-input tag naming what a run used the dataset for.
+DATASET_CONTEXT_TAG, DATASET_CONTEXT = "mlflow.data.context", "training"
+#: Prefix of the per-epoch resource metrics of ``--system-metrics`` (MLflow's UI lists ``system/``
+#: metrics under a run's "System metrics" tab); the names after it are the trial's own.
+SYSTEM_PREFIX = "system/"
+TRIAL_CPU_CORES = SYSTEM_PREFIX + "trial_cpu_cores"
+TRIAL_CPU_PERCENT = SYSTEM_PREFIX + "trial_cpu_utilization_percentage"
+TRIAL_MEMORY_MB = SYSTEM_PREFIX + "trial_memory_rss_megabytes"
+GPU_MEMORY_MB = SYSTEM_PREFIX + "gpu_memory_peak_megabytes"
+GPU_PERCENT = SYSTEM_PREFIX + "gpu_utilization_percentage"
+#: Artifact folder of a study run's figures, and the file names of its figures and summary.
+STUDY_FIGURES = "figures"
+STUDY_FIGURE_FILES = {"curves": "validation_curves.png", "per_class": "per_class_recall.png",
+                      "search": "search_best_so_far.png"}
+STUDY_SUMMARY_FILE = "study.json"
+#: The summary run's leaderboard, as an MLflow table (``log_table``) beside the report.
+LEADERBOARD_TABLE = "leaderboard_table.json"
+
 
 def study_key(dataset: str, method: str) -> str:
     """The name of a (dataset, method) study: MLflow tag ``focustune.study`` and Optuna study name."""
@@ -46,3 +68,8 @@ def split_study_key(key: str) -> tuple[str, str]:
     """(dataset, method) of a study key; dataset names may contain '/', method names do not."""
     dataset, _, method = key.rpartition("/")
     return dataset, method
+
+
+def source_tags(command: str) -> dict[str, str]:
+    """MLflow's tags of a run's source (the runs table's Source column): ``focustune COMMAND``."""
+    return {"mlflow.source.name": f"focustune {command}", "mlflow.source.type": "LOCAL"}

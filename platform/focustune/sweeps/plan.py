@@ -24,7 +24,8 @@ OPTION_KEYS = {"methods": "methods", "trials": "trials", "epochs": "epochs", "se
                "warm_start": "warm_start", "cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per_trial",
                "max_concurrent": "max_concurrent", "data_dir": "data_dir", "size": "size",
                "imbalance": "imbalance", "imbalance_ratio": "imbalance_ratio", "data_seed": "data_seed",
-               "spaces": "space", "set": "set", "register": "register", "config_out": "config_out"}
+               "spaces": "space", "set": "set", "register": "register", "config_out": "config_out",
+               "system_metrics": "system_metrics"}
 PLAN_KEYS = {"datasets", *OPTION_KEYS}
 DATASET_KEYS = {f.name for f in fields(DatasetSpec)}
 
@@ -91,7 +92,7 @@ def sweep_spec(args: argparse.Namespace, defaults: dict[str, Any]) -> SweepSpec:
         storage=option("storage"), optuna_storage=option("optuna_storage"), warm_start=option("warm_start"),
         cpus_per_trial=option("cpus_per_trial"), gpus_per_trial=option("gpus_per_trial"),
         max_concurrent=option("max_concurrent"), resume=bool(args.resume), register=option("register"),
-        config_out=option("config_out"),
+        config_out=option("config_out"), system_metrics=bool(option("system_metrics")),
         space_files=dict(spaces) if isinstance(spaces, dict) else dict(map(space_assignment, spaces)),
         fixed=dict(fixed) if isinstance(fixed, dict) else params.parse_assignments(fixed))
 

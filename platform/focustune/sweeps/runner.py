@@ -83,6 +83,7 @@ class SweepSpec:
     one_study_at_a_time: bool = False  # the former order, for benchmarks (Python API only)
     register: str | None = None  # registered-model name of the selected models (see sweeps.delivery)
     config_out: str | None = None  # also write the chosen configuration there (tune: best_config.yaml)
+    system_metrics: bool = False  # each trial reports its CPU/GPU use per epoch (trainable.ResourceUse)
 
     @property
     def storage_root(self) -> str:
@@ -399,6 +400,7 @@ class Sweep:
         init_ray(self.spec.address)
         refs = {name: ray.put(dataset_to_arrays(d)) for name, d in datasets.items()}  # once per sweep
         tracking = StudyTracking(self.spec, self.state)
+        tracking.use_datasets(datasets)
         keys = self.keys(datasets)
         parents = {key: tracking.parent_run(key, datasets[split_study_key(key)[0]].summary()) for key in keys}
         if not self.state.data.get("done"):
@@ -418,6 +420,7 @@ class Sweep:
             study = self.state.study(key)
             status = "FINISHED" if study.get("best_config") else "FAILED"
             tracking.close_parent(parents[key], study, usage, status=status)
+        tracking.log_study_views(parents)
         return {key: self.state.study(key) for key in keys}
 
     def _deliver(self, parents: dict[str, str], datasets: dict[str, Any]) -> None:
@@ -440,7 +443,8 @@ class Sweep:
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, slot_count(slots))))
         device = "cuda" if spec.gpus_per_trial > 0 else "cpu"
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, dataset_refs=refs, cpus=spec.cpus_per_trial, device=device),
+            tune.with_parameters(run_trial, dataset_refs=refs, cpus=spec.cpus_per_trial, device=device,
+                                 system_metrics=spec.system_metrics),
             {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
         path = f"{spec.storage_path}/{TUNE_RUN}"
         if tune.Tuner.can_restore(path):

@@ -24,10 +24,11 @@ from typing import Any
 
 from ray import tune
 
+from focustune.sweeps import workbench
 from focustune.sweeps.trainable import BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, SEED_KEY, STUDY_KEY
 from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, FINAL_PREFIXES, FINISHED_TRIALS,
                                        KIND_RERUN, KIND_STUDY, PARENT_TAG, SEEDS_MEAN_PREFIX, TAG, UTILISATION,
-                                       split_study_key)
+                                       source_tags, split_study_key)
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,10 @@ class MlflowTracking(tune.Callback):
     """
 
     def __init__(self, tracking_uri: str, experiment_id: str, parents: dict[str, str], tags: dict[str, str],
-                 params_for: Any, retry_interval_s: float = 5.0, final_flush_s: float = 120.0):
+                 params_for: Any, retry_interval_s: float = 5.0, final_flush_s: float = 120.0,
+                 inputs: dict[str, dict[str, str]] | None = None):
         self.tracking_uri = tracking_uri
+        self.inputs = dict(inputs or {})  # dataset label -> its dataset input (workbench.dataset_record)
         self.experiment_id = experiment_id
         self.parents = dict(parents)
         self.tags = dict(tags)
@@ -289,6 +292,7 @@ class MlflowTracking(tune.Callback):
         study = config[STUDY_KEY]
         dataset, method = split_study_key(study)
         tags = {PARENT_TAG: self.parents[study], TAG + "trial_id": trial_id, TAG + "stopped_early": "false",
+                **source_tags("sweep"),
                 **{TAG + k: v for k, v in {**self.tags, "study": study, "kind": config[KIND_KEY],
                                            "dataset": dataset, "method": method}.items()}}
         label = f"seed{config[SEED_KEY]}" if config[KIND_KEY] == KIND_RERUN else trial_id
@@ -296,6 +300,11 @@ class MlflowTracking(tune.Callback):
         self.runs[trial_id] = run.info.run_id
         params = {k: ("none" if v is None else v) for k, v in self.params_for(config).items()}
         self._log(run.info.run_id, {}, params=params)
+        self._log_input(run.info.run_id, dataset)
+
+    def _log_input(self, run_id: str, dataset: str) -> None:
+        if dataset in self.inputs:
+            self.client.log_inputs(run_id, datasets=[workbench.dataset_input(self.inputs[dataset])])
 
     def _find_run(self, trial_id: str) -> str | None:
         query = f"tags.`{TAG}trial_id` = '{trial_id}' and tags.`{TAG}sweep_id` = '{self.tags['sweep_id']}'"
@@ -333,6 +342,14 @@ class StudyTracking:
         experiment = self.client.get_experiment_by_name(spec.experiment)
         self.experiment_id = (experiment.experiment_id if experiment is not None
                               else self.client.create_experiment(spec.experiment))
+        self.inputs: dict[str, dict[str, str]] = {}
+        workbench.mark_training_experiment(self.client, self.experiment_id)
+
+    def use_datasets(self, datasets: dict[str, Any]) -> None:
+        """Describe the sweep's datasets (by study label) as MLflow dataset inputs of its runs, and
+        the experiment by its datasets and methods."""
+        self.inputs = {label: workbench.dataset_record(label, d) for label, d in datasets.items()}
+        workbench.describe_experiment(self.client, self.experiment_id, list(datasets), self.spec.methods)
 
     @property
     def sweep_tags(self) -> dict[str, str]:
@@ -348,7 +365,8 @@ class StudyTracking:
             dataset, method = split_study_key(key)
             tags = {TAG + k: v for k, v in {**self.sweep_tags, "study": key, "kind": KIND_STUDY, "dataset": dataset,
                                             "method": method}.items()}
-            run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"{dataset}-{method}")
+            run = self.client.create_run(self.experiment_id, tags={**tags, **source_tags("sweep")},
+                                         run_name=f"{dataset}-{method}")
             study["parent_run_id"] = run.info.run_id
             self.state.save()
             self.client.log_batch(run.info.run_id, params=_params({
@@ -356,10 +374,13 @@ class StudyTracking:
                 "seeds": self.spec.seeds, "scheduler": self.spec.scheduler,
                 **{f"data.{k}": data.get(k) for k in ("sizes", "train_class_counts", "imbalance", "source")}}),
                 synchronous=True)
+            if dataset in self.inputs:
+                self.client.log_inputs(run.info.run_id, datasets=[workbench.dataset_input(self.inputs[dataset])])
         return study["parent_run_id"]
 
     def callback(self, parents: dict[str, str], params_for: Any) -> MlflowTracking:
-        return MlflowTracking(self.spec.tracking, self.experiment_id, parents, self.sweep_tags, params_for)
+        return MlflowTracking(self.spec.tracking, self.experiment_id, parents, self.sweep_tags, params_for,
+                              inputs=self.inputs)
 
     def log_best(self, parent: str, study: dict[str, Any], config: dict[str, Any], params_for: Any) -> None:
         from mlflow.entities import Metric
@@ -399,6 +420,18 @@ class StudyTracking:
         if metrics:
             self.client.log_batch(parent, metrics=metrics, synchronous=True)
         self.client.set_terminated(parent, status=status)
+
+    def log_study_views(self, parents: dict[str, str]) -> None:
+        """Each study run's description, summary and figures (:mod:`focustune.sweeps.workbench`); an
+        unreachable MLflow only costs them (a warning: ``--resume`` adds them later)."""
+        try:
+            workbench.log_study_views(self.client, self.spec.experiment, self.spec.tracking, parents,
+                            {key: self.state.study(key) for key in parents}, self.spec.fixed)
+        except Exception as exc:  # sorted below: only an outage is expected here
+            if not is_transport_error(exc):
+                raise
+            log.warning("MLflow at %s unreachable: the study runs' descriptions and figures were not logged "
+                        "(run the same command with --resume to add them): %s", self.spec.tracking, exc)
 
 
 def warm_start_configs(tracking_uri: str, experiment: str, spaces: dict[str, Any]) -> dict[str, list[dict]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -18,7 +19,8 @@ from focustune.data import ImageDataset, Split
 from focustune.errors import TrainingDiverged
 from focustune.methods import get_method
 from focustune.metrics import METRIC_NAMES
-from focustune.tracking_schema import split_study_key
+from focustune.tracking_schema import (GPU_MEMORY_MB, GPU_PERCENT, TRIAL_CPU_CORES, TRIAL_CPU_PERCENT, TRIAL_MEMORY_MB,
+                                       split_study_key)
 from focustune.trainer import Trainer
 
 #: Keys of a trial's config that are not hyperparameters: its seed, its study (``DATASET/METHOD``) and
@@ -95,10 +97,39 @@ def png_base64(grid: torch.Tensor) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+class ResourceUse:
+    """What a trial used since the previous sample (``--system-metrics``): its process's CPU time per
+    wall-clock second (cores, and % of the trial's CPUs), resident memory, and on CUDA the peak GPU
+    memory and the GPU's utilisation at the sample (the latter where NVML's Python module is installed)."""
+
+    def __init__(self, cpus: float, cuda: bool):
+        self.cpus, self.cuda = cpus, cuda
+        self._wall, self._cpu = time.monotonic(), time.process_time()
+
+    def sample(self) -> dict[str, float]:
+        wall, cpu = time.monotonic(), time.process_time()
+        cores = (cpu - self._cpu) / max(wall - self._wall, 1e-9)
+        self._wall, self._cpu = wall, cpu
+        out = {TRIAL_CPU_CORES: cores, TRIAL_CPU_PERCENT: 100.0 * cores / self.cpus}
+        statm = "/proc/self/statm"
+        if os.path.exists(statm):  # Linux; elsewhere no memory figure
+            with open(statm) as f:
+                out[TRIAL_MEMORY_MB] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        if self.cuda:
+            out[GPU_MEMORY_MB] = torch.cuda.max_memory_allocated() / 2**20
+            torch.cuda.reset_peak_memory_stats()
+            try:
+                out[GPU_PERCENT] = float(torch.cuda.utilization())
+            except ModuleNotFoundError:  # torch reads utilisation through pynvml, an optional package
+                pass
+        return out
+
+
 def run_trial(config: dict[str, Any], *, dataset_refs: dict[str, Any], cpus: float = 1.0,
-              device: str | None = None) -> None:
+              device: str | None = None, system_metrics: bool = False) -> None:
     """Train one configuration of its study (dataset and method from ``config[STUDY_KEY]``); report
-    every epoch with a checkpoint; resume from Tune's checkpoint. Only this study's dataset is read."""
+    every epoch with a checkpoint (and with ``system_metrics`` its :class:`ResourceUse`); resume from
+    Tune's checkpoint. Only this study's dataset is read."""
     import ray
     from ray import tune
 
@@ -115,10 +146,12 @@ def run_trial(config: dict[str, Any], *, dataset_refs: dict[str, Any], cpus: flo
 
     node_id = ray.get_runtime_context().get_node_id()
     started_at = {"epoch": 0}  # > 0 when this attempt resumed from a checkpoint
+    usage = ResourceUse(cpus, device == "cuda") if system_metrics else None
 
     def report(trainer: Trainer, record: dict[str, Any]) -> None:
         metrics = {**epoch_metrics(trainer, record), "node_id": node_id, "precision": trainer.precision,
-                   "start_epoch": started_at["epoch"], "mechanism_epoch": trainer.mechanism_epoch, BUSY_SINCE: began}
+                   "start_epoch": started_at["epoch"], "mechanism_epoch": trainer.mechanism_epoch, BUSY_SINCE: began,
+                   **(usage.sample() if usage else {})}
         if trainer.finished:
             metrics.update(final_metrics(trainer))  # the best epoch's test scores: still the trial's work
         with tempfile.TemporaryDirectory() as folder:

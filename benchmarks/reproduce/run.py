@@ -26,6 +26,8 @@ from protocols import CLAIMS, Claim  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 DEFAULT_RESULTS = HERE / "results"
+#: ``all`` runs the cheapest claims first.
+SUITE_ORDER = ("imet-pneumonia", "mdgan-medmnist", "learn2mix-mnist", "low-mnist")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,7 +97,7 @@ def summarise(claim: Claim, runs: Path, out: Path, quick: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out or (Path(tempfile.mkdtemp(prefix="focustune_reproduce_")) if args.quick else DEFAULT_RESULTS)
-    for name in (list(CLAIMS) if args.claim == "all" else [args.claim]):
+    for name in (SUITE_ORDER if args.claim == "all" else [args.claim]):
         code = run_claim(CLAIMS[name], args, out)
         if code != 0:
             print(f"[{name}] a run failed (exit {code}); its files so far are in {out / name}", file=sys.stderr)

@@ -352,6 +352,20 @@ def test_single_phase_methods_have_no_stages(tiny_dataset):
     assert _trainer("erm", tiny_dataset, overrides={"epochs": 2}).fit().stages == {}
 
 
+def test_the_sweep_logs_the_after_mechanism_epoch_as_final_metrics(tiny_dataset):
+    from focustune.sweeps.trainable import final_metrics
+    from focustune.tracking_schema import FINAL_PREFIXES
+
+    trainer = _trainer("imet", tiny_dataset, overrides={"iterations": 3})
+    result = trainer.fit()
+    final = final_metrics(trainer)
+    after = result.stages["after_mechanism"]
+    assert final["after_mechanism_best_epoch"] == after["best_epoch"]
+    assert final["after_mechanism_test_balanced_acc"] == after["test"]["balanced_acc"]
+    assert final["before_mechanism_best_val_acc"] == result.stages["before_mechanism"]["val"]["acc"]
+    assert all(k.startswith(FINAL_PREFIXES) for k in final if "mechanism" in k)
+
+
 def test_stage_bests_survive_a_checkpoint(tiny_dataset, tmp_path):
     whole = _trainer("imet", tiny_dataset, overrides={"iterations": 3}).fit()
     first = _trainer("imet", tiny_dataset, overrides={"iterations": 3}, checkpoint_dir=tmp_path)

@@ -101,7 +101,19 @@ def _mdgan(claim: Any, settings: dict[str, Any]) -> tuple[str, str]:
     return _grade(effects), "; ".join(parts)
 
 
-# ---------------------------------------------------------------- summary.md
+# ---------------------------------------------------------------- summary.md and the README block
+
+def readme_block(summaries: list[dict[str, Any]]) -> str:
+    """Every claim's summary, one section each (headings demoted), with the command that regenerates it."""
+    parts = []
+    for summary in summaries:
+        text = markdown(summary).replace("\n## ", "\n#### ").replace("# ", "### ", 1)
+        parts.append(text + f"\nRegenerate: `python benchmarks/reproduce/run.py {summary['claim']}` "
+                            f"(runs whose JSON exists are not re-run; delete `results/{summary['claim']}/runs` "
+                            "to start afresh).\n")
+    return "\n".join(parts)
+
+
 
 def markdown(summary: dict[str, Any]) -> str:
     lines = [f"# {summary['claim']}: {summary['paper']}", "", f"Claim: {summary['statement']}.", "",

@@ -28,6 +28,8 @@ SHARED = REPO.parent / "shared" / "data"
 DEFAULT_RESULTS = HERE / "results"
 #: ``all`` runs the cheapest claims first.
 SUITE_ORDER = ("imet-pneumonia", "mdgan-medmnist", "learn2mix-mnist", "low-mnist")
+#: The part of README.md that run.py writes (everything between these lines).
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,6 +82,8 @@ def run_claim(claim: Claim, args: argparse.Namespace, out: Path) -> int:
                               "wall_s": round(time.monotonic() - began, 1)}
         path.write_text(json.dumps(record))
     summarise(claim, folder, out / claim.name, args.quick)
+    if out == DEFAULT_RESULTS:
+        write_readme_results(out)
     return 0
 
 
@@ -92,6 +96,17 @@ def summarise(claim: Claim, runs: Path, out: Path, quick: bool) -> None:
     summary = summarise_claim(claim, records, out, host=host, quick=quick)
     print(f"[{claim.name}] {summary['verdict_line']}\n[{claim.name}] wrote {out / 'summary.json'}, "
           f"{out / 'summary.md'}", flush=True)
+
+
+def write_readme_results(results: Path) -> None:
+    """Replace the generated block of ``README.md`` with every claim's summary found in ``results``."""
+    from focustune_analysis.reproduction_verdicts import readme_block
+
+    summaries = [json.loads(p.read_text()) for name in SUITE_ORDER if (p := results / name / "summary.json").is_file()]
+    readme = HERE / "README.md"
+    text = readme.read_text()
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    readme.write_text(text[:start] + "\n" + readme_block(summaries) + text[end:])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -546,7 +546,7 @@ def test_after_mechanism_selection_replaces_pre_mechanism_epochs_only(phased):
 @pytest.mark.parametrize("selection", ["best", "after-mechanism"])
 def test_report_labels_its_selection_and_shows_both_views(phased, tmp_path, selection):
     report = build_report(phased[1], tmp_path, selection=selection)
-    assert report.selection == selection and f"--selection {selection}" in report.terminal.splitlines()[0]
+    assert report.selection == selection and f"--selection {selection}" in report.terminal.splitlines()[-1]
     text = report.markdown.read_text()
     assert f"`--selection {selection}`" in text and "Phased methods: which epochs were selected" in text
     assert any("imet (mechanism from epoch 3): 2 of 3 seeds selected an epoch from before" in line

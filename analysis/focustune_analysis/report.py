@@ -395,7 +395,7 @@ def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", b
     page.write_text(doc.to_html())
     tables.update(vs_baseline=vs_base, pairwise=pairs, epochs_to_target=to_target, per_class_recall=recall,
                   search_progress=progress, importance=importance, status=status)
-    terminal = selection_line(selection) + "\n\n" + _terminal(board, metrics, across, conclusions, markdown)
+    terminal = _terminal(board, metrics, across, conclusions, markdown) + "\n" + selection_line(selection)
     return Report(out, markdown, page, [markdown, page, *written], conclusions, terminal, doc.headings(), tables,
                   metric, baseline, selection)
 

@@ -1,8 +1,10 @@
 """Verdicts of the reproduction suite's claims, and each claim's ``summary.md``.
 
 A verdict is mechanical, from the summarised runs: ``reproduced`` when the claimed effect is there
-and significant (Holm-corrected paired t-test p < 0.05, or the published number inside our 95%
-interval), ``partly`` when only its direction is, ``not reproduced`` otherwise.
+and significant (Holm-corrected paired t-test p < 0.05; for IMET, our mean accuracy at most
+``IMET_TOLERANCE`` below the published one, which lies inside our 95% interval or below our mean),
+``partly`` when only its direction is (IMET: the published accuracy inside our interval, or our mean
+within the tolerance), ``not reproduced`` otherwise.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import math
 from typing import Any
 
 ALPHA = 0.05
+#: IMET: our mean test accuracy may fall this far below the published one and still count.
+IMET_TOLERANCE = 0.01
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
 
 
@@ -83,7 +87,8 @@ def _imet(claim: Any, settings: dict[str, Any]) -> tuple[str, str]:
     imet = setting["arms"]["imet (errors on val)"]["test"]["acc"]
     low, high = imet["low"], imet["high"]
     inside = low is not None and math.isfinite(low) and low <= paper <= high
-    grade = REPRODUCED if inside or imet["mean"] >= paper else PARTLY if imet["mean"] >= paper - 0.03 else NOT_REPRODUCED
+    close = imet["mean"] >= paper - IMET_TOLERANCE
+    grade = REPRODUCED if close and (inside or imet["mean"] >= paper) else PARTLY if inside or close else NOT_REPRODUCED
     return grade, f"IMET test accuracy {_fmt(imet)} against the paper's {paper:.3f}"
 
 
@@ -119,7 +124,7 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [f"# {summary['claim']}: {summary['paper']}", "", f"Claim: {summary['statement']}.", "",
              f"Protocol differences: {summary['shortened']}.", "",
              f"**Verdict: {summary['verdict']}**: {summary['verdict_line']}.", "",
-             f"Runs: {summary['runs']} (float32 on {summary['host']['cpu']}){' (QUICK: not meaningful)' if summary['quick'] else ''}.", ""]
+             f"Runs: {summary['runs']} ({', '.join(summary['host']['precision'])} on {summary['host']['cpu']}){' (QUICK: not meaningful)' if summary['quick'] else ''}.", ""]
     for label, setting in summary["settings"].items():
         lines += [f"## {label}", "", "| arm | n | test acc | test balanced acc | test error (%) | selected epochs |",
                   "|---|---|---|---|---|---|"]

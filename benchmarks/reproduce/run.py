@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -91,8 +92,9 @@ def summarise(claim: Claim, runs: Path, out: Path, quick: bool) -> None:
     from focustune_analysis.reproduction import summarise_claim
 
     records = [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))]
-    host = {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "precision": sorted({r.get("precision", "") for r in records} - {""})}
+    host = {"cpu": cpu_name(), "python": platform.python_version(),
+            "precision": sorted({"float32" if r["params"].get("amp") is False else "amp (bf16 where native)"
+                                 for r in records})}
     summary = summarise_claim(claim, records, out, host=host, quick=quick)
     print(f"[{claim.name}] {summary['verdict_line']}\n[{claim.name}] wrote {out / 'summary.json'}, "
           f"{out / 'summary.md'}", flush=True)
@@ -107,6 +109,14 @@ def write_readme_results(results: Path) -> None:
     text = readme.read_text()
     start, end = text.index(README_START) + len(README_START), text.index(README_END)
     readme.write_text(text[:start] + "\n" + readme_block(summaries) + text[end:])
+
+
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo where there is one) and its core count."""
+    info = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
+             if line.startswith("model name")] if info.is_file() else []
+    return f"{names[0] if names else platform.machine()}, {os.cpu_count()} cores"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -155,10 +155,12 @@ def summarise_claim(claim: Any, records: list[dict], out: Path, host: dict[str, 
     from focustune_analysis import reproduction_verdicts
 
     groups = group_runs(records)
-    settings = {label: summarise_setting(arms, claim.baseline, claim.target_acc) for label, arms in groups.items()}
+    targets = {s.label: s.target_acc or claim.target_acc for s in claim.settings}
+    settings = {label: summarise_setting(arms, claim.baseline, targets.get(label)) for label, arms in groups.items()}
     verdict, line = reproduction_verdicts.verdict(claim, settings)
     summary = {"claim": claim.name, "paper": claim.paper, "statement": claim.claim, "shortened": claim.shortened,
-               "quick": quick, "host": host, "runs": len(records), "commands": sorted(
+               "quick": quick, "host": host, "runs": len(records),
+               "wall_s": round(sum(r["protocol"].get("wall_s", 0.0) for r in records)), "commands": sorted(
                    {"focustune " + " ".join(r["protocol"]["argv"]) for r in records}),
                "settings": settings, "verdict": verdict, "verdict_line": line, **claim.extra}
     out.mkdir(parents=True, exist_ok=True)

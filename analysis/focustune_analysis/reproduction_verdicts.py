@@ -61,10 +61,9 @@ def _learn2mix(claim: Any, settings: dict[str, Any]) -> tuple[str, str]:
         mine = reach["learn2mix"]
         faster = all(_earlier(mine, reach[o]) for o in reach if o != "learn2mix")
         effects.append((faster, False))  # epochs are too coarse for a significance test here
-        parts.append(f"{label}: " + ", ".join(f"{arm} {_reach_text(r)}" for arm, r in reach.items()))
+        parts.append(f"{label} ({mine['target']:.0%}): " + ", ".join(f"{arm} {_reach_text(r)}" for arm, r in reach.items()))
     grade = _grade(effects)
-    return (PARTLY if grade == REPRODUCED else grade), \
-        f"epochs to {claim.target_acc:.0%} validation accuracy: " + "; ".join(parts)
+    return (PARTLY if grade == REPRODUCED else grade), "epochs to the target validation accuracy: " + "; ".join(parts)
 
 
 def _earlier(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -124,7 +123,8 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [f"# {summary['claim']}: {summary['paper']}", "", f"Claim: {summary['statement']}.", "",
              f"Protocol differences: {summary['shortened']}.", "",
              f"**Verdict: {summary['verdict']}**: {summary['verdict_line']}.", "",
-             f"Runs: {summary['runs']} ({', '.join(summary['host']['precision'])} on {summary['host']['cpu']}){' (QUICK: not meaningful)' if summary['quick'] else ''}.", ""]
+             f"Runs: {summary['runs']}, {summary.get('wall_s', 0) / 60:.1f} minutes of wall time in all "
+             f"({', '.join(summary['host']['precision'])} on {summary['host']['cpu']}, shared){' (QUICK: not meaningful)' if summary['quick'] else ''}.", ""]
     for label, setting in summary["settings"].items():
         lines += [f"## {label}", "", "| arm | n | test acc | test balanced acc | test error (%) | selected epochs |",
                   "|---|---|---|---|---|---|"]

@@ -28,7 +28,7 @@ from protocols import CLAIMS, Claim  # noqa: E402
 SHARED = REPO.parent / "shared" / "data"
 DEFAULT_RESULTS = HERE / "results"
 #: ``all`` runs the cheapest claims first.
-SUITE_ORDER = ("imet-pneumonia", "mdgan-medmnist", "learn2mix-mnist", "low-mnist")
+SUITE_ORDER = ("imet-pneumonia", "learn2mix-mnist", "low-mnist", "mdgan-medmnist")
 #: The part of README.md that run.py writes (everything between these lines).
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 

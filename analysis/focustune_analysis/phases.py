@@ -27,8 +27,8 @@ AFTER_PREFIX = "after_mechanism_"
 #: What each selection means, for the report.
 SELECTION_LABELS = {
     BEST: "the best validation epoch of the whole run (`--selection best`)",
-    AFTER_MECHANISM: "for phased methods, the best validation epoch after the method's mechanism first acted "
-                     "(`--selection after-mechanism`); other methods' runs are unchanged",
+    AFTER_MECHANISM: "the best validation epoch after the method's mechanism first acted, for phased methods, and "
+                     "of the whole run for the others (`--selection after-mechanism`)",
 }
 
 

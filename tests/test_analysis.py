@@ -58,12 +58,15 @@ class Logger:
         return run.info.run_id
 
     def run(self, parent: str, dataset: str, method: str, kind: str, seed: int, hp: dict, status: str = "FINISHED",
-            test: float | None = None, val: float | None = None, epochs: int = len(CURVE)) -> str:
-        """One trial or re-run; ``test``/``val`` set every test_/best_val_ metric (plus OFFSETS)."""
+            test: float | None = None, val: float | None = None, epochs: int = len(CURVE),
+            extra_tags: dict | None = None, finals: dict | None = None) -> str:
+        """One trial or re-run; ``test``/``val`` set every test_/best_val_ metric (plus OFFSETS);
+        ``finals`` adds or replaces final metrics (``best_epoch``, ``after_mechanism_*``, ...)."""
         from mlflow.entities import Metric, Param
 
         tags = {**self._tags(dataset, method, kind), "mlflow.parentRunId": parent, "focustune.trial_id": f"t{seed}",
-                "focustune.stopped_early": str(status == "KILLED").lower(), "focustune.node_id": "node"}
+                "focustune.stopped_early": str(status == "KILLED").lower(), "focustune.node_id": "node",
+                **(extra_tags or {})}
         if status == "FAILED":
             tags["focustune.failed_reason"] = "training diverged (NaN loss)"
         run = self.client.create_run(self.experiment_id, start_time=self._tick(), tags=tags,
@@ -87,7 +90,9 @@ class Logger:
             if test is not None:
                 metrics += [Metric("test_recall_class_0", test + 0.1, self.clock, epochs),
                             Metric("test_recall_class_1", test - 0.1, self.clock, epochs)]
-            metrics.append(Metric("best_epoch", 3.0, self.clock, epochs))
+            finals = {"best_epoch": 3.0, **(finals or {})}
+            metrics = [m for m in metrics if m.key not in finals]
+            metrics += [Metric(k, float(v), self.clock, epochs) for k, v in finals.items()]
         self.client.log_batch(run_id, metrics=metrics,
                               params=[Param(k, "none" if v is None else str(v)) for k, v in params.items()])
         if status == "FINISHED" and kind == "seed_rerun":
@@ -480,3 +485,93 @@ def test_missing_database_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no MLflow database"):
         collect_runs("cmp", f"sqlite:///{tmp_path / 'missing.db'}")
     assert not (tmp_path / "missing.db").exists()
+
+
+# ---------------------------------------------------------------- phased methods
+
+# imet (mechanism from epoch 3) per seed: (best epoch, its phase, test balanced acc, after-mechanism test or None =
+# not logged); seeds 1 and 3 selected an epoch of iteration 0. mdgan's seed 1 logged no after-mechanism metrics.
+PHASED = {"imet": {1: (2, "iteration_0", 0.80, 0.60), 2: (4, "iteration_1", 0.75, None), 3: (1, "iteration_0", 0.82, 0.62)},
+          "mdgan": {1: (2, "pretrain", 0.90, None), 2: (3, "finetune", 0.70, 0.70), 3: (4, "finetune", 0.72, 0.72)}}
+
+
+@pytest.fixture(scope="module")
+def phased(tmp_path_factory):
+    from mlflow import MlflowClient
+
+    root = tmp_path_factory.mktemp("phased")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    logger = Logger(client, client.create_experiment("phased", artifact_location=(root / "a").as_uri()))
+    parent = logger.study("tiny", "erm", {"lr": 1e-3})
+    for seed in (1, 2, 3):
+        logger.run(parent, "tiny", "erm", "seed_rerun", seed, {"lr": 1e-3}, test=ERM[seed - 1],
+                   extra_tags={"focustune.mechanism_epoch": "1", "focustune.best_phase": "train"})
+    for method, seeds in PHASED.items():
+        parent = logger.study("tiny", method, {"lr": 1e-3})
+        for seed, (epoch, phase, test, after) in seeds.items():
+            finals = {"best_epoch": epoch}
+            if after is not None:
+                finals.update({"after_mechanism_best_epoch": max(epoch, 3), "after_mechanism_test_balanced_acc": after,
+                               "after_mechanism_best_val_balanced_acc": 0.5})
+            logger.run(parent, "tiny", method, "seed_rerun", seed, {"lr": 1e-3}, test=test, finals=finals,
+                       extra_tags={"focustune.mechanism_epoch": "3", "focustune.best_phase": phase})
+    return uri, collect_runs("phased", uri)
+
+
+def test_phase_counts_say_how_many_seeds_selected_an_epoch_before_the_mechanism(phased):
+    from focustune_analysis import phase_counts
+
+    table = phase_counts(phased[1], "balanced_acc").set_index("method")
+    assert set(table.index) == {"imet", "mdgan"}  # erm has no phase before a mechanism
+    imet, mdgan = table.loc["imet"], table.loc["mdgan"]
+    assert (imet["n"], imet["before_mechanism"], imet["phases"], imet["mechanism_epoch"]) == (3, 2, "iteration_0: 2", 3)
+    assert imet["best_mean"] == pytest.approx((0.80 + 0.75 + 0.82) / 3)
+    assert imet["after_mean"] == pytest.approx((0.60 + 0.75 + 0.62) / 3) and imet["n_after"] == 3
+    assert (mdgan["before_mechanism"], mdgan["phases"], mdgan["n_after"]) == (1, "pretrain: 1", 2)
+
+
+def test_after_mechanism_selection_replaces_pre_mechanism_epochs_only(phased):
+    from focustune_analysis import select_epochs
+
+    c = phased[1]
+    assert select_epochs(c, "best") is c
+    view = select_epochs(c, "after-mechanism")
+    board = leaderboard(view, references=False).set_index("method")
+    assert board.loc["imet", "balanced_acc"] == pytest.approx((0.60 + 0.75 + 0.62) / 3)
+    assert board.loc["erm", "balanced_acc"] == pytest.approx(statistics.mean(ERM[:3]))
+    assert board.loc["mdgan", "n"] == 2 and board.loc["mdgan", "balanced_acc"] == pytest.approx(0.71)
+    assert any("1 phased run(s)" in note for note in view.notes)
+    imet = view.runs[view.runs["method"] == "imet"].set_index("seed")
+    assert list(imet["best_epoch"]) == [3, 4, 3]
+    diff = compare_to_baseline(view, "balanced_acc", "erm").set_index("method").loc["imet", "diff"]
+    assert diff == pytest.approx((0.60 + 0.75 + 0.62) / 3 - statistics.mean(ERM[:3]))
+    with pytest.raises(ConfigError, match="--selection"):
+        select_epochs(c, "latest")
+
+
+@pytest.mark.parametrize("selection", ["best", "after-mechanism"])
+def test_report_labels_its_selection_and_shows_both_views(phased, tmp_path, selection):
+    report = build_report(phased[1], tmp_path, selection=selection)
+    assert report.selection == selection and f"--selection {selection}" in report.terminal.splitlines()[-1]
+    text = report.markdown.read_text()
+    assert f"`--selection {selection}`" in text and "Phased methods: which epochs were selected" in text
+    assert any("imet (mechanism from epoch 3): 2 of 3 seeds selected an epoch from before" in line
+               for line in report.conclusions)
+    phases = pd.read_csv(tmp_path / "phases.csv").set_index("method")
+    assert phases.loc["imet", "before_mechanism"] == 2
+    imet = report.tables["leaderboard"].set_index("method").loc["imet", "balanced_acc"]
+    expected = (0.80 + 0.75 + 0.82) / 3 if selection == "best" else (0.60 + 0.75 + 0.62) / 3
+    assert imet == pytest.approx(expected)
+
+
+def test_compare_cli_takes_the_selection_and_refuses_others(phased, tmp_path, capsys):
+    from focustune.cli import main
+
+    uri = phased[0]
+    assert main(["compare", "--experiment", "phased", "--tracking-uri", uri, "--out", str(tmp_path),
+                 "--selection", "after-mechanism", "--no-mlflow"]) == 0
+    assert "Epoch selection" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--experiment", "phased", "--tracking-uri", uri, "--selection", "latest"])
+    assert exc.value.code == 2

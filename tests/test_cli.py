@@ -35,7 +35,8 @@ def test_train_writes_the_documented_json(tmp_path, capsys):
     assert code == 0
     run = json.loads(path.read_text())
     assert set(run) == {"method", "dataset", "seed", "epochs", "seconds", "params", "data", "best_epoch",
-                        "best_phase", "val", "test", "history"}
+                        "best_phase", "val", "test", "history", "stages"}
+    assert run["stages"] == {}  # a single-phase method
     assert (run["method"], run["dataset"], run["seed"], run["epochs"]) == ("focal", "digits-lt", 1, 2)
     assert run["params"]["lr"] == 2e-3 and run["params"]["gamma"] == 1.0
     metric_keys = {"acc", "balanced_acc", "macro_f1", "auc", "per_class_recall"}
@@ -111,3 +112,12 @@ def test_train_on_real_breastmnist(shared_medmnist, tmp_path):
     run = json.loads(path.read_text())
     assert len(run["history"]) == 8
     assert run["test"]["auc"] > 0.6  # the small CNN learns something in 8 short epochs
+
+
+def test_train_json_of_a_phased_method_has_both_stages(tmp_path):
+    path = tmp_path / "run.json"
+    assert main(["train", "--method", "imet", "--epochs", "2", "--set", "iterations=2", "--output-json", str(path),
+                 "--quiet"]) == 0
+    stages = json.loads(path.read_text())["stages"]
+    assert stages["before_mechanism"]["best_epoch"] == 1 and stages["before_mechanism"]["best_phase"] == "iteration_0"
+    assert stages["after_mechanism"]["best_epoch"] == 2 and set(stages["after_mechanism"]["test"]) >= {"acc", "auc"}

@@ -101,8 +101,16 @@ def test_step_profile_halves_by_a_seeded_permutation_of_exponents():
     assert Imbalance.parse("step").target_counts([6000] * 10, seed=1) != counts
 
 
+def test_a_share_shrinks_every_class_of_a_profile():
+    step = Imbalance.parse("step").target_counts([6000] * 10, seed=0)
+    quarter = Imbalance.parse("step@0.25")
+    assert quarter.target_counts([6000] * 10, seed=0) == [max(1, round(n / 4)) for n in step]
+    assert str(quarter) == "step@0.25" and str(Imbalance.parse("exp:10@0.5")) == "exp:10@0.5"
+    assert Imbalance.parse("classes=0,1:0.1@0.5").target_counts([100, 100, 7]) == [5, 5, 4]
+
+
 @pytest.mark.parametrize("text", ["exp", "exp:0.5", "linear:x", "step:3", "classes=1:0", "classes=:0.5",
-                                  "classes=1,1:0.5", "cubic:3"])
+                                  "classes=1,1:0.5", "cubic:3", "step@0", "step@1.5", "step@x", "@0.5"])
 def test_malformed_profiles_are_refused(text):
     with pytest.raises(ConfigError, match="imbalance"):
         Imbalance.parse(text)

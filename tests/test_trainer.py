@@ -319,3 +319,58 @@ def test_adaptive_pooling_by_matrices_matches_the_native_kernel(size_in, size_ou
 def test_every_backbone_pools_in_a_way_deterministic_algorithms_allow_on_cuda(backbone):
     model = build_model(backbone, 3, 4, 28 if backbone in ("small_cnn", "lenet5", "resnet18") else 64)
     assert not [m for m in model.modules() if type(m) is nn.AdaptiveAvgPool2d]
+
+
+def _stage_scores(result, stage_epochs):
+    return [(h["val"]["balanced_acc"], h["val"]["auc"]) for h in result.history if h["epoch"] in stage_epochs]
+
+
+def test_phased_methods_record_the_best_epoch_before_and_after_their_mechanism(tiny_dataset):
+    trainer = _trainer("imet", tiny_dataset, overrides={"iterations": 3})  # 6 epochs: mechanism from epoch 3
+    result = trainer.fit()
+    assert trainer.mechanism_epoch == 3 and set(result.stages) == {"before_mechanism", "after_mechanism"}
+    before, after = result.stages["before_mechanism"], result.stages["after_mechanism"]
+    assert before["best_epoch"] in (1, 2) and 3 <= after["best_epoch"] <= 6
+    assert after["best_phase"] == result.history[after["best_epoch"] - 1]["phase"] != "iteration_0"
+    scores = _stage_scores(result, range(3, 7))
+    assert after["best_epoch"] == 3 + scores.index(max(scores))  # the best validation epoch among 3..6
+    overall = before if result.best_epoch < 3 else after
+    assert overall["best_epoch"] == result.best_epoch and overall["test"] == result.test
+
+
+def test_stage_results_are_the_weights_of_their_epoch(tiny_dataset):
+    """A stage's validation metrics, re-evaluated at the end, are those its epoch recorded."""
+    result = _trainer("imet", tiny_dataset, overrides={"iterations": 3}).fit()
+    for stage in result.stages.values():
+        assert stage["val"]["balanced_acc"] == pytest.approx(
+            result.history[stage["best_epoch"] - 1]["val"]["balanced_acc"])
+    after = result.stages["after_mechanism"]
+    assert after["val"]["balanced_acc"] == pytest.approx(result.history[after["best_epoch"] - 1]["val"]["balanced_acc"])
+
+
+def test_single_phase_methods_have_no_stages(tiny_dataset):
+    assert _trainer("erm", tiny_dataset, overrides={"epochs": 2}).fit().stages == {}
+
+
+def test_the_sweep_logs_the_after_mechanism_epoch_as_final_metrics(tiny_dataset):
+    from focustune.sweeps.trainable import final_metrics
+    from focustune.tracking_schema import FINAL_PREFIXES
+
+    trainer = _trainer("imet", tiny_dataset, overrides={"iterations": 3})
+    result = trainer.fit()
+    final = final_metrics(trainer)
+    after = result.stages["after_mechanism"]
+    assert final["after_mechanism_best_epoch"] == after["best_epoch"]
+    assert final["after_mechanism_test_balanced_acc"] == after["test"]["balanced_acc"]
+    assert final["before_mechanism_best_val_acc"] == result.stages["before_mechanism"]["val"]["acc"]
+    assert all(k.startswith(FINAL_PREFIXES) for k in final if "mechanism" in k)
+
+
+def test_stage_bests_survive_a_checkpoint(tiny_dataset, tmp_path):
+    whole = _trainer("imet", tiny_dataset, overrides={"iterations": 3}).fit()
+    first = _trainer("imet", tiny_dataset, overrides={"iterations": 3}, checkpoint_dir=tmp_path)
+    for _ in range(4):
+        first.run_epoch()
+    second = _trainer("imet", tiny_dataset, overrides={"iterations": 3}, checkpoint_dir=tmp_path)
+    assert second.load_checkpoint(tmp_path)
+    assert second.fit().stages == whole.stages

@@ -17,6 +17,7 @@ from typing import Any
 _EXPORTS = {
     "collect": ["Collection", "collect_runs", "default_tracking_uri", "read_history"],
     "convergence": ["epochs_to_target", "epochs_to_target_summary", "mean_curves"],
+    "phases": ["phase_counts", "select_epochs"],
     "references": ["REFERENCES", "Reference", "references_for"],
     "report": ["Report", "build_report", "log_summary_run"],
     "results": ["compare_to_baseline", "confusion_matrices", "cross_dataset_table", "dataset_scores", "leaderboard",

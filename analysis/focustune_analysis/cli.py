@@ -22,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="report", help="folder for report.md, report.html, figures/ and CSVs")
     parser.add_argument("--target-fraction", type=float, default=0.95,
                         help="epochs-to-target: fraction of a run's best validation score (default 0.95)")
+    parser.add_argument("--selection", default="best", choices=("best", "after-mechanism"),
+                        help="each run's epoch: best = the best validation epoch of the whole run (default); "
+                             "after-mechanism = for phased methods (IMET, mdgan) the best validation epoch after "
+                             "the method's mechanism first acted")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (Holm-corrected)")
     parser.add_argument("--no-mlflow", action="store_true",
                         help="do not log the report into the experiment as a summary run")
@@ -35,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     history = tuple(dict.fromkeys((*HISTORY_METRICS, f"val_{metric}")))
     collection = collect_runs(args.experiment, args.tracking_uri, history_metrics=history)
     report = build_report(collection, args.out, metric=metric, baseline=args.baseline,
-                          fraction=args.target_fraction, alpha=args.alpha)
+                          fraction=args.target_fraction, alpha=args.alpha, selection=args.selection)
     print(report.terminal)
     if not args.no_mlflow:
         try:

@@ -162,13 +162,15 @@ def _runs_table(raw: list[Any]) -> pd.DataFrame:
             "trial_id": _tag(run, "trial_id"), "sweep_id": _tag(run, "sweep_id"),
             "parent_run_id": tags.get(PARENT_TAG), "start_time": _timestamp(run.info.start_time),
             "end_time": _timestamp(run.info.end_time), "epochs_done": metrics.get("epoch"),
+            "mechanism_epoch": parse_value(_tag(run, "mechanism_epoch") or None), "best_phase": _tag(run, "best_phase"),
         }
         row.update({f"{HP_PREFIX}{k}": parse_value(v) for k, v in sorted(params.items()) if k not in ID_PARAMS})
         row.update({k: v for k, v in sorted(metrics.items())
                     if k.startswith(FINAL_PREFIXES) or k in FINAL_KEYS})
         rows.append(row)
     columns = ["run_id", "run_name", "kind", "dataset", "method", "seed", "status", "stopped_early",
-               "failed_reason", "trial_id", "sweep_id", "parent_run_id", "start_time", "end_time", "epochs_done"]
+               "failed_reason", "trial_id", "sweep_id", "parent_run_id", "start_time", "end_time", "epochs_done",
+               "mechanism_epoch", "best_phase"]
     table = pd.DataFrame(rows, columns=None if rows else columns)
     table["seed"] = table["seed"].astype("Int64")
     for key in FINAL_KEYS:

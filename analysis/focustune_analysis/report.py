@@ -19,6 +19,7 @@ from focustune.tracking_schema import KIND_SUMMARY, KIND_TRIAL, LEADERBOARD_TABL
 from focustune_analysis.collect import METRICS, SELECTED_RERUN, SELECTED_TRIAL, Collection
 from focustune_analysis.convergence import epochs_to_target, epochs_to_target_summary, mean_curves
 from focustune_analysis.document import Document, latex_tabular
+from focustune_analysis.phases import BEST, SELECTION_LABELS, phase_counts, phase_sentence, select_epochs
 from focustune_analysis.plots import label
 from focustune_analysis.references import references_for
 from focustune_analysis.results import (check_usable, compare_to_baseline, confusion_matrices, cross_dataset_table,
@@ -44,6 +45,7 @@ class Report:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     metric: str = "balanced_acc"
     baseline: str = "erm"
+    selection: str = BEST
 
 
 # ---------------------------------------------------------------- formatting
@@ -253,15 +255,19 @@ def _single_dataset_sentence(c: Collection) -> str:
 # ---------------------------------------------------------------- the report
 
 def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", baseline: str = "erm",
-                 fraction: float = 0.95, alpha: float = 0.05, confidence: float = 0.95) -> Report:
+                 fraction: float = 0.95, alpha: float = 0.05, confidence: float = 0.95,
+                 selection: str = BEST) -> Report:
     """Compute everything, draw the figures and write ``report.md``, ``report.html``, ``runs.csv``,
     ``history.csv``, ``leaderboard.csv`` and ``comparisons.csv`` into ``out``; with results on
-    several datasets also ``across_datasets.csv``, ``.md`` and ``.tex``."""
+    several datasets also ``across_datasets.csv``, ``.md`` and ``.tex``; with phased methods
+    ``phases.csv``. ``selection`` (see :mod:`focustune_analysis.phases`) picks each run's epoch."""
     if not 0 < fraction <= 1:
         raise ConfigError(f"--target-fraction must be in (0, 1], got {fraction}")
     if not 0 < alpha < 1:
         raise ConfigError(f"--alpha must be in (0, 1), got {alpha}")
     metric = check_usable(c, metric)
+    phases = phase_counts(c, metric, confidence)  # both views, from the runs as logged
+    c = select_epochs(c, selection)
     out = Path(out)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -288,6 +294,7 @@ def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", b
                   f"re-runs (paired by seed against `{baseline}`). MLflow `{c.tracking_uri}`, experiment "
                   f"`{c.experiment}` (id {c.experiment_id}); {len(c.runs)} runs; generated "
                   f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
+    doc.paragraph(selection_line(selection))
     written: list[Path] = []
 
     def figure(fig: Figure | None, name: str, caption: str) -> None:
@@ -316,8 +323,11 @@ def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", b
         prefix = f"**{dataset}**: " if len(c.datasets) > 1 else ""
         conclusions += [prefix + line for line in lines]
     conclusions.append(ranking_sentence(ranking, metric) if ranking is not None else _single_dataset_sentence(c))
+    conclusions += [phase_sentence(row, label(metric)) for _, row in phases.iterrows()]
     conclusions += c.notes
     doc.bullets(conclusions)
+    if not phases.empty:
+        _phases_section(doc, phases, metric)
 
     for dataset in c.datasets:
         slug = _slug(dataset)
@@ -374,6 +384,8 @@ def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", b
                                        ignore_index=True)}
     if across is not None:
         tables[ACROSS] = across
+    if not phases.empty:
+        tables["phases"] = phases
     for name, table in tables.items():
         path = out / f"{name}.csv"
         table.to_csv(path, index=False)
@@ -383,9 +395,33 @@ def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", b
     page.write_text(doc.to_html())
     tables.update(vs_baseline=vs_base, pairwise=pairs, epochs_to_target=to_target, per_class_recall=recall,
                   search_progress=progress, importance=importance, status=status)
-    terminal = _terminal(board, metrics, across, conclusions, markdown)
+    terminal = _terminal(board, metrics, across, conclusions, markdown) + "\n" + selection_line(selection)
     return Report(out, markdown, page, [markdown, page, *written], conclusions, terminal, doc.headings(), tables,
-                  metric, baseline)
+                  metric, baseline, selection)
+
+
+def selection_line(selection: str) -> str:
+    return f"Epoch selection: each run's test metrics are those of {SELECTION_LABELS[selection]}."
+
+
+def _phases_section(doc: Document, phases: pd.DataFrame, metric: str) -> None:
+    """Phased methods: seeds that selected an epoch before the mechanism acted, and both views."""
+    doc.heading("Phased methods: which epochs were selected")
+    doc.table(["dataset", "method", "mechanism from epoch", "seeds", "selected before the mechanism", "phases",
+               f"test {label(metric)}, best epoch (`--selection best`)",
+               f"test {label(metric)}, best epoch after the mechanism (`--selection after-mechanism`)"],
+              [[r["dataset"], r["method"], str(r["mechanism_epoch"]), str(r["n"]), str(r["before_mechanism"]),
+                r["phases"] or "-", _view_cell(r, "best"), _view_cell(r, "after")] for _, r in phases.iterrows()])
+    doc.paragraph("A phased method's best validation epoch can come from before its mechanism acted (IMET's "
+                  "equal-class iteration 0, mdgan's pretraining): its test score is then that of a plain model. "
+                  "Mean ± SE [95% t-interval] over the selected seed re-runs.")
+
+
+def _view_cell(row: pd.Series, view: str) -> str:
+    mean, se, low, high = (row[f"{view}_{k}"] for k in ("mean", "se", "low", "high"))
+    if not math.isfinite(mean):
+        return "-"
+    return f"{mean:.3f} ± {se:.3f} [{low:.3f}, {high:.3f}]" if math.isfinite(se) else f"{mean:.3f}"
 
 
 def _method_notes(metric: str, baseline: str, fraction: float, alpha: float) -> list[str]:

@@ -82,6 +82,8 @@ def run_json(result: Any) -> dict[str, Any]:
         "best_phase": result.best_phase, "val": pick(result.val), "test": pick(result.test),
         "history": [{"epoch": h["epoch"], "phase": h["phase"], "train_loss": h["train_loss"], "val": pick(h["val"]),
                      **({"method": h["method"]} if h.get("method") else {})} for h in result.history],
+        "stages": {stage: {**best, "val": pick(best["val"]), "test": pick(best["test"])}
+                   for stage, best in result.stages.items()},
     })
 
 

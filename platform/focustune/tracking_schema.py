@@ -18,7 +18,11 @@ KIND_STUDY, KIND_TRIAL, KIND_RERUN, KIND_SUMMARY = "study", "trial", "seed_rerun
 RUN_TAGS = ("sweep_id", "study", "kind", "dataset", "method")
 
 #: Final metrics of a run: its best validation epoch's scores and that epoch's test scores.
-FINAL_PREFIXES = ("best_val_", "test_")
+#: Phased methods (IMET, mdgan) also log, per stage of the run (before and after the method's
+#: mechanism first acted), the best epoch within that stage: ``<stage>_best_epoch``,
+#: ``<stage>_best_val_<metric>`` and ``<stage>_test_<metric>``.
+STAGES = ("before_mechanism", "after_mechanism")
+FINAL_PREFIXES = ("best_val_", "test_", *(f"{stage}_" for stage in STAGES))
 #: A study run's params ``best.<name>``: the selected configuration.
 BEST_PARAM_PREFIX = "best."
 #: A study run's metrics ``seeds_mean_test_<metric>``: the mean over its seed re-runs.

@@ -30,6 +30,7 @@ from focustune.errors import TrainingDiverged
 from focustune.methods.base import EpochStats, Method, Phase, RunContext, mechanism_epoch
 from focustune.metrics import classification_metrics
 from focustune.models import Classifier, build_model, seeded_init
+from focustune.tracking_schema import STAGES
 
 CHECKPOINT_FILE = "checkpoint.pt"
 EpochCallback = Callable[["Trainer", dict[str, Any]], None]
@@ -133,12 +134,19 @@ class RunResult:
     #: profile), ``probe_class_counts`` (held out of those as the probe split; None without one).
     data: dict[str, Any] = field(default_factory=dict)
     status: str = "finished"
+    #: Phased methods only (a phase before the mechanism acts): per stage (``before_mechanism``,
+    #: ``after_mechanism``) the best epoch within that stage, its phase and its val and test metrics.
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"method": self.method, "dataset": self.dataset, "seed": self.seed, "epochs": self.epochs,
                 "seconds": self.seconds, "params": self.params, "val": self.val, "test": self.test,
                 "history": self.history, "best_epoch": self.best_epoch, "best_phase": self.best_phase,
-                "data": self.data, "status": self.status}
+                "data": self.data, "status": self.status, "stages": self.stages}
+
+
+#: The two stages of a phased method's run: epochs before its mechanism first acted, and after.
+BEFORE_MECHANISM, AFTER_MECHANISM = STAGES
 
 
 class Trainer:
@@ -183,6 +191,8 @@ class Trainer:
         self.best_score: tuple[float, float] = (-math.inf, -math.inf)
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
+        #: Phased methods: stage -> (score, epoch, weights) of the best epoch within that stage.
+        self.stage_best: dict[str, tuple[tuple[float, float], int, dict[str, torch.Tensor]]] = {}
         self._pending_optimizer_state: dict[str, Any] | None = None
         self._result: RunResult | None = None
         self.elapsed = 0.0  # seconds of training and validation, across resumes
@@ -469,7 +479,8 @@ class Trainer:
         score = self._selection_score(val)
         if score > self.best_score:
             self.best_score, self.best_epoch = score, epoch
-            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best_state = self._weights()
+        self._record_stage_best(epoch, score)
         record = {"epoch": epoch + 1, "phase": phase.name, "train_loss": train_loss, "val": val,
                   "samples_per_s": seen / max(seconds, 1e-9), "seconds": seconds,
                   "lr": self.optimizer.param_groups[0]["lr"], "best": epoch == self.best_epoch}
@@ -477,6 +488,19 @@ class Trainer:
             record["method"] = diagnostics
         self.history.append(record)
         return record
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _record_stage_best(self, epoch: int, score: tuple[float, float]) -> None:
+        """For a phased method, keep the best epoch before and the best after its mechanism acted
+        (sharing the overall best's weights when they are the same epoch)."""
+        if self.mechanism_epoch <= 1:
+            return
+        stage = AFTER_MECHANISM if epoch + 1 >= self.mechanism_epoch else BEFORE_MECHANISM
+        if stage not in self.stage_best or score > self.stage_best[stage][0]:
+            state = self.best_state if epoch == self.best_epoch else self._weights()
+            self.stage_best[stage] = (score, epoch, state)
 
     def _selection_score(self, val: dict[str, Any]) -> tuple[float, float]:
         """(selection metric, tie-breaker): ties, common with few validation samples, go to AUC
@@ -509,15 +533,24 @@ class Trainer:
         return self._result
 
     def _final_result(self) -> RunResult:
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-            self.run.val_probs = None
+        other_stages = {stage: self._evaluate_weights(state, epoch)
+                        for stage, (_, epoch, state) in self.stage_best.items() if epoch != self.best_epoch}
+        best = self._evaluate_weights(self.best_state, self.best_epoch)
+        stages = {stage: other_stages.get(stage, best) for stage in sorted(self.stage_best)}
         return RunResult(
             method=self.method.name, dataset=self.dataset.name, seed=self.seed,
             epochs=self.total_epochs, seconds=self.elapsed,
-            params=flat_params(self.config, self.method.params), val=self.evaluate(self.data.val),
-            test=self.evaluate(self.data.test), history=self.history, best_epoch=self.best_epoch + 1,
-            best_phase=self._phase_of(self.best_epoch + 1), data=self.data_record())
+            params=flat_params(self.config, self.method.params), val=best["val"], test=best["test"],
+            history=self.history, best_epoch=best["best_epoch"], best_phase=best["best_phase"],
+            data=self.data_record(), stages=stages)
+
+    def _evaluate_weights(self, state: dict[str, torch.Tensor] | None, epoch: int) -> dict[str, Any]:
+        """Load ``state`` (the weights after 0-based ``epoch``) and evaluate them on val and test."""
+        if state is not None:
+            self.model.load_state_dict(state)
+            self.run.val_probs = None
+        return {"best_epoch": epoch + 1, "best_phase": self._phase_of(epoch + 1),
+                "val": self.evaluate(self.data.val), "test": self.evaluate(self.data.test)}
 
     def _phase_of(self, epoch: int) -> str:
         """The recorded phase of (1-based) ``epoch``; "" when no epoch ran."""
@@ -537,6 +570,8 @@ class Trainer:
                     "generator_device": self.generator.device.type,
                     "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
             "best": {"score": self.best_score, "epoch": self.best_epoch, "state": self.best_state},
+            "stage_best": {stage: {"score": score, "epoch": epoch, "state": state}
+                           for stage, (score, epoch, state) in self.stage_best.items()},
             "history": self.history,
             "elapsed": self.elapsed,
         }
@@ -552,6 +587,8 @@ class Trainer:
         best = state["best"]
         self.best_score, self.best_epoch = tuple(best["score"]), best["epoch"]
         self.best_state = _to_device(best["state"], self.device)
+        self.stage_best = {stage: (tuple(b["score"]), b["epoch"], _to_device(b["state"], self.device))
+                           for stage, b in state.get("stage_best", {}).items()}
         self.history = list(state["history"])
         self.elapsed = float(state.get("elapsed", 0.0))
 

@@ -9,6 +9,9 @@ Profiles (``--imbalance``), with n_max the largest class count, K classes, class
   classes by a permutation seeded with the data seed;
 * ``classes=I,J:F`` the listed classes keep a fraction F of their images, the others all.
 
+Any profile may end in ``@S`` (0 < S <= 1): every class then keeps a share S of the profile's count,
+a smaller training set of the same shape (``step@0.25``; ``classes=0,...,9:0.1`` is a balanced 10%).
+
 Counts are rounded (``exp`` truncates, as it always has). A class never keeps more than it has,
 nor fewer than one image. Which images are kept is drawn
 with the data seed.
@@ -17,14 +20,15 @@ with the data seed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from focustune.data.dataset import Split
 from focustune.errors import ConfigError, DataError
 
-PROFILE_SYNTAX = "exp:R, linear:R, log:R (R >= 1), step, or classes=I,J,...:F (0 < F <= 1)"
+PROFILE_SYNTAX = ("exp:R, linear:R, log:R (R >= 1), step, or classes=I,J,...:F (0 < F <= 1), each optionally "
+                  "followed by @S: keep a share S (0 < S <= 1) of every class's count, e.g. step@0.25")
 RATIO_PROFILES = ("exp", "linear", "log")
 
 
@@ -45,18 +49,33 @@ class Imbalance:
     ratio: float = 1.0
     classes: tuple[int, ...] = ()
     fraction: float = 1.0
+    #: Share of the profile's count that every class keeps (``@S``): a smaller set of the same shape.
+    scale: float = 1.0
 
     def __str__(self) -> str:
+        suffix = f"@{self.scale:g}" if self.scale != 1 else ""
         if self.kind in RATIO_PROFILES:
-            return f"{self.kind}:{self.ratio:g}"
+            return f"{self.kind}:{self.ratio:g}{suffix}"
         if self.kind == "classes":
-            return f"classes={','.join(map(str, self.classes))}:{self.fraction:g}"
-        return self.kind
+            return f"classes={','.join(map(str, self.classes))}:{self.fraction:g}{suffix}"
+        return self.kind + suffix
 
     @classmethod
     def parse(cls, text: str) -> Imbalance:
-        """``exp:10``, ``step``, ``linear:10``, ``log:10``, ``classes=3,5:0.1``; ConfigError otherwise."""
-        head, _, arg = text.strip().partition(":")
+        """``exp:10``, ``step``, ``linear:10``, ``log:10``, ``classes=3,5:0.1``, any of them with a
+        ``@S`` share (``step@0.25``); ConfigError otherwise."""
+        profile, at, share = text.strip().partition("@")
+        try:
+            scale = float(share) if at else 1.0
+            if 0 < scale <= 1:
+                return replace(cls._parse_profile(profile, text), scale=scale)
+        except ValueError:
+            pass
+        raise ConfigError(f"--imbalance {text!r}: expected {PROFILE_SYNTAX}")
+
+    @classmethod
+    def _parse_profile(cls, profile: str, text: str) -> Imbalance:
+        head, _, arg = profile.partition(":")
         try:
             if head in RATIO_PROFILES and arg:
                 return cls.exponential(float(arg)) if head == "exp" else cls._ratio(head, float(arg))
@@ -87,6 +106,9 @@ class Imbalance:
 
     def target_counts(self, counts: list[int], seed: int = 0) -> list[int]:
         """Images each class keeps, given the classes' ``counts``."""
+        return [max(1, math.floor(n * self.scale + 0.5)) for n in self._profile_counts(counts, seed)]
+
+    def _profile_counts(self, counts: list[int], seed: int) -> list[int]:
         k = len(counts)
         if self.kind == "classes":
             if unknown := [c for c in self.classes if c >= k]:

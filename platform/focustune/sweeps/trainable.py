@@ -80,6 +80,9 @@ def final_metrics(trainer: Trainer) -> dict[str, Any]:
            FULL_BUDGET: True,
            **_scalars("best_val_", result.val), **_scalars("test_", result.test),
            "test_confusion_matrix": result.test["confusion_matrix"]}
+    for stage, best in result.stages.items():  # phased methods: the best epoch before / after the mechanism acted
+        out.update({f"{stage}_best_epoch": best["best_epoch"], **_scalars(f"{stage}_best_val_", best["val"]),
+                    **_scalars(f"{stage}_test_", best["test"])})
     grids = getattr(trainer.method, "sample_grids", None)
     if grids:
         out["artifacts"] = {f"gan_samples_class_{c}.png": png_base64(g) for c, g in grids.items()}

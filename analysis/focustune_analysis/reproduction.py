@@ -1,0 +1,201 @@
+"""Summaries of the reproduction suite (``benchmarks/reproduce``): runs of ``focustune train
+--output-json``, grouped by setting and arm, paired by seed.
+
+Per setting: test metrics of every arm (mean ± SE, t-based 95% interval), paired tests of every arm
+against the claim's baseline arm (Holm-corrected), mean validation-accuracy curves and epochs to a
+target accuracy, and, for phased methods, which stage the selected epoch came from and the test
+metrics of the best epoch before and after the mechanism acted (``stages``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from focustune_analysis.stats import Estimate, estimate, holm, paired_test, small_sample_note
+
+METRICS = ("acc", "balanced_acc", "macro_f1", "auc")
+
+
+def _est(values: Sequence[float]) -> dict[str, float]:
+    e: Estimate = estimate(list(values))
+    return {"n": e.n, "mean": e.mean, "se": e.se, "low": e.low, "high": e.high}
+
+
+def group_runs(records: list[dict]) -> dict[str, dict[str, dict[int, dict]]]:
+    """setting -> arm -> seed -> run record (``protocol`` holds the setting and arm labels)."""
+    groups: dict[str, dict[str, dict[int, dict]]] = {}
+    for record in records:
+        setting, arm = record["protocol"]["setting"], record["protocol"]["arm"]
+        groups.setdefault(setting, {}).setdefault(arm, {})[int(record["seed"])] = record
+    return groups
+
+
+def arm_table(runs: dict[int, dict]) -> dict[str, Any]:
+    """Test metrics of one arm over its seeds, its test error, and its selected epochs."""
+    ordered = [runs[s] for s in sorted(runs)]
+    table: dict[str, Any] = {"seeds": sorted(runs), "test": {m: _est([r["test"][m] for r in ordered]) for m in METRICS}}
+    table["test"]["error"] = _est([1 - r["test"]["acc"] for r in ordered])
+    table["test"]["per_class_recall"] = [_est(v) for v in zip(*(r["test"]["per_class_recall"] for r in ordered))]
+    table["best_epoch"] = [r["best_epoch"] for r in ordered]
+    table["best_phase"] = [r["best_phase"] for r in ordered]
+    table["seconds"] = _est([r["seconds"] for r in ordered])
+    if all(r.get("stages") for r in ordered):
+        table["stages"] = stage_table(ordered)
+    return table
+
+
+def stage_table(runs: list[dict]) -> dict[str, Any]:
+    """Phased runs: how many selected an epoch before the mechanism acted, and both stages' test metrics."""
+    out: dict[str, Any] = {"selected_before_mechanism": sum(
+        r["best_epoch"] == r["stages"]["before_mechanism"]["best_epoch"] for r in runs if "before_mechanism" in r["stages"])}
+    for stage in ("before_mechanism", "after_mechanism"):
+        found = [r["stages"][stage] for r in runs if stage in r["stages"]]
+        out[stage] = {"best_epoch": [s["best_epoch"] for s in found],
+                      "test": {m: _est([s["test"][m] for s in found]) for m in METRICS},
+                      "per_class_recall": [_est(v) for v in zip(*(s["test"]["per_class_recall"] for s in found))]}
+    return out
+
+
+def paired(arms: dict[str, dict[int, dict]], baseline: str, value: Any) -> list[dict[str, Any]]:
+    """Every arm against ``baseline`` on ``value(run)``, paired by seed; Holm-corrected t-test p-values."""
+    rows = []
+    for arm, runs in arms.items():
+        if arm == baseline or baseline not in arms:
+            continue
+        seeds = sorted(set(runs) & set(arms[baseline]))
+        test = paired_test([value(runs[s]) for s in seeds], [value(arms[baseline][s]) for s in seeds])
+        d = test.difference
+        rows.append({"arm": arm, "versus": baseline, "n": test.n, "diff": d.mean, "diff_se": d.se, "diff_low": d.low,
+                     "diff_high": d.high, "t_p": test.t_p, "wilcoxon_p": test.wilcoxon_p,
+                     "note": small_sample_note(test.n)})
+    for row, adjusted in zip(rows, holm([r["t_p"] for r in rows])):
+        row["t_p_holm"] = float(adjusted)
+    return rows
+
+
+def curves(runs: dict[int, dict], metric: str = "acc") -> list[dict[str, float]]:
+    """Mean validation ``metric`` per epoch over seeds, with its SE."""
+    series = [[h["val"][metric] for h in runs[s]["history"]] for s in sorted(runs)]
+    length = min(len(s) for s in series)
+    return [{"epoch": e + 1, **_est([s[e] for s in series])} for e in range(length)]
+
+
+def epochs_to(runs: dict[int, dict], target: float, metric: str = "acc") -> dict[str, Any]:
+    """First epoch whose validation ``metric`` reaches ``target``, per seed (None: never reached)."""
+    per_seed = {s: next((h["epoch"] for h in runs[s]["history"] if h["val"][metric] >= target), None)
+                for s in sorted(runs)}
+    reached = [e for e in per_seed.values() if e is not None]
+    return {"target": target, "per_seed": per_seed, "reached": len(reached), **_est(reached)}
+
+
+def probe_effect(arms: dict[str, dict[int, dict]]) -> list[dict[str, Any]]:
+    """Arms differing only in where errors are measured (``... val)`` vs ``... probe)``): probe - val."""
+    rows = []
+    for arm in arms:
+        if arm.endswith("on probe)"):
+            twin = arm.replace("on probe)", "on val)")
+            if twin in arms:
+                rows += [{**row, "metric": m} for m in ("acc", "balanced_acc")
+                         for row in paired({arm: arms[arm], twin: arms[twin]}, twin, lambda r, m=m: r["test"][m])]
+    return rows
+
+
+def augmented_class(record: dict) -> int | None:
+    """The class mdgan augmented with GAN images (its first chosen class), from its epoch diagnostics."""
+    chosen = [h["method"]["classes"] for h in record["history"] if (h.get("method") or {}).get("classes")]
+    return int(chosen[-1][0]) if chosen else None
+
+
+def augmented_classes(arms: dict[str, dict[int, dict]], baseline: str) -> dict[str, Any]:
+    """mdgan arms: test recall of the augmented class at the best epoch before fine-tuning, after it,
+    and in the baseline arm's run of the same seed; paired tests of after - before and after - baseline."""
+    out = {}
+    for arm, runs in arms.items():
+        seeds = [s for s in sorted(runs) if augmented_class(runs[s]) is not None and runs[s].get("stages")]
+        if not seeds:
+            continue
+        cls = {s: augmented_class(runs[s]) for s in seeds}
+        recall = lambda r, s, stage: r["stages"][stage]["test"]["per_class_recall"][cls[s]]  # noqa: E731
+        before = [recall(runs[s], s, "before_mechanism") for s in seeds]
+        after = [recall(runs[s], s, "after_mechanism") for s in seeds]
+        base = [arms[baseline][s]["test"]["per_class_recall"][cls[s]] for s in seeds if s in arms.get(baseline, {})]
+        row: dict[str, Any] = {"classes": cls, "before": _est(before), "after": _est(after),
+                               "after_minus_before": _test_row(paired_test(after, before))}
+        if len(base) == len(seeds):
+            row.update(baseline=_est(base), after_minus_baseline=_test_row(paired_test(after, base)))
+        out[arm] = row
+    return out
+
+
+def _test_row(test: Any) -> dict[str, Any]:
+    d = test.difference
+    return {"n": test.n, "diff": d.mean, "diff_se": d.se, "diff_low": d.low, "diff_high": d.high, "t_p": test.t_p,
+            "wilcoxon_p": test.wilcoxon_p}
+
+
+def summarise_setting(arms: dict[str, dict[int, dict]], baseline: str, target: float | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"arms": {arm: arm_table(runs) for arm, runs in arms.items()},
+                           "versus_baseline": {m: paired(arms, baseline, lambda r, m=m: r["test"][m])
+                                               for m in ("acc", "balanced_acc")},
+                           "curves": {arm: curves(runs) for arm, runs in arms.items()},
+                           "probe_vs_val": probe_effect(arms), "augmented": augmented_classes(arms, baseline)}
+    if target is not None:
+        out["epochs_to_target"] = {arm: epochs_to(runs, target) for arm, runs in arms.items()}
+    return out
+
+
+def summarise_claim(claim: Any, records: list[dict], out: Path, host: dict[str, Any], quick: bool = False) -> dict:
+    """Summarise a claim's runs into ``summary.json``, ``summary.md`` and ``curves.png`` in ``out``."""
+    from focustune_analysis import reproduction_verdicts
+
+    groups = group_runs(records)
+    targets = {s.label: s.target_acc or claim.target_acc for s in claim.settings}
+    settings = {label: summarise_setting(arms, claim.baseline, targets.get(label)) for label, arms in groups.items()}
+    verdict, line = reproduction_verdicts.verdict(claim, settings)
+    summary = {"claim": claim.name, "paper": claim.paper, "statement": claim.claim, "shortened": claim.shortened,
+               "quick": quick, "host": host, "runs": len(records),
+               "wall_s": round(sum(r["protocol"].get("wall_s", 0.0) for r in records)), "commands": sorted(
+                   {"focustune " + " ".join(r["protocol"]["argv"]) for r in records}),
+               "settings": settings, "verdict": verdict, "verdict_line": line, **claim.extra}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(_finite(summary), indent=1))
+    (out / "summary.md").write_text(reproduction_verdicts.markdown(summary))
+    _curves_figure(settings, out / "curves.png", claim.name)
+    return summary
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf -> None, for strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.generic):
+        return _finite(value.item())
+    return value
+
+
+def _curves_figure(settings: dict[str, Any], path: Path, title: str) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5 * len(settings), 4))
+    for i, (label, setting) in enumerate(settings.items()):
+        ax = fig.add_subplot(1, len(settings), i + 1)
+        for arm, points in setting["curves"].items():
+            epochs = [p["epoch"] for p in points]
+            mean = np.array([p["mean"] for p in points])
+            se = np.nan_to_num(np.array([p["se"] for p in points], dtype=float))
+            ax.plot(epochs, mean, marker="o", label=arm)
+            ax.fill_between(epochs, mean - se, mean + se, alpha=0.2)
+        ax.set(title=f"{title}: {label}", xlabel="epoch", ylabel="validation accuracy (mean ± SE)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -81,3 +81,18 @@ def test_an_outage_keeps_every_operation_queued_in_order(caplog):
     assert "unreachable" in caplog.text
     down["now"] = False
     assert tracking.flush() and sent == [("epoch", "t1"), ("epoch", "t2")]
+
+
+def test_a_snapshot_sends_what_is_queued_so_a_restore_sends_nothing_twice():
+    sent = []
+    tracking = callback(sent.append)
+    tracking.queue = [("epoch", "t1"), ("end", "t1")]
+    assert tracking.get_state()["queue"] == [] and sent == [("epoch", "t1"), ("end", "t1")]
+
+    def refused(op):
+        raise wrapped(requests.exceptions.ConnectionError("refused"), explicit=False)
+
+    down = callback(refused)
+    down.queue = [("epoch", "t2")]
+    down.flush()  # MLflow goes down
+    assert down.get_state()["queue"] == [("epoch", "t2")]  # held back by the outage: kept for the restore

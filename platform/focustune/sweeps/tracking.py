@@ -175,6 +175,10 @@ class MlflowTracking(tune.Callback):
 
     # ---------------------------------------------------------------- state for restores
     def get_state(self) -> dict | None:
+        # Send what is queued first: an operation kept in the snapshot but sent after it would be sent
+        # again after a restore. Only operations an outage holds back stay queued in the snapshot.
+        if self._down_since is None:
+            self._send_queued()
         with self._send_lock, self._queue_lock:  # not in the middle of an operation: none is sent twice
             return {"runs": dict(self.runs), "logged_epoch": dict(self.logged_epoch), "queue": list(self.queue),
                     "diagnostics": dict(self.diagnostics), "failed": list(self.failed)}

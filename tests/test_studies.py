@@ -132,6 +132,20 @@ def test_a_restored_searcher_fails_optuna_trials_its_snapshot_never_saw(tmp_path
     assert restored.queue.studies[A].started == 1  # the lost trial is offered again
 
 
+def test_a_trial_told_after_the_last_snapshot_may_end_again_after_a_restore(tmp_path):
+    search = searcher(tmp_path, trials=2, seeds=0)
+    search.suggest("t0")
+    snapshot = tmp_path / "searcher.pkl"
+    search.save(str(snapshot))
+    search.on_trial_complete("t0", full_result(0.5))  # told to Optuna; then the driver dies
+    restored = searcher(tmp_path, trials=2, seeds=0)
+    restored.restore(str(snapshot))
+    restored.on_trial_complete("t0", full_result(0.6))  # Tune re-ran it from its checkpoint
+    (trial,) = optuna.load_study(study_name=A, storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+    assert trial.state == TrialState.COMPLETE and trial.value == pytest.approx(0.5)  # the first tell stands
+    assert len(restored.queue.studies[A].ended) == 1
+
+
 # ---------------------------------------------------------------- per-study ASHA
 
 def trial(trial_id: str, study: str, kind: str = SEARCH) -> SimpleNamespace:

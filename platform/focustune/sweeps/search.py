@@ -147,10 +147,12 @@ class MultiStudySearch(Searcher):
         from optuna.trial import TrialState
 
         study = self.optuna_study(key)
+        # skip_if_finished: a trial told just before the driver died (after the searcher's last
+        # snapshot) is re-run by the restored Tune and ends a second time; Optuna keeps the first
         if full:
-            study.tell(number, float(result[OBJECTIVE]))
+            study.tell(number, float(result[OBJECTIVE]), skip_if_finished=True)
         else:
-            study.tell(number, state=TrialState.FAIL if failed else TrialState.PRUNED)
+            study.tell(number, state=TrialState.FAIL if failed else TrialState.PRUNED, skip_if_finished=True)
 
     # ---------------------------------------------------------------- state (Tune checkpoints it)
     def get_state(self) -> dict:

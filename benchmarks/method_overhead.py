@@ -52,7 +52,7 @@ class MethodRun:
     def __init__(self, name: str, overrides: dict[str, Any], dataset: Any, epochs: int, device: str):
         from focustune.config import resolve
         from focustune.methods import get_method
-        from focustune.trainer import Trainer
+        from focustune.training import Trainer
 
         method_cls = get_method(name.split("+")[0])
         extra = dict(get_method("mdgan").defaults) if name == SAM_REFERENCE else {}

@@ -26,7 +26,7 @@ def run_pair(dataset: Any, method: str, epochs: int, seed: int, device: str) -> 
     """The same run with amp on and off."""
     from focustune.config import resolve
     from focustune.methods import get_method
-    from focustune.trainer import Trainer
+    from focustune.training import Trainer
 
     out = {}
     for amp in (True, False):

@@ -56,7 +56,7 @@ def instrumented_epoch(trainer: Any, epoch: int, sync: bool) -> dict[str, float]
     """One epoch through the trainer's steps with a timer around each (SAM is not instrumented)."""
     import torch
 
-    from focustune.trainer import augment_batch, normalise
+    from focustune.training import augment_batch, normalise
 
     if trainer.config.optimizer == "sam":
         raise SystemExit("profile_trainer: SAM's two-pass step is not instrumented; use another optimizer")
@@ -126,7 +126,7 @@ class MethodProfile:
     def __init__(self, name: str, overrides: dict[str, Any], dataset: Any, rounds: int, device: str):
         from focustune.config import resolve
         from focustune.methods import get_method
-        from focustune.trainer import Trainer
+        from focustune.training import Trainer
 
         cls = get_method(name)
         config, params = resolve(cls, {"epochs": 2 * rounds + 2, "model": "small_cnn", "batch_size": 128,

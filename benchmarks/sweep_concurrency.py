@@ -32,7 +32,7 @@ def worker(order: str, folder: str, settings: dict) -> None:
     from focustune.sweeps import runner
 
     spec = runner.SweepSpec(
-        datasets=[runner.DatasetSpec("breastmnist", settings["data_dir"]), runner.DatasetSpec("digits-lt")],
+        datasets=[runner.DatasetSpec(dataset="breastmnist", data_dir=settings["data_dir"]), runner.DatasetSpec(dataset="digits-lt")],
         methods=settings["methods"], trials=settings["trials"], epochs=settings["epochs"], seeds=settings["seeds"],
         experiment=order, storage=f"{folder}/runs", tracking_uri=f"sqlite:///{folder}/mlflow.db",
         max_concurrent=settings["slots"], fixed={"batch_size": 32}, one_study_at_a_time=ORDERS[order],

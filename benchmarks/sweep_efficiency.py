@@ -6,7 +6,7 @@ Contenders, each a fresh process timed from start to exit (imports and data load
   --cpus-per-trial 1`` on a private local Ray, in a temporary folder with its own SQLite MLflow
   store and Tune storage (every trial tracked in MLflow and checkpointed every epoch);
 * ``plain``: ``optuna.create_study`` with a seeded TPE sampler over the same search space
-  (``search_spaces/erm.yaml``), each trial ``focustune.trainer.Trainer(...).fit()`` in one
+  (``search_spaces/erm.yaml``), each trial ``focustune.training.Trainer(...).fit()`` in one
   process with 2 torch threads, returning the best validation score (no tracking, no checkpoints);
 * ``plain_1thread``: the same loop with 1 torch thread (on a shared 2-core machine, two OpenMP
   threads stall whenever another process holds a core, which makes the 2-thread loop erratic);
@@ -66,7 +66,7 @@ def plain_worker(args: Any) -> None:
     from focustune.methods import get_method
     from focustune.sweeps.search import DefineByRun
     from focustune.spaces import load_space
-    from focustune.trainer import Trainer
+    from focustune.training import Trainer
 
     imported = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -139,7 +139,7 @@ def zero_copy_check(dataset_name: str, data_dir: str, target_mb: float) -> dict[
             from focustune.config import resolve
             from focustune.methods import get_method
             from focustune.sweeps.trainable import dataset_from_arrays
-            from focustune.trainer import Trainer
+            from focustune.training import Trainer
 
             before = private_and_rss()
             data = dataset_from_arrays(ray.get(refs[0]))

@@ -30,7 +30,7 @@ from focustune.sweeps.runner import study_grace
 from focustune.sweeps.schedulers import PerStudyASHA
 from focustune.sweeps.search import DefineByRun, MultiStudySearch, study_queue
 from focustune.sweeps.studies import Interval, utilisation
-from focustune.sweeps.trainable import FULL_BUDGET, OBJECTIVE, SEED_KEY, STUDY_KEY
+from focustune.sweeps.trial_config import FULL_BUDGET, OBJECTIVE, SEED_KEY, STUDY_KEY
 from focustune.tracking_schema import split_study_key, study_key
 from ray.tune.schedulers import TrialScheduler
 

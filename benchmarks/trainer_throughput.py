@@ -98,7 +98,7 @@ class TrainerEpochs:
     def __init__(self, model_name: str, dataset: Any, device: str, amp: bool, rounds: int):
         from focustune.config import resolve
         from focustune.methods import get_method
-        from focustune.trainer import Trainer
+        from focustune.training import Trainer
 
         method_cls = get_method("erm")
         config, params = resolve(method_cls, {"epochs": rounds, "batch_size": 128, "lr": 1e-3, "optimizer": "adam",
@@ -113,7 +113,7 @@ class TrainerEpochs:
     def data_only(self) -> float:
         """Samples per second of the trainer's batch path alone (index the uint8 tensor, normalise)."""
         from focustune.methods.base import shuffled_batches
-        from focustune.trainer import normalise
+        from focustune.training import normalise
 
         data, tick = self.trainer.data.train, time.perf_counter()
         for index in shuffled_batches(len(data), 128, self.trainer.generator):

@@ -75,7 +75,7 @@ def worker(plan: dict[str, Any]) -> None:
 
     from focustune.config import resolve
     from focustune.methods import get_method
-    from focustune.trainer import Trainer
+    from focustune.training import Trainer
 
     torch.set_num_threads(plan["threads"])
     if plan["device"].startswith("cuda"):

@@ -19,7 +19,7 @@ from conftest import make_dataset  # noqa: E402
 from focustune.config import resolve  # noqa: E402
 from focustune.fastgan import FastGAN  # noqa: E402
 from focustune.methods import get_method, method_names  # noqa: E402
-from focustune.trainer import Trainer, deterministic_algorithms  # noqa: E402
+from focustune.training import Trainer, deterministic_algorithms  # noqa: E402
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

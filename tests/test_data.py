@@ -160,7 +160,7 @@ def test_a_large_npz_is_memory_mapped_and_trains_streamed_like_in_memory(rgb, tm
     extraction, not read into memory; a run streaming their batches matches one on in-memory data."""
     from focustune.config import resolve
     from focustune.methods import get_method
-    from focustune.trainer import Trainer
+    from focustune.training import Trainer
 
     path = tmp_path / "large.npz"
     rng = np.random.default_rng(1)

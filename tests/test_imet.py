@@ -14,7 +14,7 @@ from focustune.errors import ConfigError
 from focustune.methods import EpochStats, RunContext, get_method
 from focustune.methods.imet import IMET, allocate, class_error_rates, iteration_epochs, sample_composition
 from focustune.spaces import load_space
-from focustune.trainer import Trainer
+from focustune.training import Trainer
 
 TRAIN_COUNTS = [60, 30, 10]
 VAL_ERRORS = [2, 6, 12]  # of 20 per class: error rates 0.1, 0.3, 0.6

@@ -27,7 +27,7 @@ def test_no_module_named_after_stdlib_or_dependency():
 
 
 def test_trainer_and_methods_do_not_import_tuning_libraries():
-    code = ("import sys, focustune.trainer, focustune.methods, focustune.cli; "
+    code = ("import sys, focustune.training, focustune.methods, focustune.cli; "
             "print(sorted(m for m in ('ray', 'optuna', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

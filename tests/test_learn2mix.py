@@ -10,7 +10,7 @@ from focustune.config import resolve
 from focustune.errors import ConfigError
 from focustune.methods import EpochStats, get_method
 from focustune.methods.learn2mix import batch_class_counts, cyclic_draws, updated_loss_share
-from focustune.trainer import Trainer
+from focustune.training import Trainer
 
 
 def build(dataset, **overrides):

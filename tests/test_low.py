@@ -12,7 +12,7 @@ from focustune.losses import class_balanced_weights, focal_loss
 from focustune.methods import get_method
 from focustune.methods.low import (cross_entropy_gradient_norms, logit_gradient_norms, low_weights,
                                    project_to_scaled_simplex)
-from focustune.trainer import Trainer
+from focustune.training import Trainer
 
 LAMBDAS = [1e-3, 1e-2, 0.1, 0.5, 1.0, 3.0, 10.0]
 BATCH_SIZES = [1, 2, 5, 17, 64]

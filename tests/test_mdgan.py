@@ -12,7 +12,7 @@ from focustune.methods import RunContext, get_method
 from focustune.methods.mdgan import MDGAN, class_accuracies, worst_classes
 from focustune.models import SpinalHead, build_model
 from focustune.spaces import load_space
-from focustune.trainer import Trainer
+from focustune.training import Trainer
 
 TINY_GAN = {"gan_steps": 2, "gan_batch_size": 4}
 

@@ -21,7 +21,7 @@ from focustune.inference import (CARD_FILE, NORMALISATION, calibrate_threshold, 
                                  rgb_to_grey, to_model_input)
 from focustune.methods import get_method
 from focustune.run_config import RunConfig, read_run_config
-from focustune.trainer import Trainer, normalise
+from focustune.training import Trainer, normalise
 from servers import tiny_npz
 
 
@@ -153,7 +153,7 @@ def test_several_studies_get_their_own_names_and_files(tmp_path):
     from focustune.sweeps.delivery import config_locations, registered_name
     from focustune.sweeps.runner import DatasetSpec, SweepSpec
 
-    spec = SweepSpec(datasets=[DatasetSpec("a"), DatasetSpec("b")], methods=["erm"], storage=str(tmp_path),
+    spec = SweepSpec(datasets=[DatasetSpec(dataset="a"), DatasetSpec(dataset="b")], methods=["erm"], storage=str(tmp_path),
                      experiment="x", config_out="out/best.yaml")
     assert registered_name("m", "data/set/erm", several=True) == "m-data-set-erm"
     assert registered_name("m", "a/erm", several=False) == "m"

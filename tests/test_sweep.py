@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from focustune.trainer import cpu_has_native_bf16
+from focustune.training import cpu_has_native_bf16
 from servers import (command_line, family, free_port, mlflow_server, ray_cluster, start, stop_group, sweep_command, tiny_npz,
                      wait_until)
 

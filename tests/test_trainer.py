@@ -12,7 +12,7 @@ from focustune.config import resolve
 from focustune.errors import ConfigError, TrainingDiverged
 from focustune.methods import Method, get_method, method_names
 from focustune.models import MODELS, build_model, pool_by_matrices
-from focustune.trainer import CHECKPOINT_FILE, Trainer, augment_batch
+from focustune.training import CHECKPOINT_FILE, Trainer, augment_batch
 
 # Adam and a linear head for every method here (mdgan prefers SAM + SpinalNet, which need more steps).
 FAST = {"epochs": 6, "batch_size": 16, "lr": 3e-3, "optimizer": "adam", "head": "linear"}
@@ -149,7 +149,7 @@ def test_methods_do_not_predict_validation_again(name, tiny_dataset):
 
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_amp_on_cpu_uses_bf16_only_where_the_cpu_has_it(native_bf16, tiny_dataset, monkeypatch):
-    monkeypatch.setattr("focustune.trainer.cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr("focustune.training.loop.cpu_has_native_bf16", lambda: native_bf16)
     mixed = _trainer("erm", tiny_dataset, device="cpu", overrides={"amp": True})
     assert mixed.precision == ("bfloat16" if native_bf16 else "float32")
     mixed_result = mixed.fit()

@@ -18,9 +18,10 @@ from focustune.errors import ConfigError
 from focustune.sweeps import ui
 from focustune.sweeps.plan import sweep_spec
 from focustune.sweeps.runner import DatasetSpec, SweepSpec, SweepState
-from focustune.sweeps.trainable import KIND_KEY, SEED_KEY, STUDY_KEY, ResourceUse
+from focustune.sweeps.trial_config import KIND_KEY, SEED_KEY, STUDY_KEY
+from focustune.sweeps.trainable import ResourceUse
 from focustune.sweeps.workbench import dataset_record, study_description
-from focustune.tracking_schema import (EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING, KIND_RERUN, NOTE_TAG,
+from focustune.tracking_schema import (ui_hint, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING, KIND_RERUN, NOTE_TAG,
                                        TRIAL_CPU_CORES, TRIAL_CPU_PERCENT, TRIAL_MEMORY_MB, source_tags)
 
 
@@ -65,7 +66,7 @@ def _finished_study(tmp_path, dataset) -> tuple[SweepSpec, str, str]:
     """A study with one seed re-run, logged through the sweep's own tracking classes (Ray not started)."""
     from focustune.sweeps.tracking import StudyTracking
 
-    spec = SweepSpec(datasets=[DatasetSpec("tiny")], methods=["erm"], epochs=2, experiment="wb",
+    spec = SweepSpec(datasets=[DatasetSpec(dataset="tiny")], methods=["erm"], epochs=2, experiment="wb",
                      tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", storage=str(tmp_path / "runs"))
     state = SweepState(str(tmp_path / "sweep.json"), {"sweep_id": "s1", "studies": {}})
     tracking = StudyTracking(spec, state)
@@ -150,6 +151,6 @@ def test_ui_refuses_a_missing_store_a_server_and_a_taken_port(tmp_path, capsys, 
 
 def test_ui_hint_names_the_store_unless_it_is_the_default(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert ui.ui_hint(f"sqlite:///{tmp_path / 'mlflow.db'}") == "focustune ui"
-    assert ui.ui_hint("sqlite:////data/m.db") == "focustune ui --tracking-uri sqlite:////data/m.db"
-    assert ui.ui_hint("http://h:5000") == "open http://h:5000 in a browser"
+    assert ui_hint(f"sqlite:///{tmp_path / 'mlflow.db'}") == "focustune ui"
+    assert ui_hint("sqlite:////data/m.db") == "focustune ui --tracking-uri sqlite:////data/m.db"
+    assert ui_hint("http://h:5000") == "open http://h:5000 in a browser"

@@ -15,7 +15,7 @@ from typing import Any
 
 # name -> module; loaded on first use so that `focustune --help` does not import pandas/MLflow/SciPy.
 _EXPORTS = {
-    "collect": ["Collection", "collect_runs", "default_tracking_uri", "read_history"],
+    "collect": ["Collection", "collect_runs", "read_history"],
     "convergence": ["epochs_to_target", "epochs_to_target_summary", "mean_curves"],
     "phases": ["phase_counts", "select_epochs"],
     "references": ["REFERENCES", "Reference", "references_for"],

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             run_id = log_summary_run(collection, report)
         except Exception as exc:  # the store's own errors (connection, permissions, ...) vary by backend
             raise ConfigError(f"the report is in {report.out}, but logging it to MLflow failed: {exc}") from exc
-        from focustune.sweeps.ui import ui_hint
+        from focustune.tracking_schema import ui_hint
 
         print(f"MLflow: summary run {run_id} in experiment {collection.experiment!r} "
               f"({ui_hint(collection.tracking_uri)})")

@@ -18,14 +18,14 @@ import pandas as pd
 
 from focustune.errors import ConfigError
 from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, FINAL_PREFIXES, FINISHED_TRIALS, KIND_RERUN,
-                                       KIND_STUDY, KIND_TRIAL, PARENT_TAG, TAG)
+                                       KIND_STUDY, KIND_TRIAL, METRIC_NAMES, OBJECTIVE, PARENT_TAG, TAG, default_tracking_uri)
 
 HP_PREFIX = "hp."
 # Params that identify a run rather than configure it.
 ID_PARAMS = ("method", "dataset", "seed")
 FINAL_KEYS = ("best_epoch", "train_seconds", "objective")
-METRICS = ("acc", "balanced_acc", "macro_f1", "auc", "worst_class_recall")
-HISTORY_METRICS = ("train_loss", "objective", "lr", *(f"val_{m}" for m in METRICS))
+METRICS = METRIC_NAMES
+HISTORY_METRICS = ("train_loss", OBJECTIVE, "lr", *(f"val_{m}" for m in METRICS))
 SELECTED_RERUN, SELECTED_TRIAL = "seed re-runs", "best search trial"
 
 
@@ -66,9 +66,6 @@ class Collection:
         return MlflowClient(tracking_uri=self.tracking_uri)
 
 
-def default_tracking_uri() -> str:
-    """The sweep's default: ``mlflow.db`` in the current folder."""
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def open_experiment(experiment: str, tracking_uri: str | None = None) -> tuple[Any, str, str]:

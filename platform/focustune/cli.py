@@ -141,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from focustune.data import load_dataset
     from focustune.data.imbalance import imbalance_profile
     from focustune.methods import get_method
-    from focustune.trainer import Trainer
+    from focustune.training import Trainer
 
     file_params = _apply_config_file(args)
     assigned: dict[str, Any] = params.parse_assignments(args.set or [])
@@ -182,12 +182,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _run_config(args: argparse.Namespace, resolved: dict[str, Any]) -> Any:
     """This ``train`` run as a configuration file's content."""
-    from focustune.run_config import RunConfig, dataset_reference
+    from focustune.data.options import DATA_KEYS, DataOptions
+    from focustune.run_config import RunConfig
 
-    return RunConfig(method=args.method, dataset=dataset_reference(args.dataset), params=resolved, seed=args.seed,
-                     data_dir=dataset_reference(args.data_dir) if args.data_dir else None, size=args.size,
-                     imbalance=args.imbalance, imbalance_ratio=args.imbalance_ratio, data_seed=args.data_seed,
-                     source={"command": "train"})
+    data = DataOptions(**{key: getattr(args, key) for key in DATA_KEYS}).referenced()
+    return RunConfig(**vars(data), method=args.method, params=resolved, seed=args.seed, source={"command": "train"})
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -272,7 +271,7 @@ def _run_sweep(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     if not spec.seeds:
         print("test columns: the best search trial's test metrics (no seed re-runs; use --seeds K for a comparison)")
     print(_utilisation_line(sweep.state.data.get("utilisation", {})))
-    from focustune.sweeps.ui import ui_hint
+    from focustune.tracking_schema import ui_hint
 
     print(f"\nCompare the runs in MLflow: {ui_hint(spec.tracking)}")
     return 0

@@ -8,8 +8,6 @@ import warnings
 import numpy as np
 from sklearn import metrics as skm
 
-METRIC_NAMES = ("acc", "balanced_acc", "macro_f1", "auc", "worst_class_recall")
-
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
     """Accuracy, balanced accuracy, macro-F1, AUC, per-class recall and confusion matrix.

@@ -10,28 +10,23 @@ from typing import Any
 
 import yaml
 
+from focustune.data.options import DataOptions
 from focustune.errors import ConfigError
+from focustune.files import write_atomic
 from focustune.yaml_files import read_yaml
 
 HEADER = "# focustune run configuration; re-train it with: focustune train --config THIS_FILE [--set KEY=VALUE]\n"
-#: The dataset options a configuration carries (the ``train`` options of the same names).
-DATA_KEYS = ("dataset", "data_dir", "size", "imbalance", "imbalance_ratio", "data_seed")
 
 
-@dataclass
-class RunConfig:
-    """One training run: ``params`` holds every resolved hyperparameter (shared and the method's);
-    ``source`` says what chose it (informational: study, trial kind, validation score)."""
+@dataclass(kw_only=True)
+class RunConfig(DataOptions):
+    """One training run: the method, its seed, the data options (:class:`DataOptions`), ``params``
+    holding every resolved hyperparameter (shared and the method's), and ``source``, what chose it
+    (informational: study, trial kind, validation score)."""
 
     method: str
-    dataset: str
     params: dict[str, Any]
     seed: int = 0
-    data_dir: str | None = None
-    size: int | None = None
-    imbalance: str | None = None
-    imbalance_ratio: float | None = None
-    data_seed: int = 0
     source: dict[str, Any] = field(default_factory=dict)
 
     def to_yaml(self) -> str:
@@ -39,11 +34,7 @@ class RunConfig:
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write atomically to ``path``."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_yaml())
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, self.to_yaml())
 
     @classmethod
     def from_mapping(cls, data: Any, where: str) -> RunConfig:
@@ -67,9 +58,3 @@ def read_run_config(path: str | os.PathLike) -> RunConfig:
     """The configuration in ``path``; a missing, unreadable or malformed file is a ConfigError."""
     return RunConfig.from_mapping(read_yaml(path, "--config"), f"--config {path}")
 
-
-def dataset_reference(dataset: str) -> str:
-    """``dataset`` as a configuration stores it: a path that exists becomes absolute (the file may be
-    read from another folder), a dataset name stays as it is."""
-    path = Path(dataset).expanduser()
-    return str(path.resolve()) if path.exists() else dataset

@@ -1,7 +1,22 @@
-"""Names of what a sweep records in MLflow, defined once: the sweep layer writes them and
-``focustune_analysis`` reads them. Plain constants, so importing this needs no MLflow."""
+"""Names shared by two layers, defined once: what a run records in MLflow (the sweep layer and
+``train --log-model`` write them, ``focustune_analysis`` reads them), the metric names, the default
+tracking store and how to open a store in the UI. Plain constants and functions, so importing this
+needs no MLflow."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+#: The scalar classification metrics of every evaluation (``focustune.metrics``), in report order;
+#: an evaluation also has ``per_class_recall`` and ``confusion_matrix``.
+METRIC_NAMES = ("acc", "balanced_acc", "macro_f1", "auc", "worst_class_recall")
+#: A trial's reported best validation score so far (its selection metric): what Optuna and ASHA see,
+#: and a per-epoch metric of its MLflow run.
+OBJECTIVE = "objective"
+#: The MLflow store a command uses when given no ``--tracking-uri``: ``mlflow.db`` in the working folder.
+DEFAULT_STORE_FILE = "mlflow.db"
+TRACKING_URI_HELP = f"MLflow tracking URI (default: sqlite:///./{DEFAULT_STORE_FILE})"
 
 #: Prefix of every focustune tag (``focustune.kind``, ``focustune.method``, ...).
 TAG = "focustune."
@@ -77,3 +92,16 @@ def split_study_key(key: str) -> tuple[str, str]:
 def source_tags(command: str) -> dict[str, str]:
     """MLflow's tags of a run's source (the runs table's Source column): ``focustune COMMAND``."""
     return {"mlflow.source.name": f"focustune {command}", "mlflow.source.type": "LOCAL"}
+
+
+def default_tracking_uri() -> str:
+    """The default store: ``sqlite:///<working folder>/mlflow.db``."""
+    return f"sqlite:///{Path.cwd() / DEFAULT_STORE_FILE}"
+
+
+def ui_hint(uri: str) -> str:
+    """How to see ``uri`` in MLflow's UI: ``focustune ui`` (with its URI unless it is the default
+    store), or the server's own address."""
+    if urlparse(uri).scheme in ("http", "https"):
+        return f"open {uri} in a browser"
+    return "focustune ui" if uri == default_tracking_uri() else f"focustune ui --tracking-uri {uri}"

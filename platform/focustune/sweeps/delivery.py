@@ -18,13 +18,13 @@ from typing import Any
 
 from focustune.config import flat_params, resolve
 from focustune.methods import get_method
-from focustune.metrics import METRIC_NAMES
-from focustune.run_config import RunConfig, dataset_reference
+from focustune.tracking_schema import METRIC_NAMES
+from focustune.run_config import RunConfig
 from focustune.sweeps.runner import DatasetSpec, SweepSpec, SweepState, _filesystem
 from focustune.sweeps.studies import selection_score
-from focustune.sweeps.trainable import KIND_KEY, NOT_HYPERPARAMETERS, SEED_KEY
+from focustune.sweeps.trial_config import KIND_KEY, NOT_HYPERPARAMETERS, SEED_KEY
 from focustune.tracking_schema import CONFIG_ARTIFACT, split_study_key
-from focustune.trainer import CHECKPOINT_FILE
+from focustune.training import CHECKPOINT_FILE
 
 CONFIGS_FOLDER = "configs"  # under the sweep's storage path: one <dataset>__<method>.yaml per study
 
@@ -68,10 +68,7 @@ def study_run_config(spec: SweepSpec, data: DatasetSpec, key: str, study: dict[s
     train_config, params = resolve(get_method(method), selected["config"])
     metric = train_config.selection_metric
     return RunConfig(
-        method=method, dataset=dataset_reference(data.dataset), params=flat_params(train_config, params),
-        seed=selected["seed"],
-        data_dir=dataset_reference(data.data_dir) if data.data_dir else None, size=data.size,
-        imbalance=data.imbalance, imbalance_ratio=data.imbalance_ratio, data_seed=data.data_seed,
+        **vars(data.referenced()), method=method, params=flat_params(train_config, params), seed=selected["seed"],
         source={"study": key, "experiment": spec.experiment, "study_run_id": parent, "selected": selected["kind"],
                 "seed": selected["seed"], f"val_{metric}": selected["val"].get(metric)})
 

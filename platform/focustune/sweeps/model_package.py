@@ -22,7 +22,7 @@ import numpy as np
 
 from focustune.errors import ConfigError
 from focustune.inference import ModelCard, Predictor, load_bundle, make_bundle
-from focustune.metrics import METRIC_NAMES
+from focustune.tracking_schema import METRIC_NAMES
 from focustune.run_config import RunConfig
 from focustune.tracking_schema import (CHAMPION_ALIAS, CONFIG_ARTIFACT, FINAL_PREFIXES, KIND_TRAIN, MODEL_ARTIFACT,
                                        TAG, VAL_TAG_PREFIX)

@@ -13,6 +13,7 @@ from dataclasses import fields
 from typing import Any
 
 
+from focustune.data.options import SHAPING_KEYS
 from focustune.errors import ConfigError
 from focustune.yaml_files import read_yaml
 from focustune.sweeps.runner import DatasetSpec, SweepSpec
@@ -78,8 +79,7 @@ def sweep_spec(args: argparse.Namespace, defaults: dict[str, Any]) -> SweepSpec:
     named = [args.dataset] if getattr(args, "dataset", None) else getattr(args, "datasets", None)
     entries = _listed(named, "--datasets") if named else _listed(plan.get("datasets", defaults["datasets"]),
                                                                  "plan datasets")
-    per_dataset = {k: _option(args, plan, k, defaults.get(k))
-                   for k in ("data_dir", "size", "imbalance", "imbalance_ratio", "data_seed")}
+    per_dataset = {k: _option(args, plan, k, defaults.get(k)) for k in SHAPING_KEYS}
     per_dataset = {k: v for k, v in per_dataset.items() if v is not None}
     spaces = _option(args, plan, "spaces", {})
     fixed = _option(args, plan, "set", {})

@@ -16,7 +16,7 @@ from typing import Any
 from ray import tune
 
 from focustune.sweeps.studies import RERUN, Interval, utilisation
-from focustune.sweeps.trainable import BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, OBJECTIVE, STUDY_KEY
+from focustune.sweeps.trial_config import BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, OBJECTIVE, STUDY_KEY
 
 REDRAW_S = 1.0
 

@@ -22,12 +22,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from focustune.config import flat_params, resolve
+from focustune.data.options import DataOptions
 from focustune.errors import ConfigError
 from focustune.methods import get_method, mechanism_epoch
 from focustune.spaces import SearchSpace, load_space
 from focustune.sweeps.studies import RERUN, SEARCH, Interval, selection_score, utilisation
-from focustune.sweeps.trainable import (BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, NOT_HYPERPARAMETERS,
-                                        OBJECTIVE, SEED_KEY, STUDY_KEY)
+from focustune.sweeps.trial_config import (BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, NOT_HYPERPARAMETERS,
+                                           OBJECTIVE, SEARCH_SEED, SEED_KEY, STUDY_KEY)
 from focustune.tracking_schema import split_study_key, study_key
 
 # Tune's own console tables and checkpoint-frequency warnings: the sweep prints its own progress.
@@ -38,21 +39,14 @@ QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPO
 # ~4 s here (torch, scikit-learn, focustune imports), more than a small trial's training.
 # run_trial builds its trainer, seeds and thread count on every call, so nothing leaks between trials.
 REUSE_WORKERS = True
-SEARCH_SEED = 0  # every search trial trains with this seed; re-runs use 1..K (the same for every method)
 TUNE_RUN = "benchmark"  # the one Tune experiment of a sweep, under its storage path
 
 
-@dataclass
-class DatasetSpec:
-    """One dataset of a sweep: ``dataset`` is a name, ``.npz`` path or folder; ``name`` labels its
-    studies (default: the loaded dataset's own name); the other fields are ``train``'s data options."""
+@dataclass(kw_only=True)
+class DatasetSpec(DataOptions):
+    """One dataset of a sweep: its data options and ``name``, the label of its studies (default: the
+    loaded dataset's own name)."""
 
-    dataset: str
-    data_dir: str | None = None
-    size: int | None = None
-    imbalance: str | None = None
-    imbalance_ratio: float | None = None
-    data_seed: int = 0
     name: str | None = None
 
 
@@ -203,13 +197,9 @@ def load_datasets(spec: SweepSpec) -> dict[str, Any]:
     """Every dataset of the sweep, by the label its studies use, loaded exactly as ``train`` loads it
     (same data seed, same imbalance subsample); a repeated label, or a dataset one of the methods
     cannot train on, is refused."""
-    from focustune.data import load_dataset
-    from focustune.data.imbalance import imbalance_profile
-
     datasets: dict[str, Any] = {}
     for d in spec.datasets:
-        loaded = load_dataset(d.dataset, d.data_dir, size=d.size, seed=d.data_seed,
-                              imbalance=imbalance_profile(d.imbalance, d.imbalance_ratio))
+        loaded = d.load()
         label = d.name or loaded.name
         if label in datasets:
             raise ConfigError(f"datasets {d.dataset!r} and another one are both called {label!r}; "

@@ -16,7 +16,7 @@ from ray.tune.search import Searcher
 
 from focustune.spaces import Dimension, SearchSpace
 from focustune.sweeps.studies import RERUN, Outcome, Study, StudyQueue, selection_score
-from focustune.sweeps.trainable import FULL_BUDGET, KIND_KEY, OBJECTIVE, SEED_KEY, STUDY_KEY
+from focustune.sweeps.trial_config import FULL_BUDGET, KIND_KEY, OBJECTIVE, SEED_KEY, STUDY_KEY
 
 
 def _suggest(trial: Any, dim: Dimension) -> Any:

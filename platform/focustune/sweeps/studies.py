@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from focustune.config import TrainConfig
-from focustune.sweeps.trainable import OBJECTIVE
+from focustune.sweeps.trial_config import OBJECTIVE
 from focustune.tracking_schema import KIND_RERUN as RERUN
 from focustune.tracking_schema import KIND_TRIAL as SEARCH
 

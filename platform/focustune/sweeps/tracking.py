@@ -25,7 +25,7 @@ from typing import Any
 from ray import tune
 
 from focustune.sweeps import workbench
-from focustune.sweeps.trainable import BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, SEED_KEY, STUDY_KEY
+from focustune.sweeps.trial_config import BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, SEED_KEY, STUDY_KEY
 from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, FINAL_PREFIXES, FINISHED_TRIALS,
                                        KIND_RERUN, KIND_STUDY, PARENT_TAG, SEEDS_MEAN_PREFIX, TAG, UTILISATION,
                                        source_tags, split_study_key)

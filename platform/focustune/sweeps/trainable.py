@@ -14,24 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from focustune.config import resolve
 from focustune.data import ImageDataset, Split
 from focustune.errors import TrainingDiverged
-from focustune.methods import get_method
-from focustune.metrics import METRIC_NAMES
-from focustune.tracking_schema import (GPU_MEMORY_MB, GPU_PERCENT, TRIAL_CPU_CORES, TRIAL_CPU_PERCENT, TRIAL_MEMORY_MB,
-                                       split_study_key)
-from focustune.trainer import Trainer
+from focustune.tracking_schema import METRIC_NAMES
+from focustune.tracking_schema import (GPU_MEMORY_MB, GPU_PERCENT, TRIAL_CPU_CORES, TRIAL_CPU_PERCENT, TRIAL_MEMORY_MB)
+from focustune.training import Trainer
 
-#: Keys of a trial's config that are not hyperparameters: its seed, its study (``DATASET/METHOD``) and
-#: its kind (a search trial or a seed re-run).
-SEED_KEY, STUDY_KEY, KIND_KEY = "seed", "study", "kind"
-NOT_HYPERPARAMETERS = (SEED_KEY, STUDY_KEY, KIND_KEY)
-OBJECTIVE = "objective"  # best validation score so far (selection metric), what Optuna and ASHA see
-FULL_BUDGET = "full_budget"  # set on the last report of a trial that trained all its epochs
-#: Wall-clock time (s since the epoch) when this trial attempt started, and of this report: the
-#: trial's busy slot time, for the sweep's utilisation figure.
-BUSY_SINCE, BUSY_UNTIL = "busy_since", "busy_until"
+from focustune.sweeps.trial_config import BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, OBJECTIVE, resolve_trial
 
 
 def dataset_to_arrays(dataset: ImageDataset) -> dict[str, Any]:
@@ -141,10 +130,8 @@ def run_trial(config: dict[str, Any], *, dataset_refs: dict[str, Any], cpus: flo
     gpu_share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
     if device == "cuda" and 0 < gpu_share < 1:  # trials sharing a GPU each keep to their share of its memory
         torch.cuda.set_per_process_memory_fraction(gpu_share)
-    dataset_name, method = split_study_key(config[STUDY_KEY])
-    method_cls = get_method(method)
-    train_config, params = resolve(method_cls, {k: v for k, v in config.items() if k not in NOT_HYPERPARAMETERS})
-    ref = dataset_refs[dataset_name]
+    trial = resolve_trial(config)
+    ref = dataset_refs[trial.dataset]
     dataset = dataset_from_arrays(ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref)
 
     node_id = ray.get_runtime_context().get_node_id()
@@ -161,8 +148,8 @@ def run_trial(config: dict[str, Any], *, dataset_refs: dict[str, Any], cpus: flo
             trainer.save_checkpoint(folder)
             tune.report({**metrics, BUSY_UNTIL: time.time()}, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    trainer = Trainer(method_cls(params), train_config, dataset, seed=int(config.get(SEED_KEY, 0)),
-                      device=device, callback=report)
+    trainer = Trainer(trial.build_method(), trial.train_config, dataset, seed=trial.seed, device=device,
+                      callback=report)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:

@@ -57,15 +57,6 @@ def ui_command(uri: str, host: str, port: int) -> list[str]:
             "--workers", "1"]
 
 
-def ui_hint(uri: str) -> str:
-    """How to see ``uri`` in MLflow's UI: ``focustune ui`` (with its URI unless it is the default
-    store), or the server's own address."""
-    if urlparse(uri).scheme in ("http", "https"):
-        return f"open {uri} in a browser"
-    default = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    return "focustune ui" if uri == default else f"focustune ui --tracking-uri {uri}"
-
-
 def experiment_links(uri: str, address: str) -> list[str]:
     """``NAME: URL`` of every active experiment with runs in the store, each opening its runs table in the
     model-training view (MLflow 3.17's UI chooses that view from the URL or from a switch it remembers

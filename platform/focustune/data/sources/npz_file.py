@@ -13,6 +13,7 @@ import numpy as np
 from focustune.data.dataset import SPLITS, ImageDataset
 from focustune.data.sources.base import DatasetSource, DataRequest, register_source, split_from_numpy
 from focustune.errors import DataError
+from focustune.files import write_atomic
 
 
 #: An .npz whose images hold more bytes than this is memory-mapped instead of read into memory
@@ -29,10 +30,12 @@ def _memory_mapped_member(path: Path, member: str, cache_dir: Path) -> np.ndarra
     target = cache_dir / f"{path.stem}-{key}" / member
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-        with zipfile.ZipFile(path) as archive, archive.open(member) as source, open(partial, "wb") as copy:
-            shutil.copyfileobj(source, copy, 16 * 2**20)
-        os.replace(partial, target)
+
+        def extract(partial: Path) -> None:
+            with zipfile.ZipFile(path) as archive, archive.open(member) as source, open(partial, "wb") as copy:
+                shutil.copyfileobj(source, copy, 16 * 2**20)
+
+        write_atomic(target, extract)
     try:
         return np.load(target, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:  # e.g. an object array, which cannot be mapped (and would need pickle)

@@ -18,8 +18,9 @@ import pandas as pd
 import pytest
 
 from focustune.errors import ConfigError
+from focustune.sweeps.summary_run import log_summary_run
 from focustune_analysis import (build_report, collect_runs, compare_to_baseline, cross_dataset_table, epochs_to_target,
-                                friedman_nemenyi, holm, leaderboard, log_summary_run, mean_curves,
+                                friedman_nemenyi, holm, leaderboard, mean_curves,
                                 pairwise_comparisons, param_importance, rank_across_datasets, search_progress,
                                 small_sample_note, wilcoxon_floor)
 from focustune_analysis import cli, plots

@@ -19,7 +19,7 @@ _EXPORTS = {
     "convergence": ["epochs_to_target", "epochs_to_target_summary", "mean_curves"],
     "phases": ["phase_counts", "select_epochs"],
     "references": ["REFERENCES", "Reference", "references_for"],
-    "report": ["Report", "build_report", "log_summary_run"],
+    "report": ["Report", "build_report"],
     "results": ["compare_to_baseline", "confusion_matrices", "cross_dataset_table", "dataset_scores", "leaderboard",
                 "pairwise_comparisons", "per_class_recall", "rank_across_datasets", "status_counts"],
     "search": ["param_importance", "search_progress", "searched_params", "slices"],

@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from focustune_analysis.collect import HISTORY_METRICS, collect_runs
-    from focustune_analysis.report import build_report, log_summary_run
+    from focustune.sweeps.summary_run import log_summary_run
+    from focustune_analysis.report import build_report
 
     metric = args.metric.removeprefix("test_")
     history = tuple(dict.fromkeys((*HISTORY_METRICS, f"val_{metric}")))

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from focustune.config import TrainConfig
 from focustune.errors import ConfigError
 from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, FINAL_PREFIXES, FINISHED_TRIALS, KIND_RERUN,
                                        KIND_STUDY, KIND_TRIAL, METRIC_NAMES, OBJECTIVE, PARENT_TAG, TAG, default_tracking_uri)
@@ -23,9 +24,8 @@ from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, FINAL_
 HP_PREFIX = "hp."
 # Params that identify a run rather than configure it.
 ID_PARAMS = ("method", "dataset", "seed")
-FINAL_KEYS = ("best_epoch", "train_seconds", "objective")
-METRICS = METRIC_NAMES
-HISTORY_METRICS = ("train_loss", OBJECTIVE, "lr", *(f"val_{m}" for m in METRICS))
+FINAL_KEYS = ("best_epoch", "train_seconds", OBJECTIVE)
+HISTORY_METRICS = ("train_loss", OBJECTIVE, "lr", *(f"val_{m}" for m in METRIC_NAMES))
 SELECTED_RERUN, SELECTED_TRIAL = "seed re-runs", "best search trial"
 
 
@@ -240,10 +240,10 @@ def mark_selected(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _validation_score(run: pd.Series) -> float:
-    metric = run.get(f"{HP_PREFIX}selection_metric") or "balanced_acc"
+    metric = run.get(f"{HP_PREFIX}selection_metric") or TrainConfig.selection_metric  # the trainer's default
     value = run.get(f"best_val_{metric}")
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        value = run.get("objective")
+        value = run.get(OBJECTIVE)
     return float(value) if value is not None else math.nan
 
 

@@ -14,6 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from focustune.files import write_atomic
 from focustune_analysis.references import references_for
 from focustune_analysis.stats import Ranking
 
@@ -45,9 +46,9 @@ class Palette:
 
 
 def save(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as PNG (atomically; the folder is created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
 
 def _legend(ax: Axes, **kwargs: Any) -> None:

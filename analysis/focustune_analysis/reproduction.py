@@ -19,7 +19,11 @@ import numpy as np
 
 from focustune_analysis.stats import Estimate, estimate, holm, paired_test, small_sample_note
 
-METRICS = ("acc", "balanced_acc", "macro_f1", "auc")
+#: The scalar test metrics of a ``focustune train --output-json`` record (a subset of
+#: ``tracking_schema.METRIC_NAMES``: the record has no worst-class recall).
+RECORD_METRICS = ("acc", "balanced_acc", "macro_f1", "auc")
+#: The metrics each arm is tested on against the baseline arm (paired by seed).
+TESTED_METRICS = ("acc", "balanced_acc")
 
 
 def _est(values: Sequence[float]) -> dict[str, float]:
@@ -39,7 +43,8 @@ def group_runs(records: list[dict]) -> dict[str, dict[str, dict[int, dict]]]:
 def arm_table(runs: dict[int, dict]) -> dict[str, Any]:
     """Test metrics of one arm over its seeds, its test error, and its selected epochs."""
     ordered = [runs[s] for s in sorted(runs)]
-    table: dict[str, Any] = {"seeds": sorted(runs), "test": {m: _est([r["test"][m] for r in ordered]) for m in METRICS}}
+    table: dict[str, Any] = {"seeds": sorted(runs),
+                             "test": {m: _est([r["test"][m] for r in ordered]) for m in RECORD_METRICS}}
     table["test"]["error"] = _est([1 - r["test"]["acc"] for r in ordered])
     table["test"]["per_class_recall"] = [_est(v) for v in zip(*(r["test"]["per_class_recall"] for r in ordered))]
     table["best_epoch"] = [r["best_epoch"] for r in ordered]
@@ -57,7 +62,7 @@ def stage_table(runs: list[dict]) -> dict[str, Any]:
     for stage in ("before_mechanism", "after_mechanism"):
         found = [r["stages"][stage] for r in runs if stage in r["stages"]]
         out[stage] = {"best_epoch": [s["best_epoch"] for s in found],
-                      "test": {m: _est([s["test"][m] for s in found]) for m in METRICS},
+                      "test": {m: _est([s["test"][m] for s in found]) for m in RECORD_METRICS},
                       "per_class_recall": [_est(v) for v in zip(*(s["test"]["per_class_recall"] for s in found))]}
     return out
 
@@ -101,7 +106,7 @@ def probe_effect(arms: dict[str, dict[int, dict]]) -> list[dict[str, Any]]:
         if arm.endswith("on probe)"):
             twin = arm.replace("on probe)", "on val)")
             if twin in arms:
-                rows += [{**row, "metric": m} for m in ("acc", "balanced_acc")
+                rows += [{**row, "metric": m} for m in TESTED_METRICS
                          for row in paired({arm: arms[arm], twin: arms[twin]}, twin, lambda r, m=m: r["test"][m])]
     return rows
 
@@ -142,7 +147,7 @@ def _test_row(test: Any) -> dict[str, Any]:
 def summarise_setting(arms: dict[str, dict[int, dict]], baseline: str, target: float | None) -> dict[str, Any]:
     out: dict[str, Any] = {"arms": {arm: arm_table(runs) for arm, runs in arms.items()},
                            "versus_baseline": {m: paired(arms, baseline, lambda r, m=m: r["test"][m])
-                                               for m in ("acc", "balanced_acc")},
+                                               for m in TESTED_METRICS},
                            "curves": {arm: curves(runs) for arm, runs in arms.items()},
                            "probe_vs_val": probe_effect(arms), "augmented": augmented_classes(arms, baseline)}
     if target is not None:

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from focustune.errors import ConfigError
-from focustune_analysis.collect import METRICS, SELECTED_RERUN, Collection, final_metric_names
+from focustune.tracking_schema import METRIC_NAMES
+from focustune_analysis.collect import SELECTED_RERUN, Collection, final_metric_names
 from focustune_analysis.references import references_for
 from focustune_analysis.search import searched_params
 from focustune_analysis.stats import Ranking, estimate, friedman_nemenyi, holm, paired_test, small_sample_note
@@ -59,7 +60,7 @@ def format_config(config: dict) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
 
 
-def leaderboard(c: Collection, metrics: Sequence[str] = METRICS, primary: str = "balanced_acc",
+def leaderboard(c: Collection, metrics: Sequence[str] = METRIC_NAMES, primary: str = "balanced_acc",
                 confidence: float = 0.95, references: bool = True) -> pd.DataFrame:
     """Per dataset and method: test metrics of the selected configuration over its seed re-runs
     (``<m>`` mean, ``<m>_se``, ``<m>_low``/``<m>_high`` t-interval), or of its best search trial

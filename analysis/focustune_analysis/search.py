@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from focustune.config import SHARED_KEYS
-from focustune.tracking_schema import KIND_TRIAL
+from focustune.tracking_schema import KIND_TRIAL, OBJECTIVE
 from focustune_analysis.collect import HP_PREFIX, Collection
 
 
@@ -47,11 +47,11 @@ def search_progress(c: Collection) -> pd.DataFrame:
             trials = _trials(c.runs, dataset, method)
             if trials.empty:
                 continue
-            finished = trials["objective"].where(trials["status"] == "FINISHED")
+            finished = trials[OBJECTIVE].where(trials["status"] == "FINISHED")
             frames.append(pd.DataFrame({
                 "dataset": dataset, "method": method, "trial": range(1, len(trials) + 1),
                 "run_id": trials["run_id"].to_numpy(), "status": trials["status"].to_numpy(),
-                "objective": trials["objective"].to_numpy() if "objective" in trials else math.nan,
+                "objective": trials[OBJECTIVE].to_numpy() if OBJECTIVE in trials else math.nan,
                 "best_so_far": finished.cummax().ffill().to_numpy()}))
     columns = ["dataset", "method", "trial", "run_id", "status", "objective", "best_so_far"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
@@ -92,11 +92,11 @@ def param_importance(c: Collection, min_trials: int = 5, seed: int = 0) -> pd.Da
         for dataset in c.datasets:
             for method in c.methods(dataset):
                 trials = _trials(c.runs, dataset, method)
-                trials = trials[(trials["status"] == "FINISHED") & trials["objective"].notna()]
+                trials = trials[(trials["status"] == "FINISHED") & trials[OBJECTIVE].notna()]
                 params = searched_params(c.runs, dataset, method)
                 if not params:
                     continue
-                if len(trials) < min_trials or trials["objective"].nunique() < 2:
+                if len(trials) < min_trials or trials[OBJECTIVE].nunique() < 2:
                     rows.append({"dataset": dataset, "method": method, "param": None, "importance": math.nan,
                                  "trials": len(trials),
                                  "note": f"only {len(trials)} finished trial(s); needs {min_trials} with "
@@ -104,7 +104,7 @@ def param_importance(c: Collection, min_trials: int = 5, seed: int = 0) -> pd.Da
                     continue
                 study = optuna.create_study(direction="maximize")
                 columns = {p: _distribution(trials[HP_PREFIX + p].map(_named)) for p in params}
-                for i, value in enumerate(trials["objective"]):
+                for i, value in enumerate(trials[OBJECTIVE]):
                     study.add_trial(optuna.trial.create_trial(
                         value=float(value), params={p: columns[p][1].iloc[i] for p in params},
                         distributions={p: columns[p][0] for p in params}))
@@ -125,7 +125,7 @@ def slices(c: Collection) -> pd.DataFrame:
             for param in own_params(c.runs, dataset, method):
                 rows += [{"dataset": dataset, "method": method, "param": param, "value": _named(value),
                           "objective": objective, "status": status}
-                         for value, objective, status in zip(trials[HP_PREFIX + param], trials["objective"],
+                         for value, objective, status in zip(trials[HP_PREFIX + param], trials[OBJECTIVE],
                                                              trials["status"])
                          if objective is not None and math.isfinite(objective)]
     return pd.DataFrame(rows, columns=["dataset", "method", "param", "value", "objective", "status"])

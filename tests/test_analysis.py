@@ -17,13 +17,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from focustune.cli import compare as compare_command
 from focustune.errors import ConfigError
 from focustune.sweeps.summary_run import log_summary_run
 from focustune_analysis import (build_report, collect_runs, compare_to_baseline, cross_dataset_table, epochs_to_target,
                                 friedman_nemenyi, holm, leaderboard, mean_curves,
                                 pairwise_comparisons, param_importance, rank_across_datasets, search_progress,
                                 small_sample_note, wilcoxon_floor)
-from focustune_analysis import cli, plots
+from focustune_analysis import plots
 
 OFFSETS = {"balanced_acc": 0.0, "acc": 0.01, "macro_f1": -0.01, "auc": 0.03, "worst_class_recall": -0.2}
 T_975 = {2: 4.302653, 4: 2.776445, 5: 2.570582}  # Student t quantiles (textbook tables)
@@ -448,8 +449,8 @@ def test_summary_run_is_logged_replaced_and_leaves_other_runs_alone(cmp, report)
 
 def _cli(*argv: str) -> int:
     parser = argparse.ArgumentParser()
-    cli.add_arguments(parser)
-    return cli.run(parser.parse_args(list(argv)))
+    compare_command.add_options(parser)
+    return compare_command.run(parser.parse_args(list(argv)))
 
 
 def test_cli_small_sample_report_with_mlflow_summary(store, tmp_path, capsys):

@@ -1,0 +1,62 @@
+"""``focustune predict``: classify new images with a trained model (a folder or an MLflow model)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from focustune.cli import options
+from focustune.cli.console import stderr
+from focustune.errors import ConfigError
+from focustune.tracking_schema import default_tracking_uri
+
+MODEL_URI_FORMS = "models:/NAME@champion, models:/NAME/VERSION, runs:/RUN_ID/model"
+
+
+def add_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--model", required=True, help=f"{MODEL_URI_FORMS}, or a downloaded model folder")
+    cmd.add_argument("--input", required=True, help="a folder of images (searched recursively), an .npz "
+                                                    "(array `images`, else `test_images`) or one image")
+    cmd.add_argument("--output", required=True, help="CSV file: input, class, prob_<class> per class")
+    options.add_tracking_uri(cmd)
+    cmd.add_argument("--batch-size", type=int, default=1024, help="images per forward pass (default 1024)")
+    options.add_device(cmd)
+
+
+def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from focustune.inference import InputBatches, load_bundle, write_predictions
+
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise ConfigError(f"--output {output}: folder {output.parent} does not exist")
+    if not Path(args.input).exists():
+        raise ConfigError(f"--input {args.input}: no such file or folder")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    with tempfile.TemporaryDirectory(prefix="focustune-predict-") as download:
+        predictor = load_bundle(_model_folder(args.model, args.tracking_uri, download), device=args.device)
+        batches = InputBatches(Path(args.input), predictor.card.channels, predictor.card.image_size, args.batch_size)
+        counts = write_predictions(predictor, batches, output, args.batch_size)
+    if batches.skipped:
+        shown = ", ".join(batches.skipped[:10]) + (" ..." if len(batches.skipped) > 10 else "")
+        stderr(f"skipped {len(batches.skipped)} unreadable file(s): {shown}")
+    print(f"model {args.model}: {predictor.card.describe()}; device {predictor.device}")
+    source = f" (array {batches.array} of {args.input})" if batches.array else ""
+    print(f"predicted {sum(counts.values())} image(s){source}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"wrote {output}")
+    return 0
+
+
+def _model_folder(model: str, tracking_uri: str | None, download: str) -> Path:
+    """The bundle of ``--model``: a local folder (a bundle or an MLflow model) or an MLflow model URI."""
+    from focustune.inference import bundle_folder
+
+    if Path(model).expanduser().exists():
+        return bundle_folder(Path(model).expanduser())
+    if ":" not in model:
+        raise ConfigError(f"--model {model}: no such file or folder, and not an MLflow model URI ({MODEL_URI_FORMS})")
+    from focustune.sweeps.model_package import download_model
+
+    return bundle_folder(download_model(model, tracking_uri or default_tracking_uri(), download))

@@ -29,17 +29,19 @@ def worker(order: str, folder: str, settings: dict) -> None:
     """Run one sweep in this process; print its utilisation record as JSON on the last line."""
     import io
 
-    from focustune.sweeps import runner
+    from focustune.sweeps import preflight
+    from focustune.sweeps.runner import Sweep
+    from focustune.sweeps.spec import DatasetSpec, SweepSpec
 
-    spec = runner.SweepSpec(
-        datasets=[runner.DatasetSpec(dataset="breastmnist", data_dir=settings["data_dir"]), runner.DatasetSpec(dataset="digits-lt")],
+    spec = SweepSpec(
+        datasets=[DatasetSpec(dataset="breastmnist", data_dir=settings["data_dir"]), DatasetSpec(dataset="digits-lt")],
         methods=settings["methods"], trials=settings["trials"], epochs=settings["epochs"], seeds=settings["seeds"],
         experiment=order, storage=f"{folder}/runs", tracking_uri=f"sqlite:///{folder}/mlflow.db",
         max_concurrent=settings["slots"], fixed={"batch_size": 32}, one_study_at_a_time=ORDERS[order],
         address=settings.get("address"))
-    runner.validate(spec)
-    datasets = runner.load_datasets(spec)
-    sweep = runner.Sweep(spec, runner.study_spaces(spec, list(datasets)), out=io.StringIO())
+    preflight.validate(spec)
+    datasets = preflight.load_datasets(spec)
+    sweep = Sweep(spec, preflight.study_spaces(spec, list(datasets)), out=io.StringIO())
     sweep.run(datasets)
     print(json.dumps(sweep.state.data["utilisation"]))
 

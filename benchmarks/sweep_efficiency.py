@@ -114,7 +114,7 @@ def zero_copy_check(dataset_name: str, data_dir: str, target_mb: float) -> dict[
     import ray
 
     from focustune.data import Split, load_dataset
-    from focustune.sweeps.runner import init_ray
+    from focustune.sweeps.cluster import init_ray
     from focustune.sweeps.trainable import dataset_to_arrays
 
     dataset = load_dataset(dataset_name, data_dir, download=False)

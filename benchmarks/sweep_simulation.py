@@ -26,7 +26,7 @@ import common
 
 from focustune.methods import get_method, method_names
 from focustune.spaces import load_space
-from focustune.sweeps.runner import study_grace
+from focustune.sweeps.preflight import study_grace
 from focustune.sweeps.schedulers import PerStudyASHA
 from focustune.sweeps.search import DefineByRun, MultiStudySearch, study_queue
 from focustune.sweeps.studies import Interval, utilisation

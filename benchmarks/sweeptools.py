@@ -238,7 +238,7 @@ def fixed_costs() -> dict[str, float]:
     """Seconds of a sweep's fixed costs, measured alone in a fresh process: importing Ray, starting
     and stopping a private local Ray the way the sweep does, and creating a fresh SQLite MLflow store."""
     code = ("import time, json; t = time.perf_counter(); "
-            "from focustune.sweeps.runner import init_ray; import ray; imported = time.perf_counter(); "
+            "from focustune.sweeps.cluster import init_ray; import ray; imported = time.perf_counter(); "
             "init_ray(None); started = time.perf_counter(); ray.shutdown(); stopped = time.perf_counter(); "
             "from mlflow import MlflowClient; m0 = time.perf_counter(); "
             "MlflowClient(tracking_uri='sqlite:///mlflow.db').create_experiment('probe'); m1 = time.perf_counter(); "

@@ -1,6 +1,6 @@
 """focustune_analysis on a small fixture of runs logged into a real MLflow sqlite store (no Ray).
 
-The fixture follows the sweep's MLflow schema (focustune.sweeps.tracking): per (dataset, method)
+The fixture follows the sweep's MLflow schema (focustune.sweeps.mlflow_callback, study_runs): per (dataset, method)
 a study run, search trials (seed 0) and seed re-runs (seeds 1..K) nested under it, with params,
 per-epoch metrics (step = epoch), final metrics and a confusion-matrix artifact.
 """

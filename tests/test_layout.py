@@ -31,3 +31,10 @@ def test_trainer_and_methods_do_not_import_tuning_libraries():
             "print(sorted(m for m in ('ray', 'optuna', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_study_queue_search_and_scheduling_import_without_torch():
+    code = ("import sys, focustune.sweeps.studies, focustune.sweeps.search, focustune.sweeps.schedulers, "
+            "focustune.sweeps.progress, focustune.sweeps.trial_config; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -151,7 +151,7 @@ def test_images_are_converted_as_training_converts_them():
 
 def test_several_studies_get_their_own_names_and_files(tmp_path):
     from focustune.sweeps.delivery import config_locations, registered_name
-    from focustune.sweeps.runner import DatasetSpec, SweepSpec
+    from focustune.sweeps.spec import DatasetSpec, SweepSpec
 
     spec = SweepSpec(datasets=[DatasetSpec(dataset="a"), DatasetSpec(dataset="b")], methods=["erm"], storage=str(tmp_path),
                      experiment="x", config_out="out/best.yaml")

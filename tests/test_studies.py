@@ -18,7 +18,7 @@ from focustune.methods import get_method
 from focustune.spaces import load_space
 from focustune.sweeps.plan import read_plan, sweep_spec
 from focustune.sweeps.progress import SweepProgress
-from focustune.sweeps.runner import study_grace
+from focustune.sweeps.preflight import study_grace
 from focustune.sweeps.schedulers import PerStudyASHA
 from focustune.sweeps.search import DefineByRun, MultiStudySearch, study_queue
 from focustune.sweeps.studies import RERUN, SEARCH, Interval, utilisation
@@ -263,7 +263,7 @@ def test_datasets_option_and_the_one_dataset_case():
     ("trials: many\n", "expected a number"),
 ])
 def test_bad_plans_are_refused_with_one_message(tmp_path, text, message):
-    from focustune.sweeps.runner import validate
+    from focustune.sweeps.preflight import validate
 
     plan = tmp_path / "plan.yaml"
     plan.write_text(text)

@@ -10,7 +10,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
 from sqlalchemy.exc import OperationalError
 
-from focustune.sweeps.tracking import MlflowTracking, is_transport_error
+from focustune.sweeps.mlflow_callback import MlflowTracking
+from focustune.sweeps.mlflow_queue import EndRun, LogEpoch, is_transport_error
 
 
 def wrapped(cause: Exception, explicit: bool) -> MlflowException:
@@ -39,6 +40,14 @@ def test_transport_errors_are_told_apart_from_the_rest(error, outage):
     assert is_transport_error(error) is outage
 
 
+def epoch(trial_id: str) -> LogEpoch:
+    return LogEpoch(trial_id, {"train_loss": 1.0}, 1)
+
+
+def end(trial_id: str) -> EndRun:
+    return EndRun(trial_id, "FINISHED", {}, {}, {})
+
+
 def callback(apply) -> MlflowTracking:
     tracking = MlflowTracking("sqlite:///unused.db", "0", {}, {"sweep_id": "s"}, params_for=dict)
     tracking._apply = apply
@@ -49,16 +58,16 @@ def test_an_error_that_is_not_an_outage_fails_only_its_own_operation(caplog):
     sent = []
 
     def apply(op):
-        if op[0] == "bad":
+        if op.kind == "end":
             raise MlflowException("Invalid value for param", error_code=INVALID_PARAMETER_VALUE)
         sent.append(op)
 
     tracking = callback(apply)
-    tracking.queue = [("epoch", "t1"), ("bad", "t2"), ("epoch", "t3")]
+    tracking.queue = [epoch("t1"), end("t2"), epoch("t3")]
     with caplog.at_level(logging.ERROR):
         assert tracking.flush()  # the queue drains: nothing waits behind the failed operation
-    assert sent == [("epoch", "t1"), ("epoch", "t3")]
-    assert [f[:2] for f in tracking.failed] == [("bad", "t2")] and "Invalid value" in tracking.failed[0][2]
+    assert sent == [epoch("t1"), epoch("t3")]
+    assert [f[:2] for f in tracking.failed] == [("end", "t2")] and "Invalid value" in tracking.failed[0][2]
     assert "not an outage" in caplog.text and tracking._down_since is None
     assert tracking.get_state()["failed"] == tracking.failed  # kept across a driver restart
 
@@ -74,25 +83,43 @@ def test_an_outage_keeps_every_operation_queued_in_order(caplog):
 
     tracking = callback(apply)
     tracking.retry_interval_s = 0.0
-    tracking.queue = [("epoch", "t1"), ("epoch", "t2")]
+    tracking.queue = [epoch("t1"), epoch("t2")]
     with caplog.at_level(logging.WARNING):
         assert not tracking.flush()
-    assert tracking.queue == [("epoch", "t1"), ("epoch", "t2")] and not tracking.failed
+    assert tracking.queue == [epoch("t1"), epoch("t2")] and not tracking.failed
     assert "unreachable" in caplog.text
     down["now"] = False
-    assert tracking.flush() and sent == [("epoch", "t1"), ("epoch", "t2")]
+    assert tracking.flush() and sent == [epoch("t1"), epoch("t2")]
 
 
 def test_a_snapshot_sends_what_is_queued_so_a_restore_sends_nothing_twice():
     sent = []
     tracking = callback(sent.append)
-    tracking.queue = [("epoch", "t1"), ("end", "t1")]
-    assert tracking.get_state()["queue"] == [] and sent == [("epoch", "t1"), ("end", "t1")]
+    tracking.queue = [epoch("t1"), end("t1")]
+    assert tracking.get_state()["queue"] == [] and sent == [epoch("t1"), end("t1")]
 
     def refused(op):
         raise wrapped(requests.exceptions.ConnectionError("refused"), explicit=False)
 
     down = callback(refused)
-    down.queue = [("epoch", "t2")]
+    down.queue = [epoch("t2")]
     down.flush()  # MLflow goes down
-    assert down.get_state()["queue"] == [("epoch", "t2")]  # held back by the outage: kept for the restore
+    assert down.get_state()["queue"] == [epoch("t2")]  # held back by the outage: kept for the restore
+
+
+def test_queued_operations_and_the_callback_pickle_with_the_experiment_and_restore_in_order():
+    import pickle
+
+    def refused(op):
+        raise wrapped(requests.exceptions.ConnectionError("refused"), explicit=False)
+
+    down = callback(refused)
+    down.queue = [epoch("t1"), end("t1")]
+    down.flush()  # held back by the outage
+    down.runs["t1"] = "run-1"
+    state = pickle.loads(pickle.dumps(down.get_state()))
+    fresh = MlflowTracking("sqlite:///unused.db", "0", {}, {"sweep_id": "s"}, params_for=dict)
+    restored = pickle.loads(pickle.dumps(fresh))  # the callback itself travels in Tune's experiment state
+    restored.queue = [epoch("t2")]  # queued after the restore, before the snapshot is put back
+    restored.set_state(state)
+    assert restored.queue == [epoch("t1"), end("t1"), epoch("t2")] and restored.runs == {"t1": "run-1"}

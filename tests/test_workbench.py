@@ -17,7 +17,8 @@ from focustune.cli import main
 from focustune.errors import ConfigError
 from focustune.sweeps import ui
 from focustune.sweeps.plan import sweep_spec
-from focustune.sweeps.runner import DatasetSpec, SweepSpec, SweepState
+from focustune.sweeps.spec import DatasetSpec, SweepSpec
+from focustune.sweeps.state import SweepState
 from focustune.sweeps.trial_config import KIND_KEY, SEED_KEY, STUDY_KEY
 from focustune.sweeps.trainable import ResourceUse
 from focustune.sweeps.workbench import dataset_record, study_description
@@ -64,7 +65,8 @@ def test_study_description_of_a_study_without_a_finished_trial():
 
 def _finished_study(tmp_path, dataset) -> tuple[SweepSpec, str, str]:
     """A study with one seed re-run, logged through the sweep's own tracking classes (Ray not started)."""
-    from focustune.sweeps.tracking import StudyTracking
+    from focustune.sweeps.mlflow_queue import EndRun, LogEpoch, StartRun
+    from focustune.sweeps.study_runs import StudyTracking
 
     spec = SweepSpec(datasets=[DatasetSpec(dataset="tiny")], methods=["erm"], epochs=2, experiment="wb",
                      tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", storage=str(tmp_path / "runs"))
@@ -73,12 +75,12 @@ def _finished_study(tmp_path, dataset) -> tuple[SweepSpec, str, str]:
     tracking.use_datasets({"tiny": dataset})
     parent = tracking.parent_run("tiny/erm", dataset.summary())
     callback = tracking.callback({"tiny/erm": parent}, params_for=lambda config: {"lr": 0.001, "seed": 1})
-    for op in (("start", "t1", {STUDY_KEY: "tiny/erm", KIND_KEY: KIND_RERUN, SEED_KEY: 1}),
-               *(("epoch", "t1", {"val_balanced_acc": 0.5 + 0.1 * e, "train_loss": 1.0 / e, "objective": 0.6}, e)
+    for op in (StartRun("t1", {STUDY_KEY: "tiny/erm", KIND_KEY: KIND_RERUN, SEED_KEY: 1}),
+               *(LogEpoch("t1", {"val_balanced_acc": 0.5 + 0.1 * e, "train_loss": 1.0 / e, "objective": 0.6}, e)
                  for e in (1, 2)),
-               ("end", "t1", "FINISHED", {"stopped_early": "false"},
-                {"test_balanced_acc": 0.7, "test_recall_class_0": 0.9, "test_recall_class_1": 0.5,
-                 "best_val_balanced_acc": 0.7}, {})):
+               EndRun("t1", "FINISHED", {"stopped_early": "false"},
+                      {"test_balanced_acc": 0.7, "test_recall_class_0": 0.9, "test_recall_class_1": 0.5,
+                       "best_val_balanced_acc": 0.7}, {})):
         callback._apply(op)
     state.study("tiny/erm").update(finished=1, total=1, stopped_early=0, failed=0, best_objective=0.7,
                                    best_config={"lr": 0.001},

@@ -10,6 +10,7 @@ from focustune import params
 from focustune.errors import ConfigError
 from focustune.models import HEADS, MODELS
 from focustune.params import hp
+from focustune.tracking_schema import DEFAULT_SELECTION_METRIC
 
 SELECTION_METRICS = ("balanced_acc", "acc", "macro_f1", "auc", "worst_class_recall")
 
@@ -33,7 +34,7 @@ class TrainConfig:
     head: str = hp("linear", choices=HEADS.names, help="classification head (registered heads)")
     augment: str = hp("none", choices=("none", "flip", "flip_shift"),
                       help="batched tensor augmentation of training batches")
-    selection_metric: str = hp("balanced_acc", choices=SELECTION_METRICS,
+    selection_metric: str = hp(DEFAULT_SELECTION_METRIC, choices=SELECTION_METRICS,
                                help="validation metric that picks the best epoch")
     patience: int = hp(0, low=0, high=10_000, help="early stopping after this many epochs "
                                                     "without improvement (0 = off)")

@@ -16,59 +16,33 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from focustune.config import flat_params, resolve
-from focustune.methods import get_method
-from focustune.tracking_schema import METRIC_NAMES
 from focustune.run_config import RunConfig
-from focustune.sweeps.runner import DatasetSpec, SweepSpec, SweepState, _filesystem
-from focustune.sweeps.studies import selection_score
-from focustune.sweeps.trial_config import KIND_KEY, NOT_HYPERPARAMETERS, SEED_KEY
+from focustune.sweeps.spec import DatasetSpec, SweepSpec
+from focustune.sweeps.state import SweepState, filesystem
+from focustune.sweeps.trial_config import SEED_KEY, STUDY_KEY, resolve_trial
 from focustune.tracking_schema import CONFIG_ARTIFACT, split_study_key
 from focustune.training import CHECKPOINT_FILE
 
 CONFIGS_FOLDER = "configs"  # under the sweep's storage path: one <dataset>__<method>.yaml per study
 
 
-def selected_model(done: list[tuple[Any, dict[str, Any]]]) -> dict[str, Any] | None:
-    """Among (Tune result, final metrics) of a study's completed runs, the one with the best validation
-    score: its kind, seed, checkpoint location and best-epoch validation metrics."""
-    if not done:
-        return None
-    result, metrics = max(done, key=lambda rm: selection_score(rm[1], rm[0].config))
-    return {"kind": result.config.get(KIND_KEY), "seed": int(result.config.get(SEED_KEY, 0)),
-            "config": {k: v for k, v in result.config.items() if k not in NOT_HYPERPARAMETERS},
-            "trial_id": metrics.get("trial_id"), "best_epoch": metrics.get("best_epoch"),
-            "checkpoint": checkpoint_location(result.checkpoint) if result.checkpoint else None,
-            "val": {m: metrics.get(f"best_val_{m}") for m in METRIC_NAMES}}
-
-
-def checkpoint_location(checkpoint: Any) -> str:
-    """A Tune checkpoint's folder as a local path or a storage URI (s3://, gs://, ...)."""
-    from pyarrow import fs
-
-    if isinstance(checkpoint.filesystem, fs.LocalFileSystem):
-        return checkpoint.path
-    return f"{checkpoint.filesystem.type_name}://{checkpoint.path}"
-
-
 def best_weights(location: str) -> dict[str, Any]:
     """The best epoch's weights in the trainer checkpoint at ``location``."""
     import torch
 
-    filesystem, path = _filesystem(f"{location}/{CHECKPOINT_FILE}")
-    with filesystem.open_input_stream(path) as stream:
+    files, path = filesystem(f"{location}/{CHECKPOINT_FILE}")
+    with files.open_input_stream(path) as stream:
         state = torch.load(io.BytesIO(stream.read()), map_location="cpu", weights_only=True)
     return state["best"]["state"]
 
 
 def study_run_config(spec: SweepSpec, data: DatasetSpec, key: str, study: dict[str, Any], parent: str) -> RunConfig:
     """The selected run's configuration and seed, with the dataset's options."""
-    _, method = split_study_key(key)
     selected = study["selected"]
-    train_config, params = resolve(get_method(method), selected["config"])
-    metric = train_config.selection_metric
+    trial = resolve_trial({**selected["config"], STUDY_KEY: key, SEED_KEY: selected["seed"]})
+    metric = trial.train_config.selection_metric
     return RunConfig(
-        **vars(data.referenced()), method=method, params=flat_params(train_config, params), seed=selected["seed"],
+        **vars(data.referenced()), method=trial.method, params=trial.params, seed=trial.seed,
         source={"study": key, "experiment": spec.experiment, "study_run_id": parent, "selected": selected["kind"],
                 "seed": selected["seed"], f"val_{metric}": selected["val"].get(metric)})
 
@@ -90,8 +64,8 @@ def config_locations(spec: SweepSpec, key: str, several: bool) -> list[str]:
 
 def write_config(config: RunConfig, location: str) -> None:
     if "://" in location:
-        filesystem, path = _filesystem(location)
-        with filesystem.open_output_stream(path) as stream:
+        files, path = filesystem(location)
+        with files.open_output_stream(path) as stream:
             stream.write(config.to_yaml().encode())
         return
     Path(location).parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +85,7 @@ def deliver_models(spec: SweepSpec, state: SweepState, parents: dict[str, str], 
     """Per study with a selected run and nothing handed over yet: write and log its configuration, log
     its model on the study run, register it when asked; record it all in the sweep state."""
     from focustune.sweeps.model_package import log_run_model, print_lines
-    from focustune.sweeps.tracking import mlflow_client
+    from focustune.sweeps.mlflow_queue import mlflow_client
 
     data_specs = dict(zip(datasets, spec.datasets))  # labels are in the order of spec.datasets
     several = len(parents) > 1

@@ -22,10 +22,10 @@ import numpy as np
 
 from focustune.errors import ConfigError
 from focustune.inference import ModelCard, Predictor, load_bundle, make_bundle
-from focustune.tracking_schema import METRIC_NAMES
 from focustune.run_config import RunConfig
-from focustune.tracking_schema import (CHAMPION_ALIAS, CONFIG_ARTIFACT, FINAL_PREFIXES, KIND_TRAIN, MODEL_ARTIFACT,
-                                       TAG, VAL_TAG_PREFIX)
+from focustune.sweeps.mlflow_batches import log_batched
+from focustune.tracking_schema import (CHAMPION_ALIAS, CONFIG_ARTIFACT, FINAL_PREFIXES, KIND_TRAIN, METRIC_NAMES,
+                                       MODEL_ARTIFACT, TAG, VAL_TAG_PREFIX)
 
 BUNDLE_ARTIFACT = "bundle"  # the pyfunc artifact holding the bundle: <model>/artifacts/bundle/
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -170,19 +170,15 @@ def log_run_model(tracking_uri: str, run_id: str, state: dict[str, Any], config:
     return {"uri": info.model_uri, "card": card, "registered": registered}
 
 
-def _run_metrics(result: Any) -> list[Any]:
-    """Per-epoch training loss and validation metrics (step = epoch), then the final best_val_*/test_*."""
-    import time
-
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
+def _run_metrics(result: Any) -> list[tuple[str, float, int]]:
+    """Per-epoch training loss and validation metrics (step = epoch), then the final best_val_*/test_*
+    (step 0), as ``(name, value, step)`` rows; non-finite values are left out."""
     rows = [(f"val_{k}", h["val"][k], h["epoch"]) for h in result.history for k in METRIC_NAMES]
     rows += [("train_loss", h["train_loss"], h["epoch"]) for h in result.history]
     rows += [(f"{prefix}{k}", split[k], 0) for prefix, split in zip(FINAL_PREFIXES, (result.val, result.test))
              for k in METRIC_NAMES]
     rows.append(("best_epoch", result.best_epoch, 0))
-    return [Metric(name, float(value), now, step) for name, value, step in rows if math.isfinite(float(value))]
+    return [(name, float(value), step) for name, value, step in rows if math.isfinite(float(value))]
 
 
 def log_train_run(tracking_uri: str, experiment: str, trainer: Any, config: RunConfig, register_as: str | None,
@@ -190,7 +186,6 @@ def log_train_run(tracking_uri: str, experiment: str, trainer: Any, config: RunC
     """A finished ``train`` run in MLflow: params, per-epoch and final metrics, its configuration file
     (artifact ``run_config.yaml``) and its model; registered when ``register_as`` is given."""
     from mlflow import MlflowClient
-    from mlflow.entities import Param
 
     result = trainer.result()
     mlflow.set_tracking_uri(tracking_uri)
@@ -198,8 +193,7 @@ def log_train_run(tracking_uri: str, experiment: str, trainer: Any, config: RunC
     tags = {TAG + "kind": KIND_TRAIN, TAG + "method": result.method, TAG + "dataset": result.dataset}
     with mlflow.start_run(run_name=f"{result.dataset}-{result.method}-seed{result.seed}", tags=tags) as run:
         params = {"method": result.method, "dataset": result.dataset, "seed": result.seed, **result.params}
-        MlflowClient(tracking_uri).log_batch(run.info.run_id, metrics=_run_metrics(result), synchronous=True,
-                                             params=[Param(k, "none" if v is None else str(v)) for k, v in params.items()])
+        log_batched(MlflowClient(tracking_uri), run.info.run_id, params=params, history=_run_metrics(result))
         mlflow.log_text(config.to_yaml(), CONFIG_ARTIFACT)
         logged = log_run_model(tracking_uri, run.info.run_id, trainer.best_state, asdict(config), trainer.dataset,
                                result.val, register_as)

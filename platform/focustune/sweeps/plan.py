@@ -12,19 +12,17 @@ import argparse
 from dataclasses import fields
 from typing import Any
 
-
 from focustune.data.options import SHAPING_KEYS
 from focustune.errors import ConfigError
+from focustune.sweeps.spec import DatasetSpec, SweepSpec
 from focustune.yaml_files import read_yaml
-from focustune.sweeps.runner import DatasetSpec, SweepSpec
 
 #: Plan keys and the command-line options (argparse destinations) they stand for.
 OPTION_KEYS = {"methods": "methods", "trials": "trials", "epochs": "epochs", "seeds": "seeds",
                "scheduler": "scheduler", "experiment": "experiment", "tracking_uri": "tracking_uri",
                "address": "address", "storage": "storage", "optuna_storage": "optuna_storage",
                "warm_start": "warm_start", "cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per_trial",
-               "max_concurrent": "max_concurrent", "data_dir": "data_dir", "size": "size",
-               "imbalance": "imbalance", "imbalance_ratio": "imbalance_ratio", "data_seed": "data_seed",
+               "max_concurrent": "max_concurrent", **{key: key for key in SHAPING_KEYS},  # the data options
                "spaces": "space", "set": "set", "register": "register", "config_out": "config_out",
                "system_metrics": "system_metrics"}
 PLAN_KEYS = {"datasets", *OPTION_KEYS}

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.tune.search import Searcher
 
-from focustune.spaces import Dimension, SearchSpace
 from focustune.sweeps.studies import RERUN, Outcome, Study, StudyQueue, selection_score
 from focustune.sweeps.trial_config import FULL_BUDGET, KIND_KEY, OBJECTIVE, SEED_KEY, STUDY_KEY
+
+if TYPE_CHECKING:  # the spaces module needs torch (through the declared hyperparameters); the searcher does not
+    from focustune.spaces import Dimension, SearchSpace
 
 
 def _suggest(trial: Any, dim: Dimension) -> Any:

@@ -1,6 +1,6 @@
 """Which trial runs next, across every (dataset, method) study of a sweep, and how busy the slots were.
 
-Plain Python (no Ray, no Optuna), so the policy can be driven by Tune and by a simulation alike.
+Plain Python (no Ray, no Optuna, no torch), so the policy can be driven by Tune and by a simulation alike.
 All studies advance together: a free slot goes first to a study whose search has finished and whose
 seed re-runs are still to start, else to the study with the fewest started search trials.
 """
@@ -11,8 +11,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from focustune.config import TrainConfig
 from focustune.sweeps.trial_config import OBJECTIVE
+from focustune.tracking_schema import DEFAULT_SELECTION_METRIC
 from focustune.tracking_schema import KIND_RERUN as RERUN
 from focustune.tracking_schema import KIND_TRIAL as SEARCH
 
@@ -20,7 +20,7 @@ from focustune.tracking_schema import KIND_TRIAL as SEARCH
 def selection_score(metrics: dict[str, Any], config: dict[str, Any]) -> tuple[float, float]:
     """How a full-budget trial ranks: its best-epoch validation score of the selection metric (never
     test), ties broken by the objective."""
-    metric = "best_val_" + str(config.get("selection_metric", TrainConfig.selection_metric))
+    metric = "best_val_" + str(config.get("selection_metric", DEFAULT_SELECTION_METRIC))
     return float(metrics.get(metric, metrics[OBJECTIVE])), float(metrics[OBJECTIVE])
 
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from focustune.data import ImageDataset
 from focustune.data.dataset import SPLITS
-from focustune.tracking_schema import (DATASET_CONTEXT, DATASET_CONTEXT_TAG, EXPERIMENT_KIND_TAG,
-                                       EXPERIMENT_KIND_TRAINING, NOTE_TAG, STUDY_FIGURE_FILES, STUDY_FIGURES,
-                                       STUDY_SUMMARY_FILE, split_study_key)
+from focustune.tracking_schema import (DATASET_CONTEXT, DATASET_CONTEXT_TAG, DEFAULT_SELECTION_METRIC,
+                                       EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING, NOTE_TAG, STUDY_FIGURE_FILES,
+                                       STUDY_FIGURES, STUDY_SUMMARY_FILE, split_study_key)
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def log_study_views(client: Any, experiment: str, tracking_uri: str, parents: di
     """Each study run's description, ``study.json`` and figures (read back from the experiment)."""
     from focustune_analysis.collect import HISTORY_METRICS, collect_runs
 
-    selection_metric = str(fixed.get("selection_metric", "balanced_acc"))
+    selection_metric = str(fixed.get("selection_metric", DEFAULT_SELECTION_METRIC))
     for key, parent in parents.items():
         client.set_tag(parent, NOTE_TAG, study_description(key, studies[key], fixed, selection_metric))
         client.log_dict(parent, studies[key], STUDY_SUMMARY_FILE)

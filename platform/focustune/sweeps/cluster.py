@@ -1,0 +1,56 @@
+"""The Ray side of a sweep: joining (or starting) Ray quietly, and how many trials fit at once."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+# Tune's own console tables and checkpoint-frequency warnings: the sweep prints its own progress.
+QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+              # snapshot Tune's experiment state at least every 5 s, so a killed driver loses little
+              "TUNE_GLOBAL_CHECKPOINT_S": "5"}
+
+
+def init_ray(address: str | None) -> None:
+    """Join ``address`` (or $RAY_ADDRESS); else start a private local Ray, never a stale cluster."""
+    for key, value in QUIET_TUNE.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        return
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True, "logging_level": "warning"}
+    if target == "local":  # a private single-node Ray, reachable on loopback only
+        kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1")
+    ray.init(address=target, **kwargs)
+
+
+def trial_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> dict[str, int]:
+    """Trial slots per alive node (by its node id) for the trial resources, and the overall cap."""
+    import ray
+
+    slots: dict[str, int] = {}
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        res = node.get("Resources", {})
+        count = math.floor(res.get("CPU", 0) / cpus_per_trial + 1e-9)
+        if gpus_per_trial > 0:
+            count = min(count, math.floor(res.get("GPU", 0) / gpus_per_trial + 1e-9))
+        slots[node["NodeID"]] = count
+    if max_concurrent:
+        slots["total"] = max_concurrent
+    return slots
+
+
+def slot_count(slots: dict[str, int]) -> int:
+    """Trial slots over all nodes (before any ``total`` cap)."""
+    return sum(count for node, count in slots.items() if node != "total")
+
+
+def pend_one_trial_per_slot(slots: dict[str, int]) -> None:
+    """Let Tune keep one pending trial per slot, so a free slot starts the next trial at once (Tune's
+    default for a custom searcher is a single pending trial, which starts trials one by one)."""
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, slot_count(slots))))

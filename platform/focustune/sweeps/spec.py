@@ -1,0 +1,81 @@
+"""What a sweep is asked to do: its datasets, methods, budgets and where it keeps its results.
+
+Plain data (checked by :func:`focustune.sweeps.preflight.validate` before Ray starts); ``sweep.json``
+stores it as given (:class:`focustune.sweeps.state.SweepState`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from focustune.data.options import DataOptions
+from focustune.tracking_schema import default_tracking_uri
+
+
+@dataclass(kw_only=True)
+class DatasetSpec(DataOptions):
+    """One dataset of a sweep: its data options and ``name``, the label of its studies (default: the
+    loaded dataset's own name)."""
+
+    name: str | None = None
+
+
+@dataclass
+class SweepSpec:
+    """Everything a sweep is asked to do (validated by ``preflight.validate`` before Ray starts)."""
+
+    datasets: list[DatasetSpec]
+    methods: list[str]
+    trials: int = 20
+    epochs: int = 30
+    seeds: int = 1
+    scheduler: str = "none"  # none | asha
+    tracking_uri: str | None = None
+    experiment: str = "focustune"
+    address: str | None = None
+    storage: str | None = None
+    optuna_storage: str | None = None
+    warm_start: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    resume: bool = False
+    space_files: dict[str, str] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)  # hyperparameters set for every trial
+    search_seed: int = 0
+    max_failures: int = 2
+    one_study_at_a_time: bool = False  # the former order, for benchmarks (Python API only)
+    register: str | None = None  # registered-model name of the selected models (see sweeps.delivery)
+    config_out: str | None = None  # also write the chosen configuration there (tune: best_config.yaml)
+    system_metrics: bool = False  # each trial reports its CPU/GPU use per epoch (trainable.ResourceUse)
+
+    @property
+    def storage_root(self) -> str:
+        """Where Tune keeps experiments: a local folder or a URI (s3://, gs://, ...) all nodes reach."""
+        if self.storage and "://" in self.storage:
+            return self.storage.rstrip("/")
+        return str(Path(self.storage or Path.cwd() / "focustune_runs").expanduser().resolve())
+
+    @property
+    def storage_path(self) -> str:
+        return f"{self.storage_root}/{self.experiment}"
+
+    @property
+    def tracking(self) -> str:
+        return self.tracking_uri or default_tracking_uri()
+
+    @property
+    def optuna_url(self) -> str:
+        """Optuna's RDB storage: ``--optuna-storage``, else ``optuna.db`` beside the sweep state (or in
+        the working folder when the sweep state lives in an object store)."""
+        if self.optuna_storage:
+            return self.optuna_storage
+        folder = Path.cwd() if "://" in self.storage_root else Path(self.storage_path)
+        return f"sqlite:///{folder / 'optuna.db'}"
+
+    @property
+    def fixed_values(self) -> dict[str, Any]:
+        """The hyperparameters every trial of the sweep shares: ``fixed`` and the epoch budget."""
+        return {**self.fixed, "epochs": self.epochs}

@@ -1,0 +1,73 @@
+"""Where a sweep keeps its own record, ``sweep.json`` under its storage path, and how files there are
+reached: local folders and storage URIs (s3://, gs://, ...) alike, through pyarrow."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from focustune.files import write_atomic
+from focustune.sweeps.spec import SweepSpec
+
+
+def filesystem(location: str) -> tuple[Any, str]:
+    """A pyarrow filesystem and path for a local folder or a storage URI."""
+    from pyarrow import fs
+
+    if "://" in location:
+        return fs.FileSystem.from_uri(location)
+    return fs.LocalFileSystem(), location
+
+
+def checkpoint_location(checkpoint: Any) -> str:
+    """A Tune checkpoint's folder as a local path or a storage URI (s3://, gs://, ...)."""
+    from pyarrow import fs
+
+    if isinstance(checkpoint.filesystem, fs.LocalFileSystem):
+        return checkpoint.path
+    return f"{checkpoint.filesystem.type_name}://{checkpoint.path}"
+
+
+class SweepState:
+    """``sweep.json`` under the storage path: the sweep id, the spec, per study its parent run and
+    results, and the utilisation."""
+
+    FILE = "sweep.json"
+
+    def __init__(self, location: str, data: dict[str, Any]):
+        self.location, self.data = location, data
+
+    @classmethod
+    def exists(cls, spec: SweepSpec) -> bool:
+        from pyarrow import fs
+
+        files, path = filesystem(f"{spec.storage_path}/{cls.FILE}")
+        return files.get_file_info(path).type != fs.FileType.NotFound
+
+    @classmethod
+    def open(cls, spec: SweepSpec) -> SweepState:
+        """The sweep's state: read when it exists, else a new one (a fresh sweep id), saved at once."""
+        location = f"{spec.storage_path}/{cls.FILE}"
+        if cls.exists(spec):
+            files, path = filesystem(location)
+            with files.open_input_stream(path) as stream:
+                return cls(location, json.loads(stream.read().decode()))
+        state = cls(location, {"sweep_id": uuid.uuid4().hex[:12], "spec": asdict(spec), "studies": {}})
+        state.save()
+        return state
+
+    def study(self, key: str) -> dict[str, Any]:
+        return self.data["studies"].setdefault(key, {})
+
+    def save(self) -> None:
+        payload = json.dumps(self.data, indent=2, default=str).encode()
+        files, path = filesystem(self.location)
+        if "://" in self.location:  # object stores replace whole objects atomically
+            with files.open_output_stream(path) as stream:
+                stream.write(payload)
+            return
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, payload)

@@ -1,0 +1,116 @@
+"""The sweep's MLflow side besides its trials: the experiment, one parent run per (dataset, method)
+study (its params, best configuration, seed re-runs' means and status), runs a killed driver left
+open, and the study runs' views (:mod:`focustune.sweeps.workbench`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from focustune.sweeps import workbench
+from focustune.sweeps.mlflow_batches import log_batched
+from focustune.sweeps.mlflow_callback import MlflowTracking, tracked_params
+from focustune.sweeps.mlflow_queue import is_transport_error, mlflow_client
+from focustune.sweeps.trial_config import STUDY_KEY, resolve_trial
+from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, FINISHED_TRIALS, KIND_STUDY,
+                                       SEEDS_MEAN_PREFIX, TAG, UTILISATION, source_tags, split_study_key)
+
+log = logging.getLogger(__name__)
+
+
+class StudyTracking:
+    """The sweep's MLflow side: the experiment, one parent run per (dataset, method) study."""
+
+    def __init__(self, spec: Any, state: Any):
+        self.spec, self.state = spec, state
+        self.client = mlflow_client(spec.tracking)
+        experiment = self.client.get_experiment_by_name(spec.experiment)
+        self.experiment_id = (experiment.experiment_id if experiment is not None
+                              else self.client.create_experiment(spec.experiment))
+        self.inputs: dict[str, dict[str, str]] = {}
+        workbench.mark_training_experiment(self.client, self.experiment_id)
+
+    def use_datasets(self, datasets: dict[str, Any]) -> None:
+        """Describe the sweep's datasets (by study label) as MLflow dataset inputs of its runs, and
+        the experiment by its datasets and methods."""
+        self.inputs = {label: workbench.dataset_record(label, d) for label, d in datasets.items()}
+        workbench.describe_experiment(self.client, self.experiment_id, list(datasets), self.spec.methods)
+
+    @property
+    def sweep_tags(self) -> dict[str, str]:
+        """Tags of every run of this sweep (a run adds its study, kind, dataset and method)."""
+        return {"sweep_id": self.state.data["sweep_id"], "epochs": str(self.spec.epochs),
+                "scheduler": self.spec.scheduler}
+
+    def parent_run(self, key: str, data: dict[str, Any]) -> str:
+        """The study's parent run, created once and remembered in the sweep state; ``data`` is the
+        dataset's summary (sizes, training class counts, imbalance profile), logged as ``data.*``."""
+        study = self.state.study(key)
+        if "parent_run_id" not in study:
+            dataset, method = split_study_key(key)
+            tags = {TAG + k: v for k, v in {**self.sweep_tags, "study": key, "kind": KIND_STUDY, "dataset": dataset,
+                                            "method": method}.items()}
+            run = self.client.create_run(self.experiment_id, tags={**tags, **source_tags("sweep")},
+                                         run_name=f"{dataset}-{method}")
+            study["parent_run_id"] = run.info.run_id
+            self.state.save()
+            log_batched(self.client, run.info.run_id, params={
+                "method": method, "dataset": dataset, "trials": self.spec.trials, "epochs": self.spec.epochs,
+                "seeds": self.spec.seeds, "scheduler": self.spec.scheduler,
+                **{f"data.{k}": data.get(k) for k in ("sizes", "train_class_counts", "imbalance", "source")}})
+            if dataset in self.inputs:
+                self.client.log_inputs(run.info.run_id, datasets=[workbench.dataset_input(self.inputs[dataset])])
+        return study["parent_run_id"]
+
+    def callback(self, parents: dict[str, str],
+                 params_for: Callable[[dict[str, Any]], dict[str, Any]] = tracked_params) -> MlflowTracking:
+        """The Tune callback that logs each trial as a run under its study's parent run."""
+        return MlflowTracking(self.spec.tracking, self.experiment_id, parents, self.sweep_tags, params_for,
+                              inputs=self.inputs)
+
+    def log_best(self, key: str, parent: str, study: dict[str, Any]) -> None:
+        """The study's best objective, finished-trial count and best configuration (every resolved
+        hyperparameter, as ``best.*`` params) on its run."""
+        best = resolve_trial({**study["best_config"], STUDY_KEY: key})
+        log_batched(self.client, parent,
+                    {BEST_OBJECTIVE: float(study["best_objective"]), FINISHED_TRIALS: float(study["finished"])},
+                    params={f"{BEST_PARAM_PREFIX}{k}": v for k, v in best.tracked_params.items()})
+
+    def close_orphans(self, known_trials: set[str]) -> int:
+        """Close runs of this sweep left RUNNING by trials that a killed driver's last Tune snapshot
+        never recorded (Tune re-ran that work as new trials); returns how many were closed."""
+        query = (f"tags.`{TAG}sweep_id` = '{self.state.data['sweep_id']}' and attributes.status = 'RUNNING' "
+                 f"and tags.`{TAG}kind` != '{KIND_STUDY}'")
+        orphans = [r for r in self.client.search_runs([self.experiment_id], filter_string=query)
+                   if r.data.tags.get(TAG + "trial_id") not in known_trials]
+        for run in orphans:
+            self.client.set_tag(run.info.run_id, TAG + "lost_on_restart", "true")
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+        return len(orphans)
+
+    def close_parent(self, parent: str, study: dict[str, Any], usage: dict[str, Any], status: str = "FINISHED") -> None:
+        """Seed re-runs' mean test metrics and the sweep's utilisation on the study run; then end it."""
+        rows = [r for r in study.get("reruns", []) if r.get("ok")]
+        metrics = {}
+        for key in sorted({k for r in rows for k in r if k.startswith("test_")}):
+            values = [float(r[key]) for r in rows if r.get(key) is not None]
+            if values:
+                metrics[f"{SEEDS_MEAN_PREFIX}{key}"] = sum(values) / len(values)
+        if usage.get("overall") is not None:
+            metrics[UTILISATION] = float(usage["overall"])
+        if metrics:
+            log_batched(self.client, parent, metrics)
+        self.client.set_terminated(parent, status=status)
+
+    def log_study_views(self, parents: dict[str, str]) -> None:
+        """Each study run's description, summary and figures (:mod:`focustune.sweeps.workbench`); an
+        unreachable MLflow only costs them (a warning: ``--resume`` adds them later)."""
+        try:
+            workbench.log_study_views(self.client, self.spec.experiment, self.spec.tracking, parents,
+                                      {key: self.state.study(key) for key in parents}, self.spec.fixed)
+        except Exception as exc:  # sorted below: only an outage is expected here
+            if not is_transport_error(exc):
+                raise
+            log.warning("MLflow at %s unreachable: the study runs' descriptions and figures were not logged "
+                        "(run the same command with --resume to add them): %s", self.spec.tracking, exc)

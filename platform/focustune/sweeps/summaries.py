@@ -1,0 +1,93 @@
+"""What a finished Tune run says per study: trial counts, the best full-budget search trial (by
+validation, never test), the seed re-runs, the selected run whose model the study hands over, and
+each trial attempt's busy interval (for the utilisation). Reads Tune results; writes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from focustune.sweeps.state import checkpoint_location
+from focustune.sweeps.studies import RERUN, SEARCH, Interval, selection_score
+from focustune.sweeps.trial_config import (BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, OBJECTIVE, SEED_KEY,
+                                           STUDY_KEY, hyperparameters)
+from focustune.tracking_schema import METRIC_NAMES
+
+Done = tuple[Any, dict[str, Any]]  # a completed trial: its Tune result and its final metrics
+
+
+def completed_metrics(result: Any) -> dict[str, Any] | None:
+    """A trial's final metrics when it trained its full budget without diverging, else None."""
+    m = result.metrics or {}
+    return m if result.error is None and m.get(FULL_BUDGET) and not m.get("diverged") else None
+
+
+def busy_intervals(results: Any) -> list[Interval]:
+    """Each trial attempt's busy interval (first start to last report), from every report it made."""
+    intervals = []
+    for result in results:
+        frame = result.metrics_dataframe
+        if frame is None or BUSY_SINCE not in frame:
+            continue
+        frame = frame.dropna(subset=[BUSY_SINCE, BUSY_UNTIL])
+        for since, group in frame.groupby(BUSY_SINCE):
+            intervals.append(Interval(str(group["node_id"].iloc[-1]), float(since), float(group[BUSY_UNTIL].max())))
+    return intervals
+
+
+def study_summaries(keys: list[str], results: Any) -> dict[str, dict[str, Any]]:
+    """Per study key, the :func:`study_summary` of its trials' results."""
+    by_study: dict[str, list[Any]] = {key: [] for key in keys}
+    for result in results:
+        if result.config and result.config.get(STUDY_KEY) in by_study:
+            by_study[result.config[STUDY_KEY]].append(result)
+    return {key: study_summary(group) for key, group in by_study.items()}
+
+
+def study_summary(results: list[Any]) -> dict[str, Any]:
+    """Trial counts, the best full-budget search trial (its configuration, objective and test scores),
+    the seed re-runs and the selected run of one study's results."""
+    searched = [r for r in results if r.config.get(KIND_KEY) == SEARCH]
+    done = [(r, m) for r in searched if (m := completed_metrics(r)) is not None]
+    failed = [r for r in searched if r.error is not None or (r.metrics or {}).get("diverged")]
+    summary: dict[str, Any] = {"finished": len(done), "total": len(searched), "best_config": None,
+                               "failed": len(failed), "stopped_early": len(searched) - len(done) - len(failed)}
+    if done:
+        summary.update(_best(results, done))
+    summary["reruns"] = sorted((rerun_row(r) for r in results if r.config.get(KIND_KEY) == RERUN),
+                               key=lambda row: row["seed"])
+    summary["selected"] = _selected(results, done)
+    return summary
+
+
+def _best(results: list[Any], done: list[Done]) -> dict[str, Any]:
+    # equal scores: the configuration the search re-ran with seeds (it may pick another among equals)
+    rerun = next((hyperparameters(r.config) for r in results if r.config.get(KIND_KEY) == RERUN), None)
+    best, m = max(done, key=lambda rm: (selection_score(rm[1], rm[0].config), hyperparameters(rm[0].config) == rerun))
+    return {"best_config": hyperparameters(best.config), "best_objective": m[OBJECTIVE],
+            "best_trial_test": {k: v for k, v in m.items() if k.startswith("test_") and isinstance(v, (int, float))}}
+
+
+def _selected(results: list[Any], searched: list[Done]) -> dict[str, Any] | None:
+    """The run whose model the study hands over: its best seed re-run, else its best search trial."""
+    reruns = [(r, m) for r in results if r.config.get(KIND_KEY) == RERUN and (m := completed_metrics(r)) is not None]
+    return selected_model(reruns or searched)
+
+
+def selected_model(done: list[Done]) -> dict[str, Any] | None:
+    """Among (Tune result, final metrics) of a study's completed runs, the one with the best validation
+    score: its kind, seed, checkpoint location and best-epoch validation metrics."""
+    if not done:
+        return None
+    result, metrics = max(done, key=lambda rm: selection_score(rm[1], rm[0].config))
+    return {"kind": result.config.get(KIND_KEY), "seed": int(result.config.get(SEED_KEY, 0)),
+            "config": hyperparameters(result.config),
+            "trial_id": metrics.get("trial_id"), "best_epoch": metrics.get("best_epoch"),
+            "checkpoint": checkpoint_location(result.checkpoint) if result.checkpoint else None,
+            "val": {m: metrics.get(f"best_val_{m}") for m in METRIC_NAMES}}
+
+
+def rerun_row(result: Any) -> dict[str, Any]:
+    """A seed re-run's line of the summary: its seed, whether it completed, its final scores."""
+    m = result.metrics or {}
+    return {"seed": result.config.get(SEED_KEY), "ok": completed_metrics(result) is not None,
+            **{k: m.get(k) for k in m if k.startswith(("test_", "best_val_")) and not k.endswith("matrix")}}

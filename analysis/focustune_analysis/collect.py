@@ -1,7 +1,7 @@
 """Read a sweep's MLflow experiment into pandas: one row per run, and a long per-epoch table.
 
-The schema is the one ``focustune.sweeps.tracking`` writes: ``focustune.*`` tags (kind, method,
-dataset, sweep_id, ...), every resolved hyperparameter as a param, final metrics (``test_*``,
+The schema is the one the sweep layer writes (names in ``focustune.tracking_schema``): ``focustune.*``
+tags (kind, method, dataset, sweep_id, ...), every resolved hyperparameter as a param, final metrics (``test_*``,
 ``best_val_*``) and per-epoch metrics with step = epoch.
 """
 

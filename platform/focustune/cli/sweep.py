@@ -44,17 +44,17 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
-    from focustune.sweeps import runner
+    from focustune.sweeps import preflight, runner
     from focustune.sweeps.plan import sweep_spec
 
     spec = sweep_spec(args, defaults)
-    runner.validate(spec)  # everything checked before Ray starts or anything is written
-    datasets = runner.load_datasets(spec)
-    spaces = runner.study_spaces(spec, list(datasets))
-    runner.check_study_names(spec, list(spaces))
+    preflight.validate(spec)  # everything checked before Ray starts or anything is written
+    datasets = preflight.load_datasets(spec)
+    spaces = preflight.study_spaces(spec, list(datasets))
+    preflight.check_study_names(spec, list(spaces))
     warm_starts = {}
     if spec.warm_start:
-        from focustune.sweeps.tracking import warm_start_configs
+        from focustune.sweeps.warm_start import warm_start_configs
 
         warm_starts = warm_start_configs(spec.tracking, spec.warm_start, spaces)
     print(f"sweep of {', '.join(spec.methods)} on {', '.join(datasets)}: {spec.trials} trial(s) x {spec.epochs} "

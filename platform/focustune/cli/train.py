@@ -128,7 +128,7 @@ def _model_logger(args: argparse.Namespace) -> Callable[[Any, dict[str, Any]], N
     if not (args.log_model or args.register):
         return None
     from focustune.sweeps.model_package import check_model_name, log_train_run
-    from focustune.sweeps.runner import check_tracking_uri
+    from focustune.sweeps.preflight import check_tracking_uri
 
     tracking = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking)

@@ -27,10 +27,6 @@ from focustune.sweeps.summaries import busy_intervals, study_summaries
 from focustune.sweeps.trial_config import OBJECTIVE, SEARCH_SEED, SEED_KEY
 from focustune.tracking_schema import split_study_key, study_key
 
-# Kept for focustune.cli, which imports these from here until it imports them from preflight.
-from focustune.sweeps.preflight import (check_study_names, check_tracking_uri, load_datasets,  # noqa: F401
-                                        study_spaces, validate)
-
 # A trial worker process is kept for the next trial of the same resources: a fresh one costs
 # ~4 s here (torch, scikit-learn, focustune imports), more than a small trial's training.
 # run_trial builds its trainer, seeds and thread count on every call, so nothing leaks between trials.

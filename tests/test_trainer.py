@@ -149,7 +149,7 @@ def test_methods_do_not_predict_validation_again(name, tiny_dataset):
 
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_amp_on_cpu_uses_bf16_only_where_the_cpu_has_it(native_bf16, tiny_dataset, monkeypatch):
-    monkeypatch.setattr("focustune.training.loop.cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr("focustune.training.device.cpu_has_native_bf16", lambda: native_bf16)
     mixed = _trainer("erm", tiny_dataset, device="cpu", overrides={"amp": True})
     assert mixed.precision == ("bfloat16" if native_bf16 else "float32")
     mixed_result = mixed.fit()

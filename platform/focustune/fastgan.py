@@ -13,10 +13,11 @@ FastGAN (256 px and up, an LPIPS/VGG reconstruction loss) does not fit. What is 
   every image the discriminator sees, real or fake;
 * an exponential moving average of the generator's weights, used for sampling.
 
-Images are handled in [-1, 1]. Sizes that are not a power of two (28 px) are padded (edge
-replication) up to the next power of two, at least 16: real images are padded, generated ones are
-cropped to the true size and padded the same way before the discriminator sees them, so the
-generator only models the true image area. :meth:`FastGAN.generate` returns uint8 images.
+Images are handled in [-1, 1], as the trainer normalises them (:mod:`focustune.transforms`). Sizes
+that are not a power of two (28 px) are padded (edge replication) up to the next power of two, at
+least 16: real images are padded, generated ones are cropped to the true size and padded the same
+way before the discriminator sees them, so the generator only models the true image area.
+:meth:`FastGAN.generate` returns uint8 images.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from focustune.models import AdaptiveAvgPool2d, seeded_init
+from focustune.transforms import denormalise, normalise
 
 DEFAULT_POLICY = ("color", "translation", "cutout")
 RECONSTRUCTION_SIZE = 16
@@ -66,16 +68,6 @@ def crop_to(x: torch.Tensor, size: int) -> torch.Tensor:
     """The centred ``size`` x ``size`` crop (the inverse of :func:`pad_to`)."""
     before, _ = _pad_amounts(size, x.shape[-1])
     return x[..., before:before + size, before:before + size]
-
-
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images.float() / 127.5 - 1.0
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] -> uint8 [0, 255] (rounded, clamped)."""
-    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 # ---------------------------------------------------------------------- differentiable augmentation
@@ -369,7 +361,7 @@ class FastGAN:
 
     def fit(self, images: torch.Tensor, steps: int, batch_size: int) -> GANLosses:
         """Train for ``steps`` steps on uint8 ``images`` [N, C, H, W] (batches drawn with replacement)."""
-        real = to_unit_range(images.to(self.device))
+        real = normalise(images.to(self.device))
         self.generator.train()
         self.discriminator.train()
         losses = torch.zeros(2, steps, device=self.device)
@@ -399,7 +391,7 @@ class FastGAN:
         if not chunks:
             return torch.empty(0, self.channels, self.image_size, self.image_size, dtype=torch.uint8,
                                device=self.device)
-        return to_uint8(torch.cat(chunks))
+        return denormalise(torch.cat(chunks))
 
 
 # ---------------------------------------------------------------------- sample grids

@@ -20,10 +20,9 @@ import numpy as np
 import torch
 
 from focustune.errors import DataError
+from focustune.transforms import NORMALISATION, normalise
 
 WEIGHTS_FILE, CARD_FILE = "weights.pt", "model.json"
-#: uint8 pixels -> (x / scale - mean) / std, as the trainer normalises (mean 0.5, std 0.5).
-NORMALISATION = {"scale": 255.0, "mean": 0.5, "std": 0.5}
 #: Metrics a binary threshold can be calibrated for (AUC does not depend on a threshold).
 THRESHOLD_METRICS = ("balanced_acc", "acc", "macro_f1", "worst_class_recall")
 DEFAULT_THRESHOLD_METRIC = "balanced_acc"
@@ -41,16 +40,12 @@ class ModelCard:
     task: str
     selection_metric: str
     val: dict[str, float]  # best-epoch validation metrics (argmax decisions), what selected the model
+    #: uint8 pixels -> (x / scale - mean) / std: the trainer's normalisation when the model was saved.
     normalisation: dict[str, float] = field(default_factory=lambda: dict(NORMALISATION))
     #: Binary tasks: predict class 1 when its probability is at least this (None: argmax).
     threshold: float | None = None
     threshold_metric: str | None = None  # the validation metric the threshold maximises
     threshold_val_score: float | None = None
-
-    @property
-    def mode(self) -> str:
-        """PIL mode of the model's input: 'L' (grey) or 'RGB'."""
-        return "L" if self.channels == 1 else "RGB"
 
     def describe(self) -> str:
         text = (f"{self.config['method']} on {self.config['dataset']}: {len(self.class_names)} classes, "
@@ -152,10 +147,9 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor, batch_size: int = PREDICT_BATCH) -> np.ndarray:
         """[N, K] class probabilities of uint8 ``[N, C, H, W]`` images in the model's layout."""
-        norm = self.card.normalisation
         out = []
         for chunk in images.split(batch_size):
-            x = chunk.to(self.device, non_blocking=True).float().div_(norm["scale"]).sub_(norm["mean"]).div_(norm["std"])
+            x = normalise(chunk.to(self.device, non_blocking=True), self.card.normalisation)
             out.append(torch.softmax(self.model(x).float(), dim=1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.card.class_names)), dtype=np.float32)
 

@@ -3,6 +3,7 @@
 A background thread gathers each batch from the host images (often memory-mapped), into pinned
 memory on CUDA, and copies it to the device on a side stream, ``depth`` batches ahead of the
 training loop; the loop's stream waits for a batch's copy on the device, never on the host.
+:class:`DeviceBatches` gives a run's batches from wherever its images are.
 """
 
 from __future__ import annotations
@@ -53,3 +54,26 @@ class HostBatches:
             copied = torch.cuda.Event()
             copied.record(self.copy_stream)
         return batch, copied
+
+
+class DeviceBatches:
+    """Batches of a run's images on ``device``: indexed there, or (``streamed``: a dataset kept in host
+    memory) streamed from host memory by :class:`HostBatches`."""
+
+    def __init__(self, device: torch.device, streamed: bool):
+        self.device, self.streamed = device, streamed
+
+    def _from_host(self, images: torch.Tensor) -> bool:
+        return self.streamed and images.device.type == "cpu"
+
+    def __call__(self, images: torch.Tensor, indices: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """``images[i]`` on the device for each index tensor in ``indices``."""
+        if self._from_host(images):
+            return HostBatches(images, self.device)(indices)
+        return (images[index] for index in indices)
+
+    def chunks(self, images: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+        """``images`` in consecutive chunks of ``size``, on the device."""
+        if self._from_host(images):
+            return HostBatches(images, self.device)(torch.arange(len(images)).split(size))
+        return iter(images.split(size))

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from focustune.tracking_schema import RECORD_METRICS
 from focustune_analysis.stats import Estimate, estimate, holm, paired_test, small_sample_note
 
-#: The scalar test metrics of a ``focustune train --output-json`` record (a subset of
-#: ``tracking_schema.METRIC_NAMES``: the record has no worst-class recall).
-RECORD_METRICS = ("acc", "balanced_acc", "macro_f1", "auc")
+#: The scalar test metrics of a ``focustune train --output-json`` record.
+SCALAR_RECORD_METRICS = tuple(m for m in RECORD_METRICS if m != "per_class_recall")
 #: The metrics each arm is tested on against the baseline arm (paired by seed).
 TESTED_METRICS = ("acc", "balanced_acc")
 
@@ -44,7 +44,7 @@ def arm_table(runs: dict[int, dict]) -> dict[str, Any]:
     """Test metrics of one arm over its seeds, its test error, and its selected epochs."""
     ordered = [runs[s] for s in sorted(runs)]
     table: dict[str, Any] = {"seeds": sorted(runs),
-                             "test": {m: _est([r["test"][m] for r in ordered]) for m in RECORD_METRICS}}
+                             "test": {m: _est([r["test"][m] for r in ordered]) for m in SCALAR_RECORD_METRICS}}
     table["test"]["error"] = _est([1 - r["test"]["acc"] for r in ordered])
     table["test"]["per_class_recall"] = [_est(v) for v in zip(*(r["test"]["per_class_recall"] for r in ordered))]
     table["best_epoch"] = [r["best_epoch"] for r in ordered]
@@ -62,7 +62,7 @@ def stage_table(runs: list[dict]) -> dict[str, Any]:
     for stage in ("before_mechanism", "after_mechanism"):
         found = [r["stages"][stage] for r in runs if stage in r["stages"]]
         out[stage] = {"best_epoch": [s["best_epoch"] for s in found],
-                      "test": {m: _est([s["test"][m] for s in found]) for m in RECORD_METRICS},
+                      "test": {m: _est([s["test"][m] for s in found]) for m in SCALAR_RECORD_METRICS},
                       "per_class_recall": [_est(v) for v in zip(*(s["test"]["per_class_recall"] for s in found))]}
     return out
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from focustune.errors import DataError
+from focustune.files import write_atomic
 from focustune.transforms import NORMALISATION, normalise
 
 WEIGHTS_FILE, CARD_FILE = "weights.pt", "model.json"
@@ -301,8 +302,8 @@ def write_predictions(predictor: Predictor, batches: InputBatches, output: str |
     output = Path(output)
     names = predictor.card.class_names
     counts = dict.fromkeys(names, 0)
-    tmp = output.with_name(output.name + ".tmp")
-    try:
+
+    def write_rows(tmp: Path) -> None:
         with open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["input", "class", *(f"prob_{name}" for name in names)])
@@ -313,7 +314,6 @@ def write_predictions(predictor: Predictor, batches: InputBatches, output: str |
                     counts[names[index]] += 1
         if not sum(counts.values()):
             raise DataError(f"--input {batches.path}: no readable image")
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(output, write_rows)
     return counts

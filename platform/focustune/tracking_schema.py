@@ -11,6 +11,8 @@ from urllib.parse import urlparse
 #: The scalar classification metrics of every evaluation (``focustune.metrics``), in report order;
 #: an evaluation also has ``per_class_recall`` and ``confusion_matrix``.
 METRIC_NAMES = ("acc", "balanced_acc", "macro_f1", "auc", "worst_class_recall")
+#: The metrics of a ``train --output-json`` record's ``val``/``test`` (and what reproductions read from it).
+RECORD_METRICS = ("acc", "balanced_acc", "macro_f1", "auc", "per_class_recall")
 #: The validation metric that picks a run's best epoch (and ranks trials) unless one is configured.
 DEFAULT_SELECTION_METRIC = "balanced_acc"
 #: A trial's reported best validation score so far (its selection metric): what Optuna and ASHA see,

@@ -16,11 +16,10 @@ from focustune.data.options import DATA_KEYS, DataOptions
 from focustune.errors import ConfigError
 from focustune.files import write_atomic
 from focustune.text_table import text_table
-from focustune.tracking_schema import METRIC_NAMES, default_tracking_uri
+from focustune.tracking_schema import METRIC_NAMES, RECORD_METRICS, default_tracking_uri
 
 #: The metrics of each evaluation in ``--output-json``: the scalar metrics, with the per-class recalls
 #: in place of their minimum (``worst_class_recall``).
-JSON_METRICS = (*(m for m in METRIC_NAMES if m != "worst_class_recall"), "per_class_recall")
 #: What a run takes when neither the command line nor ``--config`` sets it.
 RUN_DEFAULTS = {"method": "erm", **vars(DataOptions()), "seed": 0}
 #: The imbalance options go together: ``--config`` fills both or neither.
@@ -157,7 +156,7 @@ def _print_summary(result: Any, metric: str) -> None:
 
 def run_json(result: Any) -> dict[str, Any]:
     """The documented ``--output-json`` shape of a ``RunResult``."""
-    pick = lambda m: {k: m[k] for k in JSON_METRICS}  # noqa: E731
+    pick = lambda m: {k: m[k] for k in RECORD_METRICS}  # noqa: E731
     return _clean({
         "method": result.method, "dataset": result.dataset, "seed": result.seed, "epochs": result.epochs,
         "seconds": result.seconds, "params": result.params, "data": result.data, "best_epoch": result.best_epoch,

@@ -28,7 +28,11 @@ from focustune.tracking_schema import (CHAMPION_ALIAS, CONFIG_ARTIFACT, FINAL_PR
                                        MODEL_ARTIFACT, TAG, VAL_TAG_PREFIX)
 
 BUNDLE_ARTIFACT = "bundle"  # the pyfunc artifact holding the bundle: <model>/artifacts/bundle/
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def _quiet_artifact_transfers() -> None:
+    """No MLflow progress bars on the terminal while models are uploaded or downloaded."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def predictions_frame(card: ModelCard, classes: np.ndarray, probs: np.ndarray) -> Any:
@@ -92,6 +96,7 @@ def card_metadata(card: ModelCard) -> dict[str, Any]:
 
 def log_bundle(folder: str | os.PathLike, card: ModelCard) -> Any:
     """Log the bundle in ``folder`` as the MLflow model ``model`` of the active run; returns its ModelInfo."""
+    _quiet_artifact_transfers()
     return mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT, python_model=str(Path(__file__).with_name("pyfunc_model.py")),
         artifacts={BUNDLE_ARTIFACT: str(folder)},
@@ -208,6 +213,7 @@ def download_model(uri: str, tracking_uri: str, destination: str | os.PathLike) 
 
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).exists():
         raise ConfigError(f"--model {uri}: no MLflow store at {tracking_uri} (give --tracking-uri)")
+    _quiet_artifact_transfers()
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination),
                                                         tracking_uri=tracking_uri, registry_uri=tracking_uri))

@@ -18,13 +18,14 @@ from typing import Any
 from focustune.data import ImageDataset
 from focustune.data.dataset import SPLITS
 from focustune.tracking_schema import (DATASET_CONTEXT, DATASET_CONTEXT_TAG, DEFAULT_SELECTION_METRIC,
-                                       EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING, NOTE_TAG, STUDY_FIGURE_FILES,
-                                       STUDY_FIGURES, STUDY_SUMMARY_FILE, split_study_key)
+                                       EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING, METRIC_NAMES, NOTE_TAG,
+                                       STUDY_FIGURE_FILES, STUDY_FIGURES, STUDY_SUMMARY_FILE, split_study_key)
 
 log = logging.getLogger(__name__)
 
 DIGEST_IMAGES = 10_000  # images per split read for the digest (MLflow's own datasets hash at most 10,000 rows)
-REPORTED = ("balanced_acc", "acc", "macro_f1", "auc", "worst_class_recall")
+#: Test metrics of a study description: the default selection metric first, then the others.
+REPORTED = (DEFAULT_SELECTION_METRIC, *(m for m in METRIC_NAMES if m != DEFAULT_SELECTION_METRIC))
 
 
 # ---------------------------------------------------------------- the experiment

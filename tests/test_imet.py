@@ -347,3 +347,10 @@ def test_resume_continues_identically(dataset, uninterrupted, tmp_path, warm_sta
 def test_search_space_loads():
     space = load_space(IMET)
     assert {"iterations", "error_share", "sample_size", "warm_start"} <= set(space.dimensions)
+
+
+def test_help_names_the_papers_settings():
+    rows = {row["name"]: row["help"] for row in params.describe(IMET.Params)}
+    assert "2800" in rows["sample_count"] and "paper" in rows["sample_count"]
+    assert "balanced" in rows["error_sample"] and "paper" in rows["error_sample"]
+    assert "model=imet_cnn head=sigmoid" in IMET.summary

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import make_dataset
+from focustune import params
 from focustune.config import resolve
 from focustune.errors import ConfigError
 from focustune.fastgan import FastGAN
@@ -299,3 +300,8 @@ def test_checkpoint_mid_finetune_restores_the_augmented_set_and_continues_identi
     assert [h["train_loss"] for h in result.history] == [h["train_loss"] for h in expected.history]
     assert all(torch.equal(a, b) for a, b in zip(resumed.model.state_dict().values(),
                                                  straight.model.state_dict().values()))
+
+
+def test_help_names_the_papers_head_and_gan_budget():
+    rows = {row["name"]: row["help"] for row in params.describe(MDGAN.Params)}
+    assert "head=spinal_selu" in MDGAN.summary and "50000" in rows["gan_steps"] and "gan_steps" in rows["gan_epochs"]

@@ -122,7 +122,7 @@ def _imet(claim: Any, settings: dict[str, Any], grade: str, line: str) -> tuple[
     above = _finite(imet["high"]) and imet["high"] < paper
     if grade == REPRODUCED and above:
         grade = PARTLY
-    level = "above our interval" if above else "inside our interval or below" if _finite(imet["high"]) else "untested"
+    level = "above our interval" if above else "inside or below our interval" if _finite(imet["high"]) else "untested"
     return grade, f"{line}; IMET test accuracy {_fmt(imet)} against the paper's {paper:.3f} ({level})"
 
 

@@ -12,7 +12,8 @@ from focustune.config import TrainConfig, resolve
 from focustune.data import Split
 from focustune.errors import ConfigError
 from focustune.methods import EpochStats, RunContext, get_method
-from focustune.methods.imet import IMET, allocate, class_error_rates, iteration_epochs, sample_composition
+from focustune.methods.imet import (IMET, allocate, class_error_rates, equal_class_subsample, iteration_epochs,
+                                    sample_composition)
 from focustune.spaces import load_space
 from focustune.training import Trainer
 
@@ -133,6 +134,24 @@ def test_sample_size_is_a_fraction_of_the_training_set():
     assert len(method.sample) == sum(TRAIN_COUNTS) // 2
 
 
+def test_sample_size_can_be_a_count_that_wins_over_the_share():
+    run, _ = fake_run()
+    method, _ = started(run, sample_size=0.5, sample_count=37)
+    assert len(method.sample) == 37
+    method, phases = started(run, sample_count=37)
+    assert sum(next_iteration(method, phases, run)["sample_counts"]) == 37
+
+
+def test_a_class_asked_for_more_than_it_has_gives_each_sample_once_before_repeating():
+    run, _ = fake_run()
+    method, _ = started(run, sample_count=150)  # iteration 0: 50 per class; class 2 has 10, class 1 has 30
+    labels = run.train.labels[method.sample]
+    for c, available in enumerate(TRAIN_COUNTS):
+        drawn = method.sample[labels == c]
+        assert len(drawn) == 50
+        assert len(drawn.unique()) == min(50, available)  # every image of a small class is in the sample
+
+
 def test_replacement_only_for_classes_smaller_than_requested():
     run, _ = fake_run()
     method, phases = started(run)
@@ -162,6 +181,34 @@ def test_errors_can_be_measured_on_the_probe_split_and_the_split_is_logged():
     assert logged["error_rates"] == pytest.approx([0.5, 0.0, 0.0])
     method, phases = started(run)
     assert not method.uses_probe() and next_iteration(method, phases, run)["error_split"] == "val"
+
+
+def test_equal_class_subsample_takes_the_smallest_class_count_of_each_class():
+    labels = torch.tensor([0] * 7 + [1] * 3 + [2] * 5 + [1])
+    keep = equal_class_subsample(labels, 4, torch.Generator().manual_seed(0))
+    assert torch.bincount(labels[keep], minlength=4).tolist() == [4, 4, 4, 0]  # class 3 is absent
+    assert len(keep.unique()) == len(keep)
+
+
+def test_balanced_error_sample_measures_on_an_equal_class_subsample(monkeypatch):
+    counts, wrong = [40, 10, 20], [0, 5, 10]  # validation errors are all in the first images of a class
+    run, _ = fake_run()
+    run.val = labelled_split(counts, wrong)
+    method, phases = started(run)
+    rates = next_iteration(method, phases, run)["error_rates"]
+    assert rates == pytest.approx([0.0, 0.5, 0.5])
+    measured = []
+    original = class_error_rates
+
+    def recording(probs, labels, num_classes):
+        measured.append(torch.bincount(labels, minlength=num_classes).tolist())
+        return original(probs, labels, num_classes)
+
+    monkeypatch.setattr("focustune.methods.imet.class_error_rates", recording)
+    method, phases = started(run, error_sample="balanced")
+    logged = next_iteration(method, phases, run)
+    assert measured == [[10, 10, 10]] and logged["error_sample"] == "balanced"
+    assert logged["error_rates"][1] == 0.5 and 0.0 <= logged["error_rates"][2] <= 1.0
 
 
 def test_no_errors_fall_back_to_equal_class():
@@ -300,3 +347,10 @@ def test_resume_continues_identically(dataset, uninterrupted, tmp_path, warm_sta
 def test_search_space_loads():
     space = load_space(IMET)
     assert {"iterations", "error_share", "sample_size", "warm_start"} <= set(space.dimensions)
+
+
+def test_help_names_the_papers_settings():
+    rows = {row["name"]: row["help"] for row in params.describe(IMET.Params)}
+    assert "2800" in rows["sample_count"] and "paper" in rows["sample_count"]
+    assert "balanced" in rows["error_sample"] and "paper" in rows["error_sample"]
+    assert "model=imet_cnn head=sigmoid" in IMET.summary

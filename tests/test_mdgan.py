@@ -6,11 +6,14 @@ import pytest
 import torch
 
 from conftest import make_dataset
+from focustune import params
 from focustune.config import resolve
 from focustune.errors import ConfigError
+from focustune.fastgan import FastGAN
 from focustune.methods import RunContext, get_method
-from focustune.methods.mdgan import MDGAN, class_accuracies, worst_classes
+from focustune.methods.mdgan import CHECK_SAMPLES, MDGAN, class_accuracies, worst_classes
 from focustune.models import SpinalHead, build_model
+from focustune.models.spinal_head import ProgressiveSpinalHead
 from focustune.spaces import load_space
 from focustune.training import Trainer
 
@@ -89,6 +92,56 @@ def test_start_of_finetuning_augments_the_worst_classes_by_the_share():
     assert set(method.sample_grids) == {1, 3} and all(g.dtype == torch.uint8 for g in method.sample_grids.values())
 
 
+@pytest.mark.parametrize("settings, steps", [({"gan_steps": 7}, 7), ({"gan_steps": 7, "gan_epochs": 2.0}, 3),
+                                             ({"gan_epochs": 0.01}, 1)])
+def test_the_gan_budget_is_steps_or_passes_over_the_class(settings, steps, monkeypatch):
+    dataset = make_dataset((40, 12, 6, 20), eval_per_class=10)  # class 2 (6 images) is the worst below
+    asked = []
+    fit = FastGAN.fit
+    monkeypatch.setattr(FastGAN, "fit", lambda gan, images, n, batch: asked.append(n) or fit(gan, images, 1, batch))
+    _, params = resolve(MDGAN, {"gan_classes": 1, "gan_batch_size": 4, **settings})
+    method = MDGAN(params)
+    val = dataset.val.labels.clone()
+    val[val == 2] = 0
+    run = _fake_run(dataset, torch.nn.functional.one_hot(val, 4).float())
+    method.start_phase(method.phases(run.config)[1], 1, run)
+    assert method.classes == [2] and asked == [steps]  # 2 passes over 6 images at batch 4: ceil(12 / 4) = 3
+    assert method.end_epoch(None, run)["gan_steps"] == [steps]
+
+
+def test_the_pretrained_classifier_labels_generated_and_real_images_of_each_augmented_class(monkeypatch):
+    dataset = make_dataset((40, 12, 6, 20), eval_per_class=10)
+    k = 4
+
+    def generate(gan, n, batch_size=256):  # a quarter of the images carry the GAN's class in their first pixel
+        images = torch.zeros(n, 1, 12, 12, dtype=torch.uint8)
+        images[n // 4:, 0, 0, 0] = (gan.seed_class + 1) % k
+        images[:n // 4, 0, 0, 0] = gan.seed_class
+        return images
+
+    def build(channels, size, device, seed):
+        gan = FastGAN(channels, size, device=device, seed=seed)
+        gan.seed_class = seed % 1009
+        return gan
+
+    monkeypatch.setattr(FastGAN, "generate", generate)
+    monkeypatch.setattr("focustune.methods.mdgan.FastGAN", build)
+    _, params = resolve(MDGAN, {"gan_classes": 2, **TINY_GAN})
+    method = MDGAN(params)
+    val = dataset.val.labels.clone()
+    val[(val == 1) | (val == 3)] = 0  # classes 1 and 3 are the worst
+    run = _fake_run(dataset, torch.nn.functional.one_hot(val, k).float())
+    run.val_probs = run.predict(dataset.val.images)  # selection reads these; the classifier below labels the rest
+    run.predict = lambda images: torch.nn.functional.one_hot(images[:, 0, 0, 0].long() % k, k).float()
+    method.start_phase(method.phases(run.config)[1], 1, run)
+    logged = method.end_epoch(None, run)
+    assert logged["classes"] == [1, 3]
+    assert logged["generated_as_class"] == [(CHECK_SAMPLES // 4) / CHECK_SAMPLES] * 2
+    real = [float(((dataset.train.images[dataset.train.labels == c][:, 0, 0, 0].long() % k) == c).float().mean())
+            for c in (1, 3)]
+    assert logged["real_as_class"] == pytest.approx(real)
+
+
 def test_probe_split_picks_the_worst_classes_instead_of_validation():
     dataset = make_dataset((40, 12, 6, 20), eval_per_class=10)
     rest, probe = dataset.train.stratified_holdout(0.5, 4, seed=0)
@@ -144,6 +197,7 @@ def test_search_space_is_valid_for_mdgan():
     space = load_space(get_method("mdgan"))
     assert {"gan_classes", "generated_share", "gan_steps", "finetune_epochs", "sam_rho", "head",
             "lr", "weight_decay", "batch_size"} <= set(space.dimensions)
+    assert "spinal_selu" in space.dimensions["head"].values
 
 
 @pytest.mark.parametrize("feature_dim", [32, 33, 512])
@@ -161,6 +215,19 @@ def test_spinal_head_first_layer_sees_only_the_first_half():
     assert head.chain[0][0].in_features == 4 and head.chain[1][0].in_features == 4 + 4
     assert head.output.in_features == 2 * 4
     assert not torch.equal(head(x), head(changed))
+
+
+def test_progressive_spinal_selu_head_feeds_all_features_and_earlier_outputs_to_every_layer():
+    head = ProgressiveSpinalHead(8, 3, layers=3, width=4).eval()
+    assert [layer[0].in_features for layer in head.chain] == [8, 12, 16] and head.output.in_features == 8 + 3 * 4
+    assert all(isinstance(layer[1], torch.nn.SELU) for layer in head.chain)
+    assert not any(isinstance(m, torch.nn.ReLU) for m in head.modules())
+    x = torch.randn(3, 8)
+    changed = x.clone()
+    changed[:, 4:] += 1.0  # the second half of the features: ours (spinal) hides it from the first layer
+    assert not torch.equal(head.chain[0](x), head.chain[0](changed))
+    assert head(x).shape == (3, 3)
+    assert isinstance(build_model("small_cnn", 1, 3, 12, head="spinal_selu").head, ProgressiveSpinalHead)
 
 
 def test_spinal_head_is_a_model_option():
@@ -233,3 +300,8 @@ def test_checkpoint_mid_finetune_restores_the_augmented_set_and_continues_identi
     assert [h["train_loss"] for h in result.history] == [h["train_loss"] for h in expected.history]
     assert all(torch.equal(a, b) for a, b in zip(resumed.model.state_dict().values(),
                                                  straight.model.state_dict().values()))
+
+
+def test_help_names_the_papers_head_and_gan_budget():
+    rows = {row["name"]: row["help"] for row in params.describe(MDGAN.Params)}
+    assert "head=spinal_selu" in MDGAN.summary and "50000" in rows["gan_steps"] and "gan_steps" in rows["gan_epochs"]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -15,6 +16,8 @@ sys.path.insert(0, str(REPO / "benchmarks" / "reproduce"))
 from protocols import CLAIMS  # noqa: E402
 
 from focustune_analysis.reproduction import summarise_claim  # noqa: E402
+from focustune_analysis.reproduction_verdicts import combine, grade_comparison  # noqa: E402
+from focustune_analysis.stats import holm  # noqa: E402
 
 HOST = {"cpu": "test", "python": "3", "precision": ["float32"]}
 
@@ -43,7 +46,7 @@ def test_low_summary_pairs_by_seed_and_grades_the_claim(tmp_path):
     assert arms["low"]["test"]["error"]["mean"] == pytest.approx(1 - 0.99 - 0.02)
     low = next(r for r in summary["settings"][setting]["versus_baseline"]["acc"] if r["arm"] == "low")
     assert low["n"] == 3 and low["diff"] == pytest.approx(0.04)
-    assert summary["verdict"] == "partly"  # lower error than both, but focal is not the tested baseline
+    assert summary["verdict"] == "partly"  # lower error than both, but without spread the t-test is undefined
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["verdict"] == summary["verdict"] and (tmp_path / "summary.md").is_file()
     assert (tmp_path / "curves.png").stat().st_size > 0
@@ -96,7 +99,95 @@ def test_quick_mode_runs_a_claim_end_to_end(shared_medmnist, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "imet-pneumonia" / "summary.json").read_text())
     assert summary["quick"] and summary["runs"] == 3 * 2 and summary["verdict"] in ("reproduced", "partly",
-                                                                                     "not reproduced")
+                                                                                     "inconclusive", "not reproduced")
     arms = summary["settings"]["PneumoniaMNIST"]["arms"]
     assert arms["imet (errors on val)"]["stages"]["after_mechanism"]["test"]["acc"]["n"] == 2
     assert summary["settings"]["PneumoniaMNIST"]["probe_vs_val"]
+
+
+# ---------------------------------------------------------------- verdict rules on constructed summaries
+
+def _accuracy_records(claim, accuracies: dict[str, list[float]], recalls=(0.5, 0.5)) -> list[dict]:
+    setting = claim.settings[0].label
+    return [record(setting, arm, arm.split()[0], seed, [0.5, 0.9], acc, recalls=recalls)
+            for arm, accs in accuracies.items() for seed, acc in zip((1, 2, 3), accs)]
+
+
+@pytest.mark.parametrize("focal, expected", [([0.920, 0.925, 0.915], "reproduced"),  # low beats both, significantly
+                                             ([0.951, 0.948, 0.952], "partly")])  # focal as good: direction only
+def test_low_is_reproduced_only_when_it_beats_plain_training_and_focal_loss_in_one_holm_family(tmp_path, focal,
+                                                                                              expected):
+    claim = CLAIMS["low-mnist"]
+    accs = {"low": [0.950, 0.953, 0.949], "erm": [0.900, 0.910, 0.895], "focal": focal}
+    summary = summarise_claim(claim, _accuracy_records(claim, accs), tmp_path, HOST)
+    tests = summary["claim_tests"]
+    assert [(t["arm"], t["versus"], t["metric"]) for t in tests] == [("low", "erm", "error"), ("low", "focal", "error")]
+    assert [t["t_p_holm"] for t in tests] == pytest.approx(list(holm([t["t_p"] for t in tests])))
+    assert all(t["diff"] < 0 for t in tests)  # lower error than both
+    assert summary["verdict"] == expected
+
+
+def test_mdgan_is_judged_against_the_equal_budget_control_not_only_before_and_after(tmp_path):
+    claim = CLAIMS["mdgan-medmnist"]
+    setting = claim.settings[0].label
+    records = []
+    for seed, control in zip((1, 2, 3), (0.64, 0.65, 0.66)):
+        stage = lambda recall: {"best_epoch": 1, "best_phase": "x", "val": {}, "test": {  # noqa: E731
+            "acc": 0.8, "balanced_acc": 0.8, "macro_f1": 0.8, "auc": 0.8, "per_class_recall": [recall, 0.9]}}
+        stages = {"before_mechanism": stage(0.40 + 0.01 * seed), "after_mechanism": stage(0.60 + 0.02 * seed)}
+        records.append(record(setting, "mdgan (worst class on val)", "mdgan", seed, [0.7, 0.8], 0.8,
+                              stages=stages, classes=[0]))
+        records.append(record(setting, "erm (SpinalNet, SAM)", "erm", seed, [0.7, 0.8], 0.8, recalls=(control, 0.9)))
+    summary = summarise_claim(claim, records, tmp_path, HOST)
+    gain = summary["settings"][setting]["augmented"]["mdgan (worst class on val)"]["after_minus_before"]
+    assert gain["diff"] == pytest.approx(0.22) and gain["t_p"] < 0.05  # fine-tuning raised the class's recall...
+    (test,) = summary["claim_tests"]
+    assert (test["metric"], test["versus"], test["diff"]) == ("augmented_recall", "erm (SpinalNet, SAM)",
+                                                              pytest.approx(-0.01))
+    assert summary["verdict"] == "not reproduced"  # ...but no more than the same budget without the GAN
+
+
+PLAIN = [0.870, 0.860, 0.870]
+
+
+@pytest.mark.parametrize("imet, erm, expected", [
+    ([0.880, 0.900, 0.860], PLAIN, "inconclusive"),  # right direction, interval far wider than the 1.6-point claim
+    ([0.874, 0.858, 0.873], PLAIN, "partly"),  # right direction, interval narrow enough to see 1.6 points: not there
+    ([0.880, 0.882, 0.879], [0.860, 0.861, 0.862], "partly"),  # a significant gain, but 90.2% is above our interval
+    ([0.900, 0.905, 0.898], [0.880, 0.884, 0.879], "reproduced"),  # a significant gain, 90.2% inside our interval
+    ([0.860, 0.850, 0.865], PLAIN, "not reproduced"),  # below erm
+])
+def test_imet_verdicts(tmp_path, imet, erm, expected):
+    claim = CLAIMS["imet-pneumonia"]
+    records = _accuracy_records(claim, {"imet (errors on val)": imet, "erm": erm})
+    summary = summarise_claim(claim, records, tmp_path, HOST)
+    assert summary["verdict"] == expected, summary["verdict_line"]
+
+
+def test_grades_of_one_comparison():
+    row = {"diff": 0.01, "diff_half_width": 0.05, "t_p_holm": 0.3}
+    assert grade_comparison(row, claimed_effect=0.016) == "inconclusive"
+    assert grade_comparison(row) == "partly"  # no stated effect size: no resolution to judge
+    assert grade_comparison({**row, "diff_half_width": 0.01}, claimed_effect=0.016) == "partly"
+    assert grade_comparison({**row, "diff_half_width": math.nan}, claimed_effect=0.016) == "inconclusive"
+    assert grade_comparison({**row, "t_p_holm": 0.01}, claimed_effect=0.016) == "reproduced"
+    assert grade_comparison({**row, "diff": 0.01, "lower_is_better": True}) == "not reproduced"
+    assert combine(["reproduced", "inconclusive"]) == "inconclusive"
+    assert combine(["reproduced", "partly"]) == combine(["inconclusive", "not reproduced"]) == "partly"
+
+
+def test_intervals_of_bounded_metrics_stay_inside_their_range(tmp_path):
+    claim = CLAIMS["imet-pneumonia"]
+    setting = claim.settings[0].label
+    records = [record(setting, arm, arm.split()[0], seed, [0.5, 0.9], acc, recalls=(0.5, recall))
+               for arm, accs, recalls in (("imet (errors on val)", (0.99, 0.95, 0.99), (0.9, 1.0, 1.0)),
+                                          ("erm", (0.55, 0.95, 0.60), (0.1, 0.9, 0.2)))
+               for seed, acc, recall in zip((1, 2, 3), accs, recalls)]
+    summary = summarise_claim(claim, records, tmp_path, HOST)
+    arms = summary["settings"][setting]["arms"]
+    recall = arms["imet (errors on val)"]["test"]["per_class_recall"][1]
+    assert recall["high"] == 1.0 and recall["clipped"] and recall["mean"] + recall["half_width"] > 1  # t alone: > 1
+    assert all(0.0 <= e[k] <= 1.0 for arm in arms.values() for e in arm["test"]["per_class_recall"] + [arm["test"]["acc"]]
+               for k in ("low", "high"))
+    assert all(-1.0 <= row[k] <= 1.0 for row in summary["claim_tests"] for k in ("diff_low", "diff_high"))
+    assert "clipped" in summary["interval"] and summary["interval"] in (tmp_path / "summary.md").read_text()

@@ -4,7 +4,14 @@
 Per setting: test metrics of every arm (mean ± SE, t-based 95% interval), paired tests of every arm
 against the claim's baseline arm (Holm-corrected), mean validation-accuracy curves and epochs to a
 target accuracy, and, for phased methods, which stage the selected epoch came from and the test
-metrics of the best epoch before and after the mechanism acted (``stages``).
+metrics of the best epoch before and after the mechanism acted (``stages``). Per claim: the paired
+comparisons that decide its verdict (``claim_tests``: :data:`reproduction_verdicts.FAMILIES`), Holm-
+corrected together as one family.
+
+Intervals (:data:`INTERVAL`): the 95% Student-t interval over seeds (n - 1 degrees of freedom),
+clipped to the range of the quantity: [0, 1] for accuracies, recalls, AUC and errors, [-1, 1] for
+their paired differences (the true value lies in that range, so clipping loses no coverage); a
+clipped estimate says so (``clipped``), and ``half_width`` keeps the unclipped half-width.
 """
 
 from __future__ import annotations
@@ -24,11 +31,23 @@ from focustune_analysis.stats import Estimate, estimate, holm, paired_test, smal
 SCALAR_RECORD_METRICS = tuple(m for m in RECORD_METRICS if m != "per_class_recall")
 #: The metrics each arm is tested on against the baseline arm (paired by seed).
 TESTED_METRICS = ("acc", "balanced_acc")
+INTERVAL = ("95% Student-t interval over seeds, clipped to the quantity's range ([0, 1] for accuracies, recalls "
+            "and errors; [-1, 1] for their paired differences)")
+UNIT, DIFFERENCE = (0.0, 1.0), (-1.0, 1.0)
 
 
-def _est(values: Sequence[float]) -> dict[str, float]:
+def _interval(e: Estimate, bounds: tuple[float, float] | None) -> dict[str, Any]:
+    """``low``/``high`` of ``e`` clipped to ``bounds`` (None: unbounded), with the unclipped half-width."""
+    low, high = e.low, e.high
+    if bounds is not None and math.isfinite(low):
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    clipped = math.isfinite(e.low) and (low, high) != (e.low, e.high)
+    return {"low": low, "high": high, "half_width": (e.high - e.low) / 2, "clipped": clipped}
+
+
+def _est(values: Sequence[float], bounds: tuple[float, float] | None = UNIT) -> dict[str, Any]:
     e: Estimate = estimate(list(values))
-    return {"n": e.n, "mean": e.mean, "se": e.se, "low": e.low, "high": e.high}
+    return {"n": e.n, "mean": e.mean, "se": e.se, **_interval(e, bounds)}
 
 
 def group_runs(records: list[dict]) -> dict[str, dict[str, dict[int, dict]]]:
@@ -49,7 +68,7 @@ def arm_table(runs: dict[int, dict]) -> dict[str, Any]:
     table["test"]["per_class_recall"] = [_est(v) for v in zip(*(r["test"]["per_class_recall"] for r in ordered))]
     table["best_epoch"] = [r["best_epoch"] for r in ordered]
     table["best_phase"] = [r["best_phase"] for r in ordered]
-    table["seconds"] = _est([r["seconds"] for r in ordered])
+    table["seconds"] = _est([r["seconds"] for r in ordered], bounds=None)
     if all(r.get("stages") for r in ordered):
         table["stages"] = stage_table(ordered)
     return table
@@ -76,9 +95,7 @@ def paired(arms: dict[str, dict[int, dict]], baseline: str, value: Any) -> list[
         seeds = sorted(set(runs) & set(arms[baseline]))
         test = paired_test([value(runs[s]) for s in seeds], [value(arms[baseline][s]) for s in seeds])
         d = test.difference
-        rows.append({"arm": arm, "versus": baseline, "n": test.n, "diff": d.mean, "diff_se": d.se, "diff_low": d.low,
-                     "diff_high": d.high, "t_p": test.t_p, "wilcoxon_p": test.wilcoxon_p,
-                     "note": small_sample_note(test.n)})
+        rows.append({"arm": arm, "versus": baseline, **_test_row(test), "note": small_sample_note(test.n)})
     for row, adjusted in zip(rows, holm([r["t_p"] for r in rows])):
         row["t_p_holm"] = float(adjusted)
     return rows
@@ -96,7 +113,7 @@ def epochs_to(runs: dict[int, dict], target: float, metric: str = "acc") -> dict
     per_seed = {s: next((h["epoch"] for h in runs[s]["history"] if h["val"][metric] >= target), None)
                 for s in sorted(runs)}
     reached = [e for e in per_seed.values() if e is not None]
-    return {"target": target, "per_seed": per_seed, "reached": len(reached), **_est(reached)}
+    return {"target": target, "per_seed": per_seed, "reached": len(reached), **_est(reached, bounds=None)}
 
 
 def probe_effect(arms: dict[str, dict[int, dict]]) -> list[dict[str, Any]]:
@@ -117,6 +134,13 @@ def augmented_class(record: dict) -> int | None:
     return int(chosen[-1][0]) if chosen else None
 
 
+def gan_quality(record: dict, key: str) -> float | None:
+    """mdgan's quality check of its first augmented class (``generated_as_class`` or ``real_as_class``:
+    the share of GAN / real images the pretrained classifier labels as the class), from its diagnostics."""
+    found = [h["method"][key][0] for h in record["history"] if (h.get("method") or {}).get(key)]
+    return float(found[-1]) if found else None
+
+
 def augmented_classes(arms: dict[str, dict[int, dict]], baseline: str) -> dict[str, Any]:
     """mdgan arms: test recall of the augmented class at the best epoch before fine-tuning, after it,
     and in the baseline arm's run of the same seed; paired tests of after - before and after - baseline."""
@@ -131,7 +155,9 @@ def augmented_classes(arms: dict[str, dict[int, dict]], baseline: str) -> dict[s
         after = [recall(runs[s], s, "after_mechanism") for s in seeds]
         base = [arms[baseline][s]["test"]["per_class_recall"][cls[s]] for s in seeds if s in arms.get(baseline, {})]
         row: dict[str, Any] = {"classes": cls, "before": _est(before), "after": _est(after),
-                               "after_minus_before": _test_row(paired_test(after, before))}
+                               "after_minus_before": _test_row(paired_test(after, before)),
+                               **{key: _est([gan_quality(runs[s], key) for s in seeds])
+                                  for key in ("generated_as_class", "real_as_class")}}
         if len(base) == len(seeds):
             row.update(baseline=_est(base), after_minus_baseline=_test_row(paired_test(after, base)))
         out[arm] = row
@@ -140,8 +166,41 @@ def augmented_classes(arms: dict[str, dict[int, dict]], baseline: str) -> dict[s
 
 def _test_row(test: Any) -> dict[str, Any]:
     d = test.difference
-    return {"n": test.n, "diff": d.mean, "diff_se": d.se, "diff_low": d.low, "diff_high": d.high, "t_p": test.t_p,
-            "wilcoxon_p": test.wilcoxon_p}
+    bounds = _interval(d, DIFFERENCE)
+    return {"n": test.n, "diff": d.mean, "diff_se": d.se, "diff_low": bounds["low"], "diff_high": bounds["high"],
+            "diff_half_width": bounds["half_width"], "t_p": test.t_p, "wilcoxon_p": test.wilcoxon_p}
+
+
+def claim_value(metric: str, record: dict, cls: int | None, stage: str | None = None) -> float:
+    """A run's test ``metric``: ``acc``, ``error`` (1 - acc), or ``augmented_recall`` (recall of class ``cls``);
+    at the best epoch of ``stage`` (e.g. ``after_mechanism``) when given, else at the selected epoch."""
+    test = record["stages"][stage]["test"] if stage else record["test"]
+    if metric == "augmented_recall":
+        return test["per_class_recall"][cls]
+    return 1 - test["acc"] if metric == "error" else test[metric]
+
+
+def claim_tests(family: Sequence[Any], groups: dict[str, dict[str, dict[int, dict]]]) -> list[dict[str, Any]]:
+    """Each comparison of ``family`` (arm, versus, metric, lower_is_better, stage) in every setting holding both arms,
+    paired by seed; Holm-corrected over all of them together. ``augmented_recall`` is the recall of the class
+    the arm's run of that seed augmented, in both runs (seeds without one are left out)."""
+    rows = []
+    for setting, arms in groups.items():
+        for c in family:
+            if c.arm not in arms or c.versus not in arms:
+                continue
+            mine, theirs = arms[c.arm], arms[c.versus]
+            classes = {s: augmented_class(mine[s]) for s in mine}
+            seeds = [s for s in sorted(set(mine) & set(theirs))
+                     if (c.metric != "augmented_recall" or classes[s] is not None)
+                     and (c.stage is None or c.stage in (mine[s].get("stages") or {}))]
+            test = paired_test([claim_value(c.metric, mine[s], classes[s], c.stage) for s in seeds],
+                               [claim_value(c.metric, theirs[s], classes[s]) for s in seeds])
+            rows.append({"setting": setting, "arm": c.arm, "versus": c.versus, "metric": c.metric,
+                         "stage": c.stage, "lower_is_better": c.lower_is_better, **_test_row(test)})
+    for row, adjusted in zip(rows, holm([r["t_p"] for r in rows])):
+        row["t_p_holm"] = float(adjusted)
+    return rows
 
 
 def summarise_setting(arms: dict[str, dict[int, dict]], baseline: str, target: float | None) -> dict[str, Any]:
@@ -162,9 +221,10 @@ def summarise_claim(claim: Any, records: list[dict], out: Path, host: dict[str, 
     groups = group_runs(records)
     targets = {s.label: s.target_acc or claim.target_acc for s in claim.settings}
     settings = {label: summarise_setting(arms, claim.baseline, targets.get(label)) for label, arms in groups.items()}
-    verdict, line = reproduction_verdicts.verdict(claim, settings)
+    tests = claim_tests(reproduction_verdicts.FAMILIES.get(claim.name, ()), groups)
+    verdict, line = reproduction_verdicts.verdict(claim, settings, tests)
     summary = {"claim": claim.name, "paper": claim.paper, "statement": claim.claim, "shortened": claim.shortened,
-               "quick": quick, "host": host, "runs": len(records),
+               "quick": quick, "host": host, "runs": len(records), "interval": INTERVAL, "claim_tests": tests,
                "wall_s": round(sum(r["protocol"].get("wall_s", 0.0) for r in records)), "commands": sorted(
                    {"focustune " + " ".join(r["protocol"]["argv"]) for r in records}),
                "settings": settings, "verdict": verdict, "verdict_line": line, **claim.extra}

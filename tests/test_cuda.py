@@ -204,3 +204,16 @@ def test_no_host_synchronisation_per_batch(name, precision, monkeypatch):
         trainer.run_epoch()  # warm-up: lazy initialisation, cuDNN set-up
         counts[batch_size] = _synchronisations(trainer)
     assert counts[16] == counts[128], counts
+
+
+@pytest.mark.parametrize("name, overrides", [("learn2mix", {"update_every": "batch"}),
+                                             ("low", {"lam_unit": "authors_code", "lam": 0.1})])
+def test_no_host_synchronisation_per_batch_in_method_variants(name, overrides):
+    """learn2mix's per-batch alpha update and batch composition, LOW's authors'-code unit: on the device."""
+    data = make_dataset((300, 100, 60), size=16)
+    counts = {}
+    for batch_size in (128, 16):
+        trainer = _trainer(name, data, overrides={**overrides, "batch_size": batch_size, "epochs": 6})
+        trainer.run_epoch()
+        counts[batch_size] = _synchronisations(trainer)
+    assert counts[16] == counts[128], counts

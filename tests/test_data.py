@@ -183,3 +183,19 @@ def test_a_large_npz_is_memory_mapped_and_trains_streamed_like_in_memory(rgb, tm
     results = [streamed.fit(), Trainer(get_method("erm")(params), config, in_memory).fit()]
     assert [h["train_loss"] for h in results[0].history] == [h["train_loss"] for h in results[1].history]
     assert results[0].test == results[1].test
+
+
+def test_step_profile_is_redrawn_with_every_data_seed_and_shared_within_one(tmp_path):
+    """LOW's paper redraws the class permutation of the step profile in every run: a run passes its own
+    --data-seed; the arms (methods) of one run pass the same one and get the same training set."""
+    labels = (np.arange(640) % 10).reshape(-1, 1).astype(np.uint8)
+    path = _npz(tmp_path / "ten.npz", n=(640, 20, 20), classes=10, train_labels=labels)
+    halving = sorted(max(1, int(64 / 2 ** k + 0.5)) for k in range(10))
+    draws = {}
+    for seed in (1, 2, 3):
+        data = load_dataset(str(path), imbalance="step", seed=seed)
+        draws[seed] = data.train.class_counts(10).tolist()
+        assert sorted(draws[seed]) == halving
+        again = load_dataset(str(path), imbalance="step", seed=seed)
+        assert torch.equal(again.train.images, data.train.images) and torch.equal(again.train.labels, data.train.labels)
+    assert len({tuple(counts) for counts in draws.values()}) == 3

@@ -7,9 +7,10 @@ import torch
 
 from conftest import make_dataset, without_timings
 from focustune.config import resolve
+from focustune.data import Split
 from focustune.errors import ConfigError
 from focustune.methods import EpochStats, get_method
-from focustune.methods.learn2mix import batch_class_counts, cyclic_draws, updated_loss_share
+from focustune.methods.learn2mix import batch_class_counts, class_counts, cyclic_draws, updated_loss_share
 from focustune.training import Trainer
 
 
@@ -163,6 +164,101 @@ def test_checkpoint_restore_continues_identically(tmp_path):
     resumed = Trainer(method, config, dataset, device="cpu")
     assert resumed.load_checkpoint(tmp_path)
     assert method.alpha.tolist() == pytest.approx(full.history[0]["method"]["alpha"])
+    rest = resumed.fit()
+    assert without_timings(rest.history) == without_timings(full.history)
+    assert rest.test == full.test
+
+
+def record_batches(method):
+    """Wrap ``method``'s per-batch hooks: per batch, its targets, per-sample losses and alpha before and after."""
+    seen = []
+    own_losses, own_batch_loss = method.sample_losses, method.batch_loss
+
+    def sample_losses(logits, targets):
+        losses = own_losses(logits, targets)
+        seen.append({"targets": targets.clone(), "losses": losses.detach().clone()})
+        return losses
+
+    def batch_loss(logits, targets, losses):
+        seen[-1]["alpha_before"] = method.alpha.clone()
+        loss = own_batch_loss(logits, targets, losses)
+        seen[-1]["alpha_after"] = method.alpha.clone()
+        return loss
+
+    method.sample_losses, method.batch_loss = sample_losses, batch_loss
+    return seen
+
+
+def class_means(batches, k):
+    targets = torch.cat([b["targets"] for b in batches])
+    losses = torch.cat([b["losses"] for b in batches]).double()
+    count = torch.bincount(targets, minlength=k).double()
+    return torch.zeros(k, dtype=torch.float64).index_add_(0, targets, losses) / count.clamp_min(1), count > 0
+
+
+def test_alpha_moves_once_per_epoch_from_the_whole_epochs_losses_not_its_last_batch():
+    method, trainer = build(make_dataset((40, 12, 6)), epochs=1, mixing_rate=0.5)
+    initial = method.alpha.clone()
+    batches = record_batches(method)
+    trainer.fit()
+    assert all(torch.equal(b["alpha_before"], initial) and torch.equal(b["alpha_after"], initial) for b in batches)
+    epoch_mean, seen = class_means(batches, 3)
+    expected = initial + 0.5 * (updated_loss_share(initial, epoch_mean, seen) - initial)
+    torch.testing.assert_close(method.alpha, expected)
+    last_mean, last_seen = class_means(batches[-1:], 3)
+    last_batch = initial + 0.5 * (updated_loss_share(initial, last_mean, last_seen) - initial)
+    assert (method.alpha - last_batch).abs().max() > 1e-3  # what last-batch use would give instead
+
+
+def test_per_batch_update_moves_alpha_after_every_batch_and_composes_the_next_from_it():
+    method, trainer = build(make_dataset((40, 12, 6)), epochs=2, mixing_rate=0.5, update_every="batch")
+    batches = record_batches(method)
+    result = trainer.fit()
+    assert len(batches) == 2 * math.ceil(58 / 16)
+    share = torch.tensor([40, 12, 6], dtype=torch.float64) / 58
+    for b in batches:
+        counts = class_counts(b["alpha_before"], 16, 1, torch.ones(3, dtype=torch.bool))
+        assert torch.equal(torch.bincount(b["targets"], minlength=3), counts)  # composed from the latest alpha
+        mean, seen = class_means([b], 3)
+        share = updated_loss_share(share, mean, seen)
+        torch.testing.assert_close(b["alpha_after"], b["alpha_before"] + 0.5 * (share - b["alpha_before"]))
+    assert len({tuple(torch.bincount(b["targets"], minlength=3).tolist()) for b in batches}) > 1
+    assert result.history[-1]["method"]["alpha"] == pytest.approx(batches[-1]["alpha_after"].tolist())
+
+
+def test_per_batch_update_moves_alpha_once_per_batch_under_sam():
+    method, trainer = build(make_dataset((40, 12, 6)), epochs=1, update_every="batch", optimizer="sam", lr=0.05)
+    moves = []
+    own = method._move_alpha
+    method._move_alpha = lambda targets, losses: moves.append(1) or own(targets, losses)
+    trainer.fit()
+    assert len(moves) == math.ceil(58 / 16)
+
+
+def test_per_batch_update_refuses_images_streamed_from_host_memory():
+    method, trainer = build(make_dataset(), update_every="batch")
+    run = trainer.run
+    run.train = Split(run.train.images.to("meta"), run.train.labels)  # images elsewhere than the device
+    with pytest.raises(ConfigError, match="update_every=epoch"):
+        method.setup(run)
+
+
+def test_per_batch_update_restores_from_a_checkpoint_identically(tmp_path):
+    overrides = {"batch_size": 16, "lr": 3e-3, "epochs": 3, "mixing_rate": 0.3, "update_every": "batch"}
+    cls = get_method("learn2mix")
+    config, params = resolve(cls, overrides)
+    full = Trainer(cls(params), config, make_dataset(), device="cpu").fit()
+
+    def stop_after_one(trainer, record):
+        if record["epoch"] == 1:
+            raise StopAfter
+
+    first = Trainer(cls(params), config, make_dataset(), device="cpu", checkpoint_dir=tmp_path,
+                    callback=stop_after_one)
+    with pytest.raises(StopAfter):
+        first.fit()
+    resumed = Trainer(cls(params), config, make_dataset(), device="cpu")
+    assert resumed.load_checkpoint(tmp_path)
     rest = resumed.fit()
     assert without_timings(rest.history) == without_timings(full.history)
     assert rest.test == full.test

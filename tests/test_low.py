@@ -174,3 +174,53 @@ def test_restored_trainer_continues_identically(tmp_path):
     rest = resumed.fit()
     assert without_timings(rest.history) == without_timings(full.history)
     assert rest.test == full.test
+
+
+def random_batch(m, k, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(m, k, generator=gen) * 2, torch.randint(0, k, (m,), generator=gen)
+
+
+def test_weight_spread_of_nearly_uniform_weights_is_reported_exactly():
+    """A spread of ~1e-5 around 1: float32 sums of w and w^2 would cancel it to 0 or ~3e-4."""
+    method, trainer = build_low(make_dataset(), lam=2.5e4)
+    expected = []
+    for seed in range(5):
+        logits, targets = random_batch(64, 3, seed)
+        losses = method.sample_losses(logits, targets)
+        method.batch_loss(logits, targets, losses)
+        expected.append(low_weights(cross_entropy_gradient_norms(logits, targets).double(), 2.5e4))
+    spread = torch.cat(expected).std(unbiased=False).item()
+    assert 5e-6 < spread < 5e-5
+    stats = method.end_epoch(None, trainer.run)
+    assert stats["weight_std"] == pytest.approx(spread, rel=1e-3)
+    assert stats["weight_mean"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_authors_code_unit_scales_lambda_by_the_square_of_the_actual_batch_size():
+    """LOW.py's g is the squared logit gradient of the batch-MEAN loss; its lambda applies to that g."""
+    code_method, _ = build_low(make_dataset(), lam=0.1, lam_unit="authors_code")
+    for m in (256, 37):  # a full batch and a smaller last one
+        logits, targets = random_batch(m, 3, seed=m)
+        z = logits.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(z, targets), z)  # batch mean, as the authors' code
+        code_weights = low_weights(grad.pow(2).sum(1), 0.1)
+        losses = code_method.sample_losses(logits, targets)
+        torch.testing.assert_close(code_method.batch_loss(logits, targets, losses), (code_weights * losses).mean())
+        assert code_method.lam_per_sample(m) == pytest.approx(0.1 * m * m)
+        if m == 256:
+            assert (code_weights - 1).abs().max() < 2e-4  # about uniform: the regime of the paper's grid
+    ours, _ = build_low(make_dataset(), lam=0.1)
+    logits, targets = random_batch(256, 3, seed=0)
+    losses = ours.sample_losses(logits, targets)
+    weights = low_weights(cross_entropy_gradient_norms(logits, targets), 0.1)
+    torch.testing.assert_close(ours.batch_loss(logits, targets, losses), (weights * losses).mean())
+    assert (weights - 1).abs().max() > 0.5  # the same lambda in our units reweights strongly
+
+
+def test_authors_code_unit_trains_and_reports_a_nonzero_spread_every_epoch():
+    method, trainer = build_low(make_dataset(), epochs=2, lam=100.0, lam_unit="authors_code")
+    for record in trainer.fit().history:
+        stats = record["method"]
+        assert 0 < stats["weight_std"] < 1e-4  # lambda 100 * 16^2: weights within ~1e-4 of 1
+        assert stats["weight_mean"] == pytest.approx(1.0, abs=1e-9) and stats["zero_weight_share"] == 0

@@ -1,5 +1,6 @@
-"""The reproduction suite (benchmarks/reproduce): summaries and verdicts from run records, and the
-``--quick`` mode of the scripts on the real data."""
+"""The reproduction suite (benchmarks/reproduce): summaries and verdicts from run records, the
+protocols' command lines, resumable runs and grids, the per-epoch test monitor, and the ``--quick``
+mode of the scripts on the real data."""
 
 from __future__ import annotations
 
@@ -13,8 +14,14 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks" / "reproduce"))
+import run as reproduce  # noqa: E402
+from monitor import TEST_MONITOR, train_monitored  # noqa: E402
 from protocols import CLAIMS  # noqa: E402
 
+from focustune import params  # noqa: E402
+from focustune.cli import build_parser  # noqa: E402
+from focustune.config import resolve  # noqa: E402
+from focustune.methods import get_method  # noqa: E402
 from focustune_analysis.reproduction import summarise_claim  # noqa: E402
 from focustune_analysis.reproduction_verdicts import combine, grade_comparison  # noqa: E402
 from focustune_analysis.stats import holm  # noqa: E402
@@ -89,6 +96,98 @@ def test_protocol_command_lines_merge_quick_options():
     keys = [argv[i + 1].partition("=")[0] for i, a in enumerate(argv) if a == "--set"]
     assert len(keys) == len(set(keys))  # every key once (train refuses a repeated --set key)
     assert "finetune_epochs=1" in argv and "finetune_epochs=2" not in argv and argv[argv.index("--seed") + 1] == "2"
+
+
+def resolved(argv):
+    """(method, TrainConfig, method params) of a protocol's command line, as ``focustune train`` parses it."""
+    args = build_parser().parse_args(argv)
+    config, method_params = resolve(get_method(args.method), params.parse_assignments(args.set))
+    return args, config, method_params
+
+
+def test_low_protocol_is_the_papers_with_the_grid_in_both_units_and_a_profile_per_run():
+    claim = CLAIMS["low-mnist"]
+    assert len(claim.seeds) == 5 and claim.epochs == 100
+    units = {}
+    for setting, arm, seed in claim.runs(quick=False):
+        for point in arm.points(quick=False) or (None,):
+            args, config, method_params = resolved(claim.argv(setting, arm, seed, "D", False, point))
+            assert args.imbalance == "step" and args.data_seed == seed  # redrawn per run, shared by the arms
+            assert (config.model, config.optimizer, config.nesterov, config.momentum) == ("lenet5", "sgd", True, 0.9)
+            assert (config.lr, config.weight_decay, config.batch_size, args.epochs) == (1e-3, 1e-4, 256, 100)
+            if args.method == "low":
+                units.setdefault(method_params.lam_unit, set()).add(method_params.lam)
+    assert units == {"authors_code": {1, 0.5, 0.1, 0.01}, "ours": {1, 0.5, 0.1, 0.01}}
+    assert {a.method for a in claim.arms} == {"low", "erm", "focal"}
+
+
+def test_learn2mix_protocol_is_the_papers_against_weighted_focal_and_smote_with_a_test_monitor():
+    claim = CLAIMS["learn2mix-mnist"]
+    assert len(claim.seeds) == 5 and claim.test_monitor
+    methods = {}
+    for setting, arm, seed in claim.runs(quick=False):
+        args, config, method_params = resolved(claim.argv(setting, arm, seed, "D", False))
+        assert args.dataset == "mnist" and args.imbalance is None
+        assert (config.model, config.optimizer, config.lr, config.batch_size) == ("lenet5", "adam", 1e-5, 1000)
+        methods[args.method] = method_params
+    assert set(methods) == {"learn2mix", "erm", "focal", "smote"}
+    assert methods["learn2mix"].mixing_rate == 0.1 and methods["focal"].alpha == 1
+
+
+def fake_training(calls, interrupt_at=None):
+    """A stand-in for ``focustune train``: a record whose validation score peaks at lam=0.1."""
+    def execute(argv, output):
+        calls.append(argv)
+        sets = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--set")
+        seed, method = int(argv[argv.index("--seed") + 1]), argv[argv.index("--method") + 1]
+        acc = 0.9 + 0.01 * seed - abs(float(sets.get("lam", 0.1)) - 0.1) * 0.05 - 0.02 * (method != "low")
+        output.write_text(json.dumps(record("-", "-", method, seed, [acc - 0.1, acc], acc)))
+        return 130 if len(calls) == interrupt_at else 0  # 130: interrupted after writing
+    return execute
+
+
+def test_runs_resume_in_parts_and_a_grid_arm_keeps_its_best_point_on_validation(tmp_path):
+    (tmp_path / "tv" / "MNIST").mkdir(parents=True)
+    claim, calls = CLAIMS["low-mnist"], []
+    args = lambda *more: reproduce.parse_args(["low-mnist", "--out", str(tmp_path), "--torchvision-dir",  # noqa: E731
+                                               str(tmp_path / "tv"), *more])
+    runs = tmp_path / "low-mnist" / "runs"
+    assert reproduce.run_claim(claim, args("--max-runs", "7"), tmp_path, fake_training(calls)) == 0
+    assert len(calls) == 7 and not (tmp_path / "low-mnist" / "summary.json").exists()  # a part: no summary yet
+    first = json.loads((runs / "s0_a0_seed1.json").read_text())
+    assert first["protocol"]["selected"] == "lam=0.1" and len(first["protocol"]["grid"]) == 4
+    assert first["protocol"]["arm"] == "low" and "lam=0.1" in first["protocol"]["argv"]
+    assert first["val"]["balanced_acc"] == max(g["val_score"] for g in first["protocol"]["grid"])
+    assert not (runs / "s0_a0_seed2.json").exists() and len(list((runs / "grid").glob("s0_a0_seed2_g*.json"))) == 3
+
+    assert reproduce.run_claim(claim, args(), tmp_path, fake_training(calls, interrupt_at=9)) == 130
+    assert len(calls) == 9 and not (runs / "grid" / "s0_a0_seed3_g0.json").exists()  # the interrupted run left no file
+    assert reproduce.run_claim(claim, args(), tmp_path, fake_training(calls)) == 0
+    total = len(claim.seeds) * sum(len(a.points(False)) or 1 for a in claim.arms)
+    assert len(calls) == total + 1  # every run once, the interrupted one twice
+    summary = json.loads((tmp_path / "low-mnist" / "summary.json").read_text())
+    assert summary["runs"] == len(claim.runs(False)) and set(summary["settings"][claim.settings[0].label]["arms"]) == {
+        a.label for a in claim.arms}
+    assert reproduce.run_claim(claim, args(), tmp_path, fake_training(calls)) == 0 and len(calls) == total + 1
+
+    older = json.loads((runs / "s0_a2_seed1.json").read_text())  # a run file of another protocol (20 epochs)
+    older["protocol"]["argv"][older["protocol"]["argv"].index("--epochs") + 1] = "20"
+    (runs / "s0_a2_seed1.json").write_text(json.dumps(older))
+    assert reproduce.run_claim(claim, args(), tmp_path, fake_training(calls)) == 2 and len(calls) == total + 1
+
+
+def test_test_monitor_records_test_accuracy_per_epoch_and_changes_nothing_else(tmp_path):
+    argv = ["train", "--method", "learn2mix", "--dataset", "digits-lt", "--epochs", "2", "--seed", "1",
+            "--set", "batch_size=64", "--set", "amp=false", "--quiet"]
+    assert reproduce.train_cli(argv, tmp_path / "plain.json") == 0
+    assert train_monitored(argv, tmp_path / "monitored.json") == 0
+    plain, monitored = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("plain", "monitored"))
+    for key in ("history", "val", "test", "best_epoch", "params", "data"):
+        assert monitored[key] == plain[key], key
+    curve = monitored[TEST_MONITOR]
+    assert "never used for selection" in curve["note"] and [e["epoch"] for e in curve["epochs"]] == [1, 2]
+    assert curve["epochs"][plain["best_epoch"] - 1]["acc"] == pytest.approx(plain["test"]["acc"])
+    assert TEST_MONITOR not in plain
 
 
 @pytest.mark.slow

@@ -1,9 +1,12 @@
 """Reproduce one published claim with the platform: ``python benchmarks/reproduce/run.py CLAIM [--quick]``.
 
 Runs the claim's recorded protocol (``protocols.py``): every (setting, arm, seed) is one ``focustune
-train ... --output-json`` run, executed in this process through the CLI's own entry point. A run
-whose JSON exists is not run again, so an interrupted suite resumes. The runs are then summarised
-by ``focustune_analysis.reproduction`` (mean ± SE, t-based 95% interval, paired tests, curves) into
+train`` run, executed in this process through the CLI's own entry point (through the Python API with
+the per-epoch test monitor, ``monitor.py``, for claims that record it); an arm with a grid runs each
+point (``runs/grid/``) and keeps the best on validation. A run's JSON is written, atomically, only
+when it is done, and a run whose JSON exists is not run again: an interrupted suite resumes, and
+``--max-runs N`` runs a long protocol in parts. Once every run is there, the runs are summarised by
+``focustune_analysis.reproduction`` (mean ± SE, t-based 95% interval, paired tests, curves) into
 ``summary.json``, ``summary.md`` and figures next to the run files.
 """
 
@@ -17,13 +20,16 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path[:0] = [str(REPO / "platform"), str(REPO / "analysis"), str(HERE)]
 
-from protocols import CLAIMS, Claim  # noqa: E402
+from focustune.files import write_atomic  # noqa: E402
+from monitor import train_monitored  # noqa: E402
+from protocols import CLAIMS, Arm, Claim, Setting  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 DEFAULT_RESULTS = HERE / "results"
@@ -43,7 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--torchvision-dir", type=Path, default=Path(tempfile.gettempdir()) / "focustune_torchvision",
                         help="writable torchvision data folder; MNIST is copied there from ../shared when missing")
     parser.add_argument("--summarise-only", action="store_true", help="summarise the existing run files only")
-    return parser.parse_args(argv)
+    parser.add_argument("--max-runs", type=int, metavar="N", help="train at most N runs (grid points count one "
+                                                                  "each), then stop: a long protocol in parts")
+    args = parser.parse_args(argv)
+    if args.max_runs is not None and args.max_runs < 1:
+        parser.error("--max-runs must be at least 1")
+    return args
 
 
 def data_dir(claim: Claim, args: argparse.Namespace) -> str:
@@ -61,28 +72,132 @@ def run_file(folder: Path, setting_index: int, arm_index: int, seed: int) -> Pat
     return folder / f"s{setting_index}_a{arm_index}_seed{seed}.json"
 
 
-def run_claim(claim: Claim, args: argparse.Namespace, out: Path) -> int:
-    """Run the claim's missing runs, then summarise all of them; the exit status of the first failure, else 0."""
+def train_cli(argv: list[str], output: Path) -> int:
+    """``focustune train ARGV --output-json OUTPUT`` in this process; its exit status."""
     from focustune.cli import main as focustune_main
 
-    folder = out / claim.name / "runs"
-    folder.mkdir(parents=True, exist_ok=True)
-    directory = data_dir(claim, args)
-    for setting, arm, seed in ([] if args.summarise_only else claim.runs(args.quick)):
-        path = run_file(folder, claim.settings.index(setting), claim.arms.index(arm), seed)
-        if path.is_file():
-            continue
-        argv = [*claim.argv(setting, arm, seed, directory, args.quick), "--output-json", str(path)]
-        print(f"[{claim.name}] {setting.label} / {arm.label} / seed {seed}: focustune {' '.join(argv)}", flush=True)
-        began = time.monotonic()
-        code = focustune_main(argv)
+    return focustune_main([*argv, "--output-json", str(output)])
+
+
+def comparable(argv: list[str]) -> tuple[str, ...]:
+    """A recorded command line without the values that depend on the machine (data and output paths)."""
+    drop = {i + 1 for i, word in enumerate(argv) if word in ("--data-dir", "--output-json")}
+    return tuple(word for i, word in enumerate(argv) if i not in drop and word != "--output-json")
+
+
+def validation_score(record: dict) -> float:
+    """The run's selection metric on validation at its selected epoch (-inf when undefined)."""
+    value = record["val"].get(record["params"].get("selection_metric", "balanced_acc"))
+    return float("-inf") if value is None else float(value)
+
+
+class ClaimRuns:
+    """The runs of one claim in ``out/<claim>/runs``: one JSON file per (setting, arm, seed), written when done."""
+
+    def __init__(self, claim: Claim, args: argparse.Namespace, out: Path, execute: Callable | None = None):
+        self.claim, self.quick, self.budget = claim, args.quick, args.max_runs
+        self.folder = out / claim.name / "runs"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.directory = data_dir(claim, args)
+        self.execute = execute or (train_monitored if claim.test_monitor else train_cli)
+        self.trained = 0
+
+    def path(self, setting: Setting, arm: Arm, seed: int) -> Path:
+        return run_file(self.folder, self.claim.settings.index(setting), self.claim.arms.index(arm), seed)
+
+    def stale(self) -> list[Path]:
+        """Run files (grid points included) that another protocol wrote: their command differs from this one's."""
+        found = []
+        for setting, arm, seed in self.claim.runs(self.quick):
+            path = self.path(setting, arm, seed)
+            expected = {comparable(self.claim.argv(setting, arm, seed, self.directory, self.quick, point))
+                        for point in arm.points(self.quick) or (None,)}
+            for written in [path, *sorted((self.folder / "grid").glob(f"{path.stem}_g*.json"))]:
+                recorded = json.loads(written.read_text())["protocol"]["argv"] if written.is_file() else None
+                if recorded is not None and comparable(recorded) not in expected:
+                    found.append(written)
+        return found
+
+    def missing(self) -> list[tuple[Setting, Arm, int]]:
+        return [run for run in self.claim.runs(self.quick) if not self.path(*run).is_file()]
+
+    def run_missing(self) -> int:
+        """Train the missing runs (at most ``--max-runs``); the exit status of the first failure, else 0."""
+        for setting, arm, seed in self.missing():
+            if arm.points(self.quick):
+                code = self._run_grid(setting, arm, seed)
+            else:
+                code = self._train(self.claim.argv(setting, arm, seed, self.directory, self.quick),
+                                   self.path(setting, arm, seed), {"setting": setting.label, "arm": arm.label})
+            if code != 0 or self.exhausted:
+                return code
+        return 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.budget is not None and self.trained >= self.budget
+
+    def _train(self, argv: list[str], path: Path, protocol: dict) -> int:
+        """One training run; its record, with ``protocol``, lands in ``path`` only when it is complete."""
+        print(f"[{self.claim.name}] {protocol['setting']} / {protocol['arm']}: focustune {' '.join(argv)}", flush=True)
+        began, partial = time.monotonic(), path.with_name(path.name + ".part")
+        code = self.execute(argv, partial)
+        self.trained += 1
         if code != 0:
             return code
-        record = json.loads(path.read_text())
-        record["protocol"] = {"setting": setting.label, "arm": arm.label, "argv": argv,
-                              "wall_s": round(time.monotonic() - began, 1)}
-        path.write_text(json.dumps(record))
-    summarise(claim, folder, out / claim.name, args.quick)
+        record = json.loads(partial.read_text())
+        record["protocol"] = {**protocol, "argv": argv, "wall_s": round(time.monotonic() - began, 1)}
+        write_atomic(path, json.dumps(record))
+        partial.unlink()
+        return 0
+
+    def _run_grid(self, setting: Setting, arm: Arm, seed: int) -> int:
+        """Every grid point of ``arm`` (each its own file under ``grid/``), then the best on validation
+        as the arm's run, with every point's validation score in its ``protocol.grid``."""
+        final = self.path(setting, arm, seed)
+        points = arm.points(self.quick)
+        paths = [self.folder / "grid" / f"{final.stem}_g{k}.json" for k in range(len(points))]
+        paths[0].parent.mkdir(exist_ok=True)
+        for point, path in zip(points, paths):
+            if path.is_file():
+                continue
+            if self.exhausted:
+                return 0
+            argv = self.claim.argv(setting, arm, seed, self.directory, self.quick, point)
+            code = self._train(argv, path, {"setting": setting.label, "arm": arm.label, "grid_point": point})
+            if code != 0:
+                return code
+        records = [json.loads(path.read_text()) for path in paths]
+        scores = [validation_score(r) for r in records]
+        best = scores.index(max(scores))
+        grid = [{"point": p, "val_score": v, "file": f"grid/{path.name}", "wall_s": r["protocol"]["wall_s"]}
+                for p, v, path, r in zip(points, scores, paths, records)]
+        chosen = records[best]
+        chosen["protocol"] = {**chosen["protocol"], "selected": points[best], "grid": grid,
+                              "wall_s": round(sum(g["wall_s"] for g in grid), 1)}
+        write_atomic(final, json.dumps(chosen))
+        return 0
+
+
+def run_claim(claim: Claim, args: argparse.Namespace, out: Path, execute: Callable | None = None) -> int:
+    """Run the claim's missing runs, then summarise them once all are there; the exit status of the
+    first failure, else 0."""
+    runs = ClaimRuns(claim, args, out, execute)
+    if stale := runs.stale():
+        print(f"[{claim.name}] {len(stale)} run files in {runs.folder} come from another protocol (e.g. "
+              f"{stale[0].name}): delete them, or use another --out", file=sys.stderr)
+        return 2
+    if not args.summarise_only:
+        code = runs.run_missing()
+        if code != 0:
+            return code
+        left = len(runs.missing())
+        if left:
+            total = len(claim.runs(args.quick))
+            print(f"[{claim.name}] {total - left} of {total} runs done; run again to go on (the summary "
+                  "follows the last run)", flush=True)
+            return 0
+    summarise(claim, runs.folder, out / claim.name, args.quick)
     if out == DEFAULT_RESULTS:
         write_readme_results(out)
     return 0

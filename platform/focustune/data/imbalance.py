@@ -6,7 +6,9 @@ Profiles (``--imbalance``), with n_max the largest class count, K classes, class
 * ``linear:R`` linear decrease: n_max * (1 - (1 - 1/R) * i/(K-1)), from n_max down to n_max/R;
 * ``log:R``   logarithmic decrease: n_max * (1 - (1 - 1/R) * ln(1+i)/ln(K)), steep first, then flat;
 * ``step``    LOW's profile: class c keeps round(N_c / 2^k_c), the k_c being 0..K-1 assigned to the
-  classes by a permutation seeded with the data seed;
+  classes by a permutation drawn with the data seed: each data seed draws its own (LOW's paper
+  redraws it in every run, so give every run of a repeated experiment its own ``--data-seed``; the
+  arms of one run share theirs, so they train on the same classes' counts);
 * ``classes=I,J:F`` the listed classes keep a fraction F of their images, the others all.
 
 Any profile may end in ``@S`` (0 < S <= 1): every class then keeps a share S of the profile's count,
@@ -27,8 +29,9 @@ import torch
 from focustune.data.dataset import Split
 from focustune.errors import ConfigError, DataError
 
-PROFILE_SYNTAX = ("exp:R, linear:R, log:R (R >= 1), step, or classes=I,J,...:F (0 < F <= 1), each optionally "
-                  "followed by @S: keep a share S (0 < S <= 1) of every class's count, e.g. step@0.25")
+PROFILE_SYNTAX = ("exp:R, linear:R, log:R (R >= 1), step (its class permutation drawn with --data-seed), or "
+                  "classes=I,J,...:F (0 < F <= 1), each optionally followed by @S: keep a share S (0 < S <= 1) "
+                  "of every class's count, e.g. step@0.25")
 RATIO_PROFILES = ("exp", "linear", "log")
 
 

@@ -97,6 +97,11 @@ class EpochStats:
         return self.class_loss_sum / self.class_count.clamp_min(1)
 
 
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    """float64 for statistics accumulated on ``device`` over an epoch; float32 where float64 is missing (MPS)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """A seeded permutation of ``range(n)`` cut into batches (the last may be smaller)."""
     order = torch.randperm(n, generator=generator, device=generator.device)

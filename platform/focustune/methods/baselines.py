@@ -44,13 +44,18 @@ class WeightedCE(Method):
 class FocalParams:
     gamma: float = hp(2.0, low=0.0, high=10.0, help="focusing parameter (0 = cross-entropy)")
     alpha: Optional[float] = hp(None, low=0.0, high=1.0,
-                                help="class balancing: weight = alpha*balanced + (1-alpha)*1; none = off")
+                                help="class weighting: weight = alpha * inverse class frequency + (1 - alpha), "
+                                     "normalised to a mean sample weight of 1; none = off; 1 = inverse class "
+                                     "frequency, the class-weighted focal loss of learn2mix's App. C.2")
 
 
 @register
 class Focal(Method):
+    """Focal loss; ``alpha`` blends in inverse-class-frequency weights (``alpha=1``: learn2mix's
+    class-weighted focal baseline, App. C.2, whose weights differ from ours only by a constant factor)."""
+
     name = "focal"
-    summary = "focal loss (Lin et al. 2017), optionally class-balanced through alpha"
+    summary = "focal loss (Lin et al. 2017), optionally class-weighted through alpha (1 = inverse frequency)"
     Params = FocalParams
 
     def setup(self, run: RunContext) -> None:

@@ -7,6 +7,7 @@ and stopped by its process-group id, so no other Ray or Python process on the ma
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -75,6 +76,11 @@ def command_line(pid: int) -> str:
     return _processes().get(pid, (0, 0, ""))[2]
 
 
+def pids_with(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (a folder only this test uses, say)."""
+    return sorted(pid for pid, (_, _, cmdline) in _processes().items() if text in cmdline and pid != os.getpid())
+
+
 def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
     """SIGTERM, then SIGKILL, what ``proc`` started (its group and descendants); wait until none is left."""
     members = family(proc.pid)
@@ -95,18 +101,21 @@ def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
     assert not left, f"processes {sorted(left)} started by {proc.pid} survived"
 
 
-def start(cmd: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
+def start(cmd: list[str], log: Path, env: dict | None = None, cwd: Path | None = None,
+          user: str | None = None) -> subprocess.Popen:
     handle = open(log, "ab")
     return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, **(env or {})}, cwd=cwd)
+                            env={**os.environ, **(env or {})}, cwd=cwd, user=user)
 
 
 @contextmanager
-def mlflow_server(folder: Path, port: int | None = None):
-    """``mlflow server`` on 127.0.0.1 with a sqlite store; yields (uri, restart function)."""
+def mlflow_server(folder: Path, port: int | None = None, backend_store_uri: str | None = None):
+    """``mlflow server`` on 127.0.0.1, its store sqlite in ``folder`` unless ``backend_store_uri`` names
+    another; yields (uri, start function, stop function)."""
     port = port or free_port()
     uri = f"http://127.0.0.1:{port}"
-    cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+    backend = backend_store_uri or f"sqlite:///{folder / 'mlflow.db'}"
+    cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", backend,
            "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1"]
     state = {"proc": None}
@@ -161,6 +170,115 @@ def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _postgres_bin() -> Path:
+    """``FOCUSTUNE_POSTGRES_BIN``, else the newest of Debian's /usr/lib/postgresql/<version>/bin."""
+    if "FOCUSTUNE_POSTGRES_BIN" in os.environ:
+        return Path(os.environ["FOCUSTUNE_POSTGRES_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+POSTGRES_BIN = _postgres_bin()
+
+
+@contextmanager
+def postgres_server(databases: tuple[str, ...] = ("focustune",)):
+    """PostgreSQL on a free port of 127.0.0.1 only (its socket in a private folder), with a password
+    user and ``databases`` created; yields {database: SQLAlchemy URL (postgresql+psycopg)}.
+
+    Runs as the ``postgres`` user when the tests run as root (PostgreSQL refuses root). Skips the test
+    where the PostgreSQL binaries or the psycopg driver are absent."""
+    import pytest
+
+    if not (POSTGRES_BIN / "postgres").is_file():
+        pytest.skip(f"PostgreSQL binaries not found in {POSTGRES_BIN} (set FOCUSTUNE_POSTGRES_BIN)")
+    psycopg = pytest.importorskip("psycopg")
+    user = "postgres" if os.geteuid() == 0 else None
+    if user and user not in {entry.pw_name for entry in pwd.getpwall()}:
+        pytest.skip("running as root, but there is no 'postgres' user to run PostgreSQL as")
+    folder = Path(tempfile.mkdtemp(prefix="ft-pg-", dir="/tmp"))  # a socket path must stay under 107 bytes
+    password, port = secrets.token_hex(12), free_port()
+    try:
+        _initdb(folder, password, user)
+        proc = start([str(POSTGRES_BIN / "postgres"), "-D", str(folder / "data"), "-p", str(port),
+                      "-c", "listen_addresses=127.0.0.1", "-k", str(folder), "-c", "fsync=off",
+                      "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+                     folder / "postgres.log", user=user)
+        try:
+            dsn = f"host=127.0.0.1 port={port} user=focustune password={password} dbname=postgres"
+            assert wait_until(lambda: _accepts(psycopg, dsn), 60), (folder / "postgres.log").read_text()[-2000:]
+            with psycopg.connect(dsn, autocommit=True) as connection:
+                for name in databases:
+                    connection.execute(f'CREATE DATABASE "{name}"')
+            yield {name: f"postgresql+psycopg://focustune:{password}@127.0.0.1:{port}/{name}" for name in databases}
+        finally:
+            _stop_postgres(proc)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _initdb(folder: Path, password: str, user: str | None) -> None:
+    (folder / "password").write_text(password + "\n")
+    if user:
+        for path in (folder, folder / "password"):
+            shutil.chown(path, user, user)
+    done = subprocess.run([str(POSTGRES_BIN / "initdb"), "-D", str(folder / "data"), "-U", "focustune",
+                           "--pwfile", str(folder / "password"), "--auth", "scram-sha-256", "-E", "UTF8",
+                           "--no-sync"], capture_output=True, text=True, user=user, cwd=folder)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def _accepts(psycopg, dsn: str) -> bool:
+    try:
+        psycopg.connect(dsn, connect_timeout=2).close()
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
+def _stop_postgres(proc: subprocess.Popen) -> None:
+    """SIGINT is PostgreSQL's fast shutdown (clients disconnected, then a clean stop); then its group."""
+    try:
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    stop_group(proc)
+
+
+@contextmanager
+def s3_endpoint(folder: Path, bucket: str = "focustune"):
+    """An S3-compatible endpoint (moto's server, in memory) on a free port of 127.0.0.1 with ``bucket``
+    created; yields (endpoint URL, bucket, environment for clients: endpoint, dummy credentials,
+    region, no shared AWS config files). Skips where moto or boto3 is absent."""
+    import pytest
+
+    pytest.importorskip("moto.server")
+    pytest.importorskip("boto3")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "focustune-test",
+           "AWS_SECRET_ACCESS_KEY": "focustune-test", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true",  # no instance-metadata lookups
+           "AWS_CONFIG_FILE": str(folder / "no-aws-config"),  # nothing from the user's ~/.aws
+           "AWS_SHARED_CREDENTIALS_FILE": str(folder / "no-aws-credentials")}
+    proc = start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], folder / "moto.log")
+    try:
+        assert wait_until(lambda: _port_open(port), 60), (folder / "moto.log").read_text()[-2000:]
+        s3_client(env).create_bucket(Bucket=bucket)
+        yield endpoint, bucket, env
+    finally:
+        stop_group(proc)
+
+
+def s3_client(env: dict):
+    """A boto3 S3 client for the environment ``s3_endpoint`` yields."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
 
 
 def tiny_npz(path: Path, counts=(30, 10, 6)) -> Path:

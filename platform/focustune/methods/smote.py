@@ -14,7 +14,8 @@ class. Then training is ordinary cross-entropy on the original plus the syntheti
 - An epoch (``epoch_samples``): ``resampled`` (default) is one pass over the resampled set;
   ``original`` has as many samples as the original training split, drawn without replacement from
   the resampled set, so every method sees the same number of batches per epoch (the authors' code).
-- SMOTE is seeded with the run seed, so a resumed run rebuilds the same synthetic images.
+- SMOTE is seeded with the run seed, so a resumed run rebuilds the same synthetic images. It holds
+  the flattened training images in host memory as float32 while it runs (4 bytes per pixel).
 """
 
 from __future__ import annotations

@@ -63,3 +63,14 @@ def test_train_register_predict_compare_on_a_server(tmp_path):
                               "--out", "report")
         assert f"MLflow {uri}" in out, out[-2000:]
         no_local_store(work)
+
+        # tune: trials logged and the selected model registered on the server too
+        code, out = focustune(work, "tune.log", "tune", "--method", "erm", "--dataset", str(data), "--trials", "1",
+                              "--epochs", "1", "--seeds", "0", "--set", "batch_size=16", "--cpus-per-trial", "1",
+                              "--register", "remote-tune", "--experiment", "remote-tune", "--tracking-uri", uri,
+                              timeout=400)
+        assert code == 0, out[-3000:]
+        assert f"MLflow {uri}" in out, out[-2000:]
+        assert MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(
+            "remote-tune", "champion").version == "1"
+        no_local_store(work)

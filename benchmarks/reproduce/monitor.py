@@ -37,7 +37,8 @@ class EpochTestMonitor:
 def monitored_record(argv: list[str]) -> dict[str, Any]:
     """The ``--output-json`` record of ``focustune train ARGV``, plus its per-epoch test metrics."""
     from focustune import params
-    from focustune.cli import build_parser, run_json
+    from focustune.cli import build_parser
+    from focustune.cli.train import run_json
     from focustune.config import resolve
     from focustune.data.options import DATA_KEYS, DataOptions
     from focustune.methods import get_method

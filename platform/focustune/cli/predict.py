@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--input {args.input}: no such file or folder")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
-    store = None if Path(args.model).expanduser().exists() else args.tracking_uri or default_tracking_uri()
+    store = args.tracking_uri or default_tracking_uri()  # tracking and registry of an MLflow model URI
     with tempfile.TemporaryDirectory(prefix="focustune-predict-") as download:
         predictor = load_bundle(_model_folder(args.model, store, download), device=args.device)
         batches = InputBatches(Path(args.input), predictor.card.channels, predictor.card.image_size, args.batch_size)
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if batches.skipped:
         shown = ", ".join(batches.skipped[:10]) + (" ..." if len(batches.skipped) > 10 else "")
         stderr(f"skipped {len(batches.skipped)} unreadable file(s): {shown}")
-    origin = f" from MLflow {store}" if store else ""
+    origin = "" if Path(args.model).expanduser().exists() else f" from MLflow {store}"
     print(f"model {args.model}{origin}: {predictor.card.describe()}; device {predictor.device}")
     source = f" (array {batches.array} of {args.input})" if batches.array else ""
     print(f"predicted {sum(counts.values())} image(s){source}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_folder(model: str, store: str | None, download: str) -> Path:
+def _model_folder(model: str, store: str, download: str) -> Path:
     """The bundle of ``--model``: a local folder (a bundle or an MLflow model), or an MLflow model URI
     read from ``store`` (tracking and registry)."""
     from focustune.inference import bundle_folder
@@ -63,5 +63,5 @@ def _model_folder(model: str, store: str | None, download: str) -> Path:
     from focustune.sweeps.model_package import download_model
     from focustune.sweeps.preflight import check_tracking_uri
 
-    check_tracking_uri(store or default_tracking_uri())
-    return bundle_folder(download_model(model, store or default_tracking_uri(), download))
+    check_tracking_uri(store)
+    return bundle_folder(download_model(model, store, download))

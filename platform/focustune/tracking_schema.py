@@ -20,7 +20,8 @@ DEFAULT_SELECTION_METRIC = "balanced_acc"
 OBJECTIVE = "objective"
 #: The MLflow store a command uses when given no ``--tracking-uri``: ``mlflow.db`` in the working folder.
 DEFAULT_STORE_FILE = "mlflow.db"
-TRACKING_URI_HELP = f"MLflow tracking URI (default: sqlite:///./{DEFAULT_STORE_FILE})"
+TRACKING_URI_HELP = (f"MLflow store for tracking and the model registry: a server (http://HOST:PORT) or a "
+                     f"database URL (default: sqlite:///./{DEFAULT_STORE_FILE})")
 
 #: Prefix of every focustune tag (``focustune.kind``, ``focustune.method``, ...).
 TAG = "focustune."

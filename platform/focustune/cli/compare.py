@@ -7,7 +7,7 @@ import argparse
 
 from focustune.cli import options
 from focustune.errors import ConfigError
-from focustune.tracking_schema import METRIC_NAMES, ui_hint
+from focustune.tracking_schema import METRIC_NAMES, default_tracking_uri, ui_hint
 
 
 def add_options(cmd: argparse.ArgumentParser) -> None:
@@ -31,11 +31,15 @@ def add_options(cmd: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from focustune_analysis.collect import HISTORY_METRICS, collect_runs
+    from focustune.sweeps.preflight import check_tracking_uri
     from focustune.sweeps.summary_run import log_summary_run
     from focustune_analysis.report import build_report
 
     metric = args.metric.removeprefix("test_")
     history = tuple(dict.fromkeys((*HISTORY_METRICS, f"val_{metric}")))
+    store = args.tracking_uri or default_tracking_uri()
+    check_tracking_uri(store)
+    print(f"reading experiment {args.experiment!r} from MLflow {store}", flush=True)
     collection = collect_runs(args.experiment, args.tracking_uri, history_metrics=history)
     report = build_report(collection, args.out, metric=metric, baseline=args.baseline,
                           fraction=args.target_fraction, alpha=args.alpha, selection=args.selection)

@@ -35,22 +35,25 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--input {args.input}: no such file or folder")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    store = args.tracking_uri or default_tracking_uri()  # tracking and registry of an MLflow model URI
     with tempfile.TemporaryDirectory(prefix="focustune-predict-") as download:
-        predictor = load_bundle(_model_folder(args.model, args.tracking_uri, download), device=args.device)
+        predictor = load_bundle(_model_folder(args.model, store, download), device=args.device)
         batches = InputBatches(Path(args.input), predictor.card.channels, predictor.card.image_size, args.batch_size)
         counts = write_predictions(predictor, batches, output, args.batch_size)
     if batches.skipped:
         shown = ", ".join(batches.skipped[:10]) + (" ..." if len(batches.skipped) > 10 else "")
         stderr(f"skipped {len(batches.skipped)} unreadable file(s): {shown}")
-    print(f"model {args.model}: {predictor.card.describe()}; device {predictor.device}")
+    origin = "" if Path(args.model).expanduser().exists() else f" from MLflow {store}"
+    print(f"model {args.model}{origin}: {predictor.card.describe()}; device {predictor.device}")
     source = f" (array {batches.array} of {args.input})" if batches.array else ""
     print(f"predicted {sum(counts.values())} image(s){source}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"wrote {output}")
     return 0
 
 
-def _model_folder(model: str, tracking_uri: str | None, download: str) -> Path:
-    """The bundle of ``--model``: a local folder (a bundle or an MLflow model) or an MLflow model URI."""
+def _model_folder(model: str, store: str, download: str) -> Path:
+    """The bundle of ``--model``: a local folder (a bundle or an MLflow model), or an MLflow model URI
+    read from ``store`` (tracking and registry)."""
     from focustune.inference import bundle_folder
 
     if Path(model).expanduser().exists():
@@ -58,5 +61,7 @@ def _model_folder(model: str, tracking_uri: str | None, download: str) -> Path:
     if ":" not in model:
         raise ConfigError(f"--model {model}: no such file or folder, and not an MLflow model URI ({MODEL_URI_FORMS})")
     from focustune.sweeps.model_package import download_model
+    from focustune.sweeps.preflight import check_tracking_uri
 
-    return bundle_folder(download_model(model, tracking_uri or default_tracking_uri(), download))
+    check_tracking_uri(store)
+    return bundle_folder(download_model(model, store, download))

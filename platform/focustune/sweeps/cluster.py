@@ -54,3 +54,14 @@ def pend_one_trial_per_slot(slots: dict[str, int]) -> None:
     """Let Tune keep one pending trial per slot, so a free slot starts the next trial at once (Tune's
     default for a custom searcher is a single pending trial, which starts trials one by one)."""
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, slot_count(slots))))
+
+
+def awaited_resources(cpus_per_trial: float, gpus_per_trial: float) -> str | None:
+    """When no alive node can fit one trial, what the trials wait for (Ray 2.60 tells a driver no
+    reliable sign of an autoscaler, so the sweep says what it awaits instead of waiting silently)."""
+    if slot_count(trial_slots(cpus_per_trial, gpus_per_trial, None)) > 0:
+        return None
+    wanted = f"{cpus_per_trial:g} CPU(s)" + (f" and {gpus_per_trial:g} GPU(s)" if gpus_per_trial else "")
+    return (f"waiting for a node with {wanted} for one trial: no alive node of the cluster has them; the "
+            "cluster's autoscaler may add one, else stop the sweep (Ctrl-C) and lower --cpus-per-trial or "
+            "--gpus-per-trial")

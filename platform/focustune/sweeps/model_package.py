@@ -157,11 +157,19 @@ def register(tracking_uri: str, name: str, info: Any, card: ModelCard) -> dict[s
 
 # ---------------------------------------------------------------- logging a run's model
 
+def use_store(tracking_uri: str) -> None:
+    """Point MLflow's process-wide tracking AND registry at ``tracking_uri``: parts of MLflow (the
+    resolution of ``models:/NAME@ALIAS``, ``log_model``'s registry calls) read the global registry URI
+    and ignore one passed to them, and would otherwise open ``./mlflow.db``."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+
+
 def log_run_model(tracking_uri: str, run_id: str, state: dict[str, Any], config: dict[str, Any], dataset: Any,
                   val: dict[str, float], register_as: str | None = None) -> dict[str, Any]:
     """Bundle ``state`` (weights) and log it as the model of run ``run_id`` (resumed for it); register it
     when ``register_as`` is given. Returns ``uri``, ``card`` and ``registered`` (or None)."""
-    mlflow.set_tracking_uri(tracking_uri)
+    use_store(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="focustune-model-") as temporary:
         folder = Path(temporary) / BUNDLE_ARTIFACT  # the folder's name is the artifact's path in the model
         card = make_bundle(folder, state, config, dataset, val)
@@ -193,7 +201,7 @@ def log_train_run(tracking_uri: str, experiment: str, trainer: Any, config: RunC
     from mlflow import MlflowClient
 
     result = trainer.result()
-    mlflow.set_tracking_uri(tracking_uri)
+    use_store(tracking_uri)
     mlflow.set_experiment(experiment)
     tags = {TAG + "kind": KIND_TRAIN, TAG + "method": result.method, TAG + "dataset": result.dataset}
     with mlflow.start_run(run_name=f"{result.dataset}-{result.method}-seed{result.seed}", tags=tags) as run:
@@ -202,7 +210,7 @@ def log_train_run(tracking_uri: str, experiment: str, trainer: Any, config: RunC
         mlflow.log_text(config.to_yaml(), CONFIG_ARTIFACT)
         logged = log_run_model(tracking_uri, run.info.run_id, trainer.best_state, asdict(config), trainer.dataset,
                                result.val, register_as)
-    print_lines(say, logged, f"MLflow run {run.info.run_id} (experiment {experiment}, {tracking_uri})")
+    print_lines(say, logged, f"MLflow run {run.info.run_id} (experiment {experiment}, MLflow {tracking_uri})")
     return logged
 
 
@@ -214,6 +222,7 @@ def download_model(uri: str, tracking_uri: str, destination: str | os.PathLike) 
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).exists():
         raise ConfigError(f"--model {uri}: no MLflow store at {tracking_uri} (give --tracking-uri)")
     _quiet_artifact_transfers()
+    use_store(tracking_uri)
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination),
                                                         tracking_uri=tracking_uri, registry_uri=tracking_uri))

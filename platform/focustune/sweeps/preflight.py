@@ -42,14 +42,129 @@ def check_address(address: str | None) -> None:
 
 
 def check_tracking_uri(uri: str) -> None:
-    """Refuse an MLflow server that does not answer, or a tracking URI of an unknown kind."""
+    """Refuse an MLflow server that does not answer, a web server that is not MLflow's, or a tracking
+    URI of an unknown kind."""
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         if not _reachable(parsed.hostname or "", port):
             raise ConfigError(f"--tracking-uri {uri}: no MLflow server answers there")
+        if (answer := _health(uri)) is not None:
+            raise ConfigError(f"--tracking-uri {uri}: a server answers but is not an MLflow tracking server "
+                              f"(GET /health: {answer}); check the host, port and path")
     elif parsed.scheme not in ("sqlite", "file", "") and not uri.startswith(("postgresql", "mysql", "databricks")):
         raise ConfigError(f"--tracking-uri {uri}: unsupported scheme {parsed.scheme!r}")
+
+
+def _health(uri: str) -> str | None:
+    """None when ``uri`` answers MLflow's ``/health`` (or asks for credentials, as a guarded server
+    does, or its TLS certificate needs MLflow's own CA settings); else what it answered."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+            body = response.read(64).decode(errors="replace").strip()
+    except urllib.error.HTTPError as exc:
+        return None if exc.code in (401, 403) else f"HTTP {exc.code}"
+    except urllib.error.URLError as exc:
+        return None if isinstance(exc.reason, ssl.SSLError) else str(exc.reason)
+    except OSError as exc:  # a reset connection, a timeout
+        return str(getattr(exc, "reason", exc))
+    return None if body == "OK" else f"{body[:40]!r} instead of OK"
+
+
+def check_database(url: str) -> None:
+    """Refuse an Optuna storage URL that does not parse, or whose database server does not answer
+    (a short connection attempt, so a wrong host fails in seconds, not at the first trial)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"--optuna-storage {url}: not a database URL (e.g. sqlite:///optuna.db, "
+                          "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB)") from None
+    port = parsed.port or DATABASE_PORTS.get(parsed.get_backend_name())
+    if parsed.host and port and not _reachable(parsed.host, port):
+        raise ConfigError(f"--optuna-storage: no database server answers at {parsed.host}:{port} "
+                          "(connection refused or timed out); start it or correct the URL")
+
+
+#: Default ports of the database servers an Optuna storage URL may name without one.
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433, "oracle": 1521}
+
+
+def check_storage(root: str) -> None:
+    """Refuse a sweep storage that cannot be written: an object store's missing bucket, unreachable
+    endpoint or refused credentials; a local folder that is read-only or lies under a file."""
+    if "://" not in root:
+        _check_folder(Path(root))
+        return
+    from pyarrow import fs
+
+    try:
+        files, path = fs.FileSystem.from_uri(root)
+        if isinstance(files, fs.LocalFileSystem):
+            _check_folder(Path(path))
+            return
+        bucket = path.split("/")[0]
+        found = files.get_file_info(bucket).type != fs.FileType.NotFound
+    except (OSError, ValueError) as exc:  # pyarrow: OSError from the store, ArrowInvalid (a ValueError) for the URI
+        raise ConfigError(f"--storage {root}: {_storage_problem(str(exc))}") from None
+    if not found:
+        raise ConfigError(f"--storage {root}: bucket {bucket!r} does not exist; create it or name an existing one")
+
+
+#: pyarrow's (AWS SDK's) error texts, and what each asks the user to fix.
+_STORAGE_PROBLEMS = (
+    ("Could not resolve host", "the object store's host name does not resolve (check AWS_ENDPOINT_URL or the URI)"),
+    ("NETWORK_CONNECTION", "the object store does not answer (check AWS_ENDPOINT_URL or the URI's "
+                           "endpoint_override, and that the store is up)"),
+    ("ACCESS_DENIED", "access denied: check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                      "a profile, or the machine's role) and their rights on the bucket"),
+    ("InvalidAccessKeyId", "the store does not know this access key (check AWS_ACCESS_KEY_ID)"),
+    ("SignatureDoesNotMatch", "the secret key does not match the access key (check AWS_SECRET_ACCESS_KEY)"),
+    ("credentials", "no usable credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile)"),
+)
+
+
+def _storage_problem(error: str) -> str:
+    for text, problem in _STORAGE_PROBLEMS:
+        if text.lower() in error.lower():
+            return problem
+    return f"cannot reach it ({error})"
+
+
+def _check_folder(folder: Path) -> None:
+    import tempfile
+
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--storage {folder}: {existing} is a file, not a folder; choose another storage folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):  # a file without a name, gone when closed
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--storage {folder}: cannot write in {existing} ({exc.strerror}); "
+                          "choose a writable folder") from None
+
+
+def check_local_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
+    """On a private local Ray, refuse trial resources this machine lacks (Tune would wait forever)."""
+    import torch
+
+    cpus = os.cpu_count() or 1
+    gpus = torch.cuda.device_count()
+    if gpus_per_trial > gpus:
+        raise ConfigError(f"--gpus-per-trial {gpus_per_trial:g}: this machine has {gpus} GPU(s), so no trial could "
+                          "ever start; lower it, or join a cluster that has them with --address")
+    if cpus_per_trial > cpus:
+        raise ConfigError(f"--cpus-per-trial {cpus_per_trial:g}: this machine has {cpus} CPU(s), so no trial could "
+                          "ever start; lower it, or join a cluster with --address")
 
 
 # ---------------------------------------------------------------- the request's own values
@@ -105,7 +220,13 @@ def validate(spec: SweepSpec) -> None:
     for name in spec.methods:
         method_trial(name, spec.fixed_values)  # the fixed values suit every method
     check_tracking_uri(spec.tracking)
-    check_address(spec.address or os.environ.get("RAY_ADDRESS"))
+    address = spec.address or os.environ.get("RAY_ADDRESS")
+    check_address(address)
+    if not address or address == "local":
+        check_local_resources(spec.cpus_per_trial, spec.gpus_per_trial)
+    check_storage(spec.storage_root)
+    if spec.optuna_storage:
+        check_database(spec.optuna_storage)
     _check_outputs(spec)
     exists = SweepState.exists(spec)
     if exists and not spec.resume:

@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from focustune.spaces import SearchSpace
-from focustune.sweeps.cluster import init_ray, pend_one_trial_per_slot, slot_count, trial_slots
+from focustune.sweeps.cluster import awaited_resources, init_ray, pend_one_trial_per_slot, slot_count, trial_slots
 from focustune.sweeps.preflight import study_grace
 from focustune.sweeps.spec import SweepSpec
 from focustune.sweeps.state import SweepState
@@ -55,6 +55,8 @@ class Sweep:
         from focustune.sweeps.trainable import dataset_to_arrays
 
         init_ray(self.spec.address)
+        if awaited := awaited_resources(self.spec.cpus_per_trial, self.spec.gpus_per_trial):
+            self._print(awaited)
         refs = {name: ray.put(dataset_to_arrays(d)) for name, d in datasets.items()}  # once per sweep
         tracking = StudyTracking(self.spec, self.state)
         tracking.use_datasets(datasets)

@@ -1,0 +1,178 @@
+"""Bad infrastructure is refused before any work: one message naming what to fix, exit 2, nothing
+written, Ray not started. The services are real and on 127.0.0.1: an S3-compatible store (moto's
+server), a plain web server that is not MLflow, and ports nothing listens on."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from focustune.cli import main
+from servers import free_port, s3_client, s3_endpoint, start, stop_group, tiny_npz, wait_until
+
+SWEEP = ["--methods", "erm", "--trials", "1", "--epochs", "1", "--experiment", "bad"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return tiny_npz(tmp_path_factory.mktemp("data") / "tiny.npz")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    with s3_endpoint(tmp_path_factory.mktemp("moto")) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def web_server(tmp_path_factory) -> str:
+    """``python -m http.server``: a web server that answers, but not as MLflow."""
+    folder, port = tmp_path_factory.mktemp("web"), free_port()
+    proc = start([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], folder / "web.log",
+                 cwd=folder)
+    try:
+        import urllib.request
+
+        def answers() -> bool:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        assert wait_until(answers, 30), (folder / "web.log").read_text()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_group(proc)
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "work"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder
+
+
+def refused(args: list[str], message: str, capsys) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized()
+    return err
+
+
+def nothing_written(folder: Path) -> None:
+    assert sorted(p.name for p in folder.rglob("*")) == []  # no focustune_runs/, sweep.json, optuna.db, mlflow.db
+
+
+def test_missing_bucket_is_refused_and_nothing_is_created(s3, data, work, capsys, monkeypatch):
+    endpoint, bucket, env = s3
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    refused(["sweep", "--dataset", str(data), *SWEEP, "--storage", "s3://no-such-bucket/runs"],
+            "bucket 'no-such-bucket' does not exist", capsys)
+    nothing_written(work)
+    client = s3_client(env)
+    assert [b["Name"] for b in client.list_buckets()["Buckets"]] == [bucket]
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+
+
+def test_unreachable_object_store_is_refused(s3, data, work, capsys, monkeypatch):
+    _, bucket, env = s3
+    for key, value in {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}.items():
+        monkeypatch.setenv(key, value)
+    refused(["sweep", "--dataset", str(data), *SWEEP, "--storage", f"s3://{bucket}/runs"],
+            "the object store does not answer", capsys)
+    nothing_written(work)
+
+
+def test_storage_under_a_file_is_refused(data, work, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    refused(["sweep", "--dataset", str(data), *SWEEP, "--storage", str(tmp_path / "a-file" / "runs")],
+            "a-file is a file, not a folder", capsys)
+    nothing_written(work)
+
+
+def test_storage_where_nothing_can_be_written_is_refused(data, work, capsys):
+    refused(["sweep", "--dataset", str(data), *SWEEP, "--storage", "/proc/focustune-runs"],
+            "--storage /proc/focustune-runs: cannot write in /proc", capsys)
+    nothing_written(work)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_storage_folder_is_refused(data, work, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        refused(["sweep", "--dataset", str(data), *SWEEP, "--storage", str(locked / "runs")],
+                "cannot write in", capsys)
+    finally:
+        locked.chmod(0o700)
+    assert list(locked.iterdir()) == []
+    nothing_written(work)
+
+
+def test_unreachable_optuna_database_is_refused_quickly(data, work, capsys):
+    import time
+
+    port = free_port()
+    began = time.monotonic()
+    refused(["sweep", "--dataset", str(data), *SWEEP, "--optuna-storage", f"postgresql+psycopg://u:p@127.0.0.1:{port}/x"],
+            f"--optuna-storage: no database server answers at 127.0.0.1:{port}", capsys)
+    assert time.monotonic() - began < 30
+    nothing_written(work)
+
+
+def test_malformed_optuna_url_is_refused(data, work, capsys):
+    refused(["sweep", "--dataset", str(data), *SWEEP, "--optuna-storage", "not a url"],
+            "not a database URL", capsys)
+    nothing_written(work)
+
+
+def test_web_server_that_is_not_mlflow_is_refused_by_sweep_train_and_predict(web_server, data, work, capsys):
+    message = f"--tracking-uri {web_server}: a server answers but is not an MLflow tracking server"
+    refused(["sweep", "--dataset", str(data), *SWEEP, "--tracking-uri", web_server], message, capsys)
+    refused(["train", "--dataset", str(data), "--epochs", "1", "--log-model", "--tracking-uri", web_server],
+            message, capsys)
+    refused(["predict", "--model", "models:/tiny@champion", "--tracking-uri", web_server, "--input", str(data),
+             "--output", "out.csv"], message, capsys)
+    refused(["compare", "--experiment", "bench", "--tracking-uri", web_server, "--out", "report"], message, capsys)
+    nothing_written(work)
+
+
+def test_trial_resources_this_machine_lacks_are_refused_on_a_local_ray(data, work, capsys):
+    import torch
+
+    gpus = torch.cuda.device_count()
+    refused(["sweep", "--dataset", str(data), *SWEEP, "--gpus-per-trial", str(gpus + 1)],
+            f"--gpus-per-trial {gpus + 1}: this machine has {gpus} GPU(s)", capsys)
+    cpus = os.cpu_count()
+    refused(["sweep", "--dataset", str(data), *SWEEP, "--cpus-per-trial", str(cpus + 1)],
+            f"--cpus-per-trial {cpus + 1}: this machine has", capsys)
+    nothing_written(work)
+
+
+@pytest.mark.slow
+def test_a_cluster_without_a_fitting_node_says_what_the_trials_await(tmp_path):
+    """Joined to a real (one-node, GPU-less) Ray, the sweep cannot tell whether an autoscaler will add a
+    node, so it says what it waits for; with resources that fit, it says nothing."""
+    code = ("import ray; ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, logging_level='ERROR'); "
+            "from focustune.sweeps.cluster import awaited_resources; "
+            "print(awaited_resources(1, 2)); print(awaited_resources(1, 0))")
+    proc = start([sys.executable, "-c", code], tmp_path / "ray.log", cwd=tmp_path)
+    try:
+        proc.wait(timeout=180)
+    finally:
+        stop_group(proc)
+    out = (tmp_path / "ray.log").read_text()
+    assert proc.returncode == 0, out[-2000:]
+    waiting, fitting = out.strip().splitlines()[-2:]
+    assert waiting.startswith("waiting for a node with 1 CPU(s) and 2 GPU(s) for one trial")
+    assert "autoscaler may add one" in waiting
+    assert fitting == "None"

@@ -4,6 +4,7 @@ binary threshold, MLflow models with the champion rule, and `focustune predict`.
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -238,7 +239,11 @@ def test_champion_alias_moves_only_to_a_better_model(workdir):
                                     "alias")["registered"]["message"]
 
 
-def test_bad_predict_inputs_are_refused(workdir, capsys):
+def test_bad_predict_inputs_are_refused(workdir, capsys, monkeypatch):
+    from focustune.sweeps.model_package import STORE_VARIABLES
+
+    for name in STORE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     data = binary_npz(workdir / "mine.npz")
     bad = workdir / "rgba.npz"
     np.savez(bad, images=np.zeros((2, 12, 12, 4), np.uint8))
@@ -260,6 +265,8 @@ def test_bad_predict_inputs_are_refused(workdir, capsys):
         assert main(["predict", *args, "--output", "out.csv"]) == 2
         assert message in capsys.readouterr().err
     assert not (workdir / "out.csv").exists()
+    # MLflow's setters write these for subprocesses to inherit: a command must not leave them behind
+    assert [name for name in STORE_VARIABLES if name in os.environ] == []
 
 
 @pytest.mark.parametrize("args, message", [

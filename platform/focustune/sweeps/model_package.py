@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -157,20 +158,37 @@ def register(tracking_uri: str, name: str, info: Any, card: ModelCard) -> dict[s
 
 # ---------------------------------------------------------------- logging a run's model
 
-def use_store(tracking_uri: str) -> None:
-    """Point MLflow's process-wide tracking AND registry at ``tracking_uri``: parts of MLflow (the
-    resolution of ``models:/NAME@ALIAS``, ``log_model``'s registry calls) read the global registry URI
-    and ignore one passed to them, and would otherwise open ``./mlflow.db``."""
+#: The environment variables MLflow's process-wide setters write (subprocesses inherit them).
+STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@contextmanager
+def use_store(tracking_uri: str) -> Iterator[None]:
+    """Inside the block, MLflow's process-wide tracking AND registry point at ``tracking_uri``: parts of
+    MLflow (the resolution of ``models:/NAME@ALIAS``, ``log_model``'s registry calls) read the global
+    registry URI and ignore one passed to them, and would otherwise open ``./mlflow.db``. Afterwards
+    the previous setting and its environment variables are restored, so that nothing started later
+    by this process (a subprocess inherits them) is pointed at this store."""
+    previous = {name: os.environ.get(name) for name in STORE_VARIABLES}
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(previous["MLFLOW_REGISTRY_URI"])
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def log_run_model(tracking_uri: str, run_id: str, state: dict[str, Any], config: dict[str, Any], dataset: Any,
                   val: dict[str, float], register_as: str | None = None) -> dict[str, Any]:
     """Bundle ``state`` (weights) and log it as the model of run ``run_id`` (resumed for it); register it
     when ``register_as`` is given. Returns ``uri``, ``card`` and ``registered`` (or None)."""
-    use_store(tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="focustune-model-") as temporary:
+    with use_store(tracking_uri), tempfile.TemporaryDirectory(prefix="focustune-model-") as temporary:
         folder = Path(temporary) / BUNDLE_ARTIFACT  # the folder's name is the artifact's path in the model
         card = make_bundle(folder, state, config, dataset, val)
         active = mlflow.active_run()
@@ -179,7 +197,7 @@ def log_run_model(tracking_uri: str, run_id: str, state: dict[str, Any], config:
         else:
             with mlflow.start_run(run_id=run_id):
                 info = log_bundle(folder, card)
-    registered = register(tracking_uri, register_as, info, card) if register_as else None
+        registered = register(tracking_uri, register_as, info, card) if register_as else None
     return {"uri": info.model_uri, "card": card, "registered": registered}
 
 
@@ -201,10 +219,10 @@ def log_train_run(tracking_uri: str, experiment: str, trainer: Any, config: RunC
     from mlflow import MlflowClient
 
     result = trainer.result()
-    use_store(tracking_uri)
-    mlflow.set_experiment(experiment)
     tags = {TAG + "kind": KIND_TRAIN, TAG + "method": result.method, TAG + "dataset": result.dataset}
-    with mlflow.start_run(run_name=f"{result.dataset}-{result.method}-seed{result.seed}", tags=tags) as run:
+    with use_store(tracking_uri), mlflow.start_run(
+            experiment_id=mlflow.set_experiment(experiment).experiment_id,
+            run_name=f"{result.dataset}-{result.method}-seed{result.seed}", tags=tags) as run:
         params = {"method": result.method, "dataset": result.dataset, "seed": result.seed, **result.params}
         log_batched(MlflowClient(tracking_uri), run.info.run_id, params=params, history=_run_metrics(result))
         mlflow.log_text(config.to_yaml(), CONFIG_ARTIFACT)
@@ -222,10 +240,10 @@ def download_model(uri: str, tracking_uri: str, destination: str | os.PathLike) 
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).exists():
         raise ConfigError(f"--model {uri}: no MLflow store at {tracking_uri} (give --tracking-uri)")
     _quiet_artifact_transfers()
-    use_store(tracking_uri)
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination),
-                                                        tracking_uri=tracking_uri, registry_uri=tracking_uri))
+        with use_store(tracking_uri):
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination),
+                                                            tracking_uri=tracking_uri, registry_uri=tracking_uri))
     except MlflowException as exc:
         raise ConfigError(f"--model {uri}: not found in {tracking_uri}: {exc.message}") from None
 

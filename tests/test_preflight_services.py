@@ -5,13 +5,15 @@ server), a plain web server that is not MLflow, and ports nothing listens on."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from focustune.cli import main
-from servers import free_port, s3_client, s3_endpoint, start, stop_group, tiny_npz, wait_until
+from servers import (free_port, ray_cluster, s3_client, s3_endpoint, start, stop_group, sweep_command, tiny_npz,
+                     wait_until)
 
 SWEEP = ["--methods", "erm", "--trials", "1", "--epochs", "1", "--experiment", "bad"]
 
@@ -159,20 +161,26 @@ def test_trial_resources_this_machine_lacks_are_refused_on_a_local_ray(data, wor
 
 
 @pytest.mark.slow
-def test_a_cluster_without_a_fitting_node_says_what_the_trials_await(tmp_path):
-    """Joined to a real (one-node, GPU-less) Ray, the sweep cannot tell whether an autoscaler will add a
-    node, so it says what it waits for; with resources that fit, it says nothing."""
-    code = ("import ray; ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, logging_level='ERROR'); "
-            "from focustune.sweeps.cluster import awaited_resources; "
-            "print(awaited_resources(1, 2)); print(awaited_resources(1, 0))")
-    proc = start([sys.executable, "-c", code], tmp_path / "ray.log", cwd=tmp_path)
-    try:
-        proc.wait(timeout=180)
-    finally:
-        stop_group(proc)
-    out = (tmp_path / "ray.log").read_text()
-    assert proc.returncode == 0, out[-2000:]
-    waiting, fitting = out.strip().splitlines()[-2:]
-    assert waiting.startswith("waiting for a node with 1 CPU(s) and 2 GPU(s) for one trial")
-    assert "autoscaler may add one" in waiting
-    assert fitting == "None"
+def test_a_cluster_without_a_fitting_node_refuses_the_sweep_unless_told_to_wait(tmp_path, data):
+    """Joined to a real two-node, GPU-less Ray (token auth on), a sweep asking 2 GPUs per trial is refused
+    before anything is written; with --wait-for-nodes (an autoscaler will add a node) it says what it
+    waits for instead."""
+    work = tmp_path / "work"
+    work.mkdir()
+    args = [str(data), *SWEEP, "--gpus-per-trial", "2", "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}"]
+    with ray_cluster(tmp_path) as (address, auth):
+        env = {**os.environ, **auth}
+        refused = subprocess.run(sweep_command("--dataset", *args, "--address", address), cwd=work, env=env,
+                                 capture_output=True, text=True, timeout=180)
+        assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+        assert "no node of the cluster" in refused.stderr and "alive node(s): 1 CPU / 0 GPU" in refused.stderr
+        assert "--wait-for-nodes" in refused.stderr and "Traceback" not in refused.stderr
+        assert not list(work.iterdir())  # no sweep state, no MLflow store
+        log = tmp_path / "waiting.log"
+        waiting = start(sweep_command("--dataset", *args, "--address", address, "--wait-for-nodes"), log,
+                        env=auth, cwd=work)
+        try:
+            assert wait_until(lambda: "waiting for a node with 1 CPU(s) and 2 GPU(s)" in log.read_text(), 180), \
+                log.read_text()[-3000:]
+        finally:
+            stop_group(waiting)

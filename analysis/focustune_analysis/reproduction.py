@@ -8,6 +8,12 @@ metrics of the best epoch before and after the mechanism acted (``stages``). Per
 comparisons that decide its verdict (``claim_tests``: :data:`reproduction_verdicts.FAMILIES`), Holm-
 corrected together as one family.
 
+Epochs to a target accuracy read the *test* accuracy after every epoch where the runs recorded it
+(``test_monitor``: recorded beside the run by the reproduction harness, never used for selection),
+else the validation curve; each table says which (``curve``). A run that never reaches the target
+counts, in a paired test of epochs, as one epoch past its last (censored: it understates how much
+later it would have been, so a test of "fewer epochs" stays conservative).
+
 Intervals (:data:`INTERVAL`): the 95% Student-t interval over seeds (n - 1 degrees of freedom),
 clipped to the range of the quantity: [0, 1] for accuracies, recalls, AUC and errors, [-1, 1] for
 their paired differences (the true value lies in that range, so clipping loses no coverage); a
@@ -19,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +76,19 @@ def arm_table(runs: dict[int, dict]) -> dict[str, Any]:
     table["best_epoch"] = [r["best_epoch"] for r in ordered]
     table["best_phase"] = [r["best_phase"] for r in ordered]
     table["seconds"] = _est([r["seconds"] for r in ordered], bounds=None)
+    if all("selected" in r.get("protocol", {}) for r in ordered):
+        table["grid_choice"] = [r["protocol"]["selected"] for r in ordered]
+    if all(spread := [weight_spread(r) for r in ordered]):
+        table["weight_std"] = _est(spread, bounds=None)
     if all(r.get("stages") for r in ordered):
         table["stages"] = stage_table(ordered)
     return table
+
+
+def weight_spread(record: dict) -> float | None:
+    """Mean over epochs of the per-epoch spread of the sample weights (LOW's ``weight_std``; None: none)."""
+    found = [h["method"]["weight_std"] for h in record["history"] if "weight_std" in (h.get("method") or {})]
+    return float(np.mean(found)) if found else None
 
 
 def stage_table(runs: list[dict]) -> dict[str, Any]:
@@ -101,6 +118,34 @@ def paired(arms: dict[str, dict[int, dict]], baseline: str, value: Any) -> list[
     return rows
 
 
+#: The record key of the per-epoch test metrics (``benchmarks/reproduce/monitor.py``) and the curve names.
+TEST_MONITOR, TEST_CURVE, VAL_CURVE = "test_monitor", "test (test_monitor, never used for selection)", "validation"
+
+
+def accuracy_curve(record: dict, curve: str, metric: str = "acc") -> list[tuple[int, float]]:
+    """(epoch, ``metric``) after every epoch of one run, on the test split (``TEST_CURVE``) or validation."""
+    if curve == TEST_CURVE:
+        return [(e["epoch"], e[metric]) for e in record[TEST_MONITOR]["epochs"]]
+    return [(h["epoch"], h["val"][metric]) for h in record["history"]]
+
+
+def reach_curve(arms: dict[str, dict[int, dict]]) -> str:
+    """The curve epochs to a target are read from: the test monitor when every run recorded it."""
+    monitored = all(TEST_MONITOR in r for runs in arms.values() for r in runs.values())
+    return TEST_CURVE if monitored else VAL_CURVE
+
+
+def first_epoch_at(record: dict, target: float, curve: str) -> int | None:
+    """The first epoch whose accuracy on ``curve`` reaches ``target`` (None: never)."""
+    return next((epoch for epoch, value in accuracy_curve(record, curve) if value >= target), None)
+
+
+def epochs_or_censored(record: dict, target: float, curve: str) -> int:
+    """Epochs to ``target``; a run that never reached it counts one epoch past its last (censored)."""
+    reached = first_epoch_at(record, target, curve)
+    return reached if reached is not None else len(accuracy_curve(record, curve)) + 1
+
+
 def curves(runs: dict[int, dict], metric: str = "acc") -> list[dict[str, float]]:
     """Mean validation ``metric`` per epoch over seeds, with its SE."""
     series = [[h["val"][metric] for h in runs[s]["history"]] for s in sorted(runs)]
@@ -108,12 +153,12 @@ def curves(runs: dict[int, dict], metric: str = "acc") -> list[dict[str, float]]
     return [{"epoch": e + 1, **_est([s[e] for s in series])} for e in range(length)]
 
 
-def epochs_to(runs: dict[int, dict], target: float, metric: str = "acc") -> dict[str, Any]:
-    """First epoch whose validation ``metric`` reaches ``target``, per seed (None: never reached)."""
-    per_seed = {s: next((h["epoch"] for h in runs[s]["history"] if h["val"][metric] >= target), None)
-                for s in sorted(runs)}
+def epochs_to(runs: dict[int, dict], target: float, curve: str = VAL_CURVE) -> dict[str, Any]:
+    """First epoch whose accuracy on ``curve`` reaches ``target``, per seed (None: never reached)."""
+    per_seed = {s: first_epoch_at(runs[s], target, curve) for s in sorted(runs)}
     reached = [e for e in per_seed.values() if e is not None]
-    return {"target": target, "per_seed": per_seed, "reached": len(reached), **_est(reached, bounds=None)}
+    return {"target": target, "curve": curve, "per_seed": per_seed, "reached": len(reached),
+            **_est(reached, bounds=None)}
 
 
 def probe_effect(arms: dict[str, dict[int, dict]]) -> list[dict[str, Any]]:
@@ -171,22 +216,32 @@ def _test_row(test: Any) -> dict[str, Any]:
             "diff_half_width": bounds["half_width"], "t_p": test.t_p, "wilcoxon_p": test.wilcoxon_p}
 
 
-def claim_value(metric: str, record: dict, cls: int | None, stage: str | None = None) -> float:
-    """A run's test ``metric``: ``acc``, ``error`` (1 - acc), or ``augmented_recall`` (recall of class ``cls``);
+def claim_value(metric: str, record: dict, cls: int | None, stage: str | None = None,
+                reach: tuple[float, str] | None = None) -> float:
+    """A run's test ``metric``: ``acc``, ``error`` (1 - acc), ``augmented_recall`` (recall of class ``cls``),
+    or ``epochs_to_target`` (``reach``: the target and the curve; censored as :func:`epochs_or_censored`);
     at the best epoch of ``stage`` (e.g. ``after_mechanism``) when given, else at the selected epoch."""
+    if metric == "epochs_to_target":
+        return float(epochs_or_censored(record, *reach))
     test = record["stages"][stage]["test"] if stage else record["test"]
     if metric == "augmented_recall":
         return test["per_class_recall"][cls]
     return 1 - test["acc"] if metric == "error" else test[metric]
 
 
-def claim_tests(family: Sequence[Any], groups: dict[str, dict[str, dict[int, dict]]]) -> list[dict[str, Any]]:
+def claim_tests(family: Sequence[Any], groups: dict[str, dict[str, dict[int, dict]]],
+                targets: dict[str, float | None] | None = None) -> list[dict[str, Any]]:
     """Each comparison of ``family`` (arm, versus, metric, lower_is_better, stage) in every setting holding both arms,
     paired by seed; Holm-corrected over all of them together. ``augmented_recall`` is the recall of the class
-    the arm's run of that seed augmented, in both runs (seeds without one are left out)."""
+    the arm's run of that seed augmented, in both runs (seeds without one are left out); ``epochs_to_target``
+    uses the setting's target (``targets``) on :func:`reach_curve`."""
     rows = []
     for setting, arms in groups.items():
+        target = (targets or {}).get(setting)
+        reach = (target, reach_curve(arms)) if target is not None else None
         for c in family:
+            if c.metric == "epochs_to_target" and reach is None:
+                continue
             if c.arm not in arms or c.versus not in arms:
                 continue
             mine, theirs = arms[c.arm], arms[c.versus]
@@ -194,8 +249,8 @@ def claim_tests(family: Sequence[Any], groups: dict[str, dict[str, dict[int, dic
             seeds = [s for s in sorted(set(mine) & set(theirs))
                      if (c.metric != "augmented_recall" or classes[s] is not None)
                      and (c.stage is None or c.stage in (mine[s].get("stages") or {}))]
-            test = paired_test([claim_value(c.metric, mine[s], classes[s], c.stage) for s in seeds],
-                               [claim_value(c.metric, theirs[s], classes[s]) for s in seeds])
+            test = paired_test([claim_value(c.metric, mine[s], classes[s], c.stage, reach) for s in seeds],
+                               [claim_value(c.metric, theirs[s], classes[s], reach=reach) for s in seeds])
             rows.append({"setting": setting, "arm": c.arm, "versus": c.versus, "metric": c.metric,
                          "stage": c.stage, "lower_is_better": c.lower_is_better, **_test_row(test)})
     for row, adjusted in zip(rows, holm([r["t_p"] for r in rows])):
@@ -210,7 +265,8 @@ def summarise_setting(arms: dict[str, dict[int, dict]], baseline: str, target: f
                            "curves": {arm: curves(runs) for arm, runs in arms.items()},
                            "probe_vs_val": probe_effect(arms), "augmented": augmented_classes(arms, baseline)}
     if target is not None:
-        out["epochs_to_target"] = {arm: epochs_to(runs, target) for arm, runs in arms.items()}
+        curve = reach_curve(arms)
+        out["epochs_to_target"] = {arm: epochs_to(runs, target, curve) for arm, runs in arms.items()}
     return out
 
 
@@ -221,9 +277,10 @@ def summarise_claim(claim: Any, records: list[dict], out: Path, host: dict[str, 
     groups = group_runs(records)
     targets = {s.label: s.target_acc or claim.target_acc for s in claim.settings}
     settings = {label: summarise_setting(arms, claim.baseline, targets.get(label)) for label, arms in groups.items()}
-    tests = claim_tests(reproduction_verdicts.FAMILIES.get(claim.name, ()), groups)
+    tests = claim_tests(reproduction_verdicts.FAMILIES.get(claim.name, ()), groups, targets)
     verdict, line = reproduction_verdicts.verdict(claim, settings, tests)
-    summary = {"claim": claim.name, "paper": claim.paper, "statement": claim.claim, "shortened": claim.shortened,
+    summary = {"claim": claim.name, "paper": claim.paper, "statement": claim.claim,
+               "fidelity": [asdict(row) for row in claim.fidelity],
                "quick": quick, "host": host, "runs": len(records), "interval": INTERVAL, "claim_tests": tests,
                "wall_s": round(sum(r["protocol"].get("wall_s", 0.0) for r in records)), "commands": sorted(
                    {"focustune " + " ".join(r["protocol"]["argv"]) for r in records}),

@@ -15,8 +15,9 @@ t-test p-values are Holm-corrected together, as one family (``claim_tests``). A 
 A claim is reproduced when every comparison is, not reproduced when none holds its direction,
 inconclusive when every comparison is reproduced or inconclusive (at least one inconclusive), and
 partly otherwise. IMET's claim also states an accuracy level: when the paper's accuracy lies above
-our 95% interval, a reproduced gain counts as partly. learn2mix's epochs-to-target have no test
-here, so it is at best partly.
+our 95% interval, a reproduced gain counts as partly. learn2mix's claim is about epochs to a test
+accuracy: its comparisons are paired tests of the epochs per seed (a run that never reaches the
+target is censored one epoch past its last), read from the test accuracy recorded after every epoch.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 ALPHA = 0.05
 REPRODUCED, PARTLY, INCONCLUSIVE, NOT_REPRODUCED = "reproduced", "partly", "inconclusive", "not reproduced"
 IMET_ARM, MDGAN_ARM, MDGAN_CONTROL = "imet (errors on val)", "mdgan (worst class on val)", "erm (SpinalNet, SAM)"
+LEARN2MIX_ARM, LEARN2MIX_BASELINES = "learn2mix", ("erm", "focal (class-weighted)", "smote")
 
 
 @dataclass(frozen=True)
@@ -43,18 +45,23 @@ class Comparison:
     stage: str | None = None
 
 
-#: The comparisons deciding each claim, Holm-corrected as one family (learn2mix's claim is about
-#: epochs to a target, which has no test here). LOW: lower test error than plain training AND than
-#: focal loss. IMET: higher test accuracy than erm on the same CNN and budget. mdgan: the augmented
-#: class's test recall after the mistake-driven fine-tuning (its best fine-tune epoch) against the
-#: equal-budget control (erm with the same head, SAM, learning rate and epochs; not just before vs
-#: after fine-tuning, which would credit the GAN with what more epochs give); overall accuracy
-#: against the control is in the summary's tables.
+#: The comparisons deciding each claim, Holm-corrected as one family. LOW: lower test error than
+#: plain training AND than focal loss, for LOW as the paper ran it (arm ``low``: its lambda grid in the
+#: units of the authors' code; the arm in our units is in the tables, not in the verdict). learn2mix:
+#: fewer epochs to the target test accuracy than classical training, class-weighted focal loss AND
+#: SMOTE. IMET: higher test accuracy than erm on the same CNN and budget. mdgan ("balanced performance
+#: among the classes and an overall better performance"): the augmented class's test recall AND the
+#: overall test accuracy after the mistake-driven fine-tuning (its best fine-tune epoch), each against
+#: the equal-budget control (erm with the same head, SAM, learning rate and epochs; not just before vs
+#: after fine-tuning, which would credit the GAN with what more epochs give).
 FAMILIES: dict[str, tuple[Comparison, ...]] = {
     "low-mnist": (Comparison("low", "erm", "error", lower_is_better=True),
                   Comparison("low", "focal", "error", lower_is_better=True)),
+    "learn2mix-mnist": tuple(Comparison(LEARN2MIX_ARM, other, "epochs_to_target", lower_is_better=True)
+                             for other in LEARN2MIX_BASELINES),
     "imet-pneumonia": (Comparison(IMET_ARM, "erm", "acc"),),
-    "mdgan-medmnist": (Comparison(MDGAN_ARM, MDGAN_CONTROL, "augmented_recall", stage="after_mechanism"),),
+    "mdgan-medmnist": (Comparison(MDGAN_ARM, MDGAN_CONTROL, "augmented_recall", stage="after_mechanism"),
+                       Comparison(MDGAN_ARM, MDGAN_CONTROL, "acc", stage="after_mechanism")),
 }
 
 
@@ -97,11 +104,11 @@ def _fmt(e: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
 
 def verdict(claim: Any, settings: dict[str, Any], tests: list[dict[str, Any]]) -> tuple[str, str]:
     """(verdict, one line saying why) for the claim named ``claim.name``; ``tests``: its ``claim_tests`` rows."""
-    if claim.name == "learn2mix-mnist":
-        return _learn2mix(claim, settings)
     grade, line = _family(tests, claim.extra.get("claimed_effect"))
     if claim.name == "imet-pneumonia":
         return _imet(claim, settings, grade, line)
+    if claim.name == "learn2mix-mnist":
+        return grade, f"{line}; {_reach_line(settings)}"
     return grade, line
 
 
@@ -126,22 +133,15 @@ def _imet(claim: Any, settings: dict[str, Any], grade: str, line: str) -> tuple[
     return grade, f"{line}; IMET test accuracy {_fmt(imet)} against the paper's {paper:.3f} ({level})"
 
 
-def _learn2mix(claim: Any, settings: dict[str, Any]) -> tuple[str, str]:
-    grades, parts = [], []
+def _reach_line(settings: dict[str, Any]) -> str:
+    parts = []
     for label, setting in settings.items():
-        reach = setting["epochs_to_target"]
-        mine = reach["learn2mix"]
-        faster = all(_earlier(mine, reach[o]) for o in reach if o != "learn2mix")
-        grades.append(PARTLY if faster else NOT_REPRODUCED)  # epochs are too coarse for a significance test here
-        parts.append(f"{label} ({mine['target']:.0%}): " + ", ".join(f"{arm} {_reach_text(r)}" for arm, r in reach.items()))
-    return combine(grades), "epochs to the target validation accuracy: " + "; ".join(parts)
-
-
-def _earlier(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """``a`` reaches the target on more seeds, or on as many and earlier on average."""
-    if a["reached"] != b["reached"]:
-        return a["reached"] > b["reached"]
-    return a["reached"] > 0 and a["mean"] < b["mean"]
+        reach = setting.get("epochs_to_target") or {}
+        if reach:
+            first = next(iter(reach.values()))
+            parts.append(f"{label}, epochs to {first['target']:.0%} on the {first['curve']} curve: "
+                         + ", ".join(f"{arm} {_reach_text(r)}" for arm, r in reach.items()))
+    return "; ".join(parts) or "no epochs-to-target table"
 
 
 def _reach_text(r: dict[str, Any]) -> str:
@@ -166,7 +166,7 @@ def readme_block(summaries: list[dict[str, Any]]) -> str:
 
 def markdown(summary: dict[str, Any]) -> str:
     lines = [f"# {summary['claim']}: {summary['paper']}", "", f"Claim: {summary['statement']}.", "",
-             f"Protocol differences: {summary['shortened']}.", "",
+             *_fidelity_lines(summary.get("fidelity", [])),
              f"**Verdict: {summary['verdict']}**: {summary['verdict_line']}.", "",
              *_claim_test_lines(summary.get("claim_tests", [])),
              f"Intervals: {summary.get('interval', 'Student-t 95% intervals over seeds')}.", "",
@@ -183,8 +183,18 @@ def markdown(summary: dict[str, Any]) -> str:
                   "| arm | versus | n | difference [95% CI] | t p | Holm p | Wilcoxon p |", "|---|---|---|---|---|---|---|"]
         lines += [_diff_row(r) for r in setting["versus_baseline"]["acc"]]
         lines.append("")
-        lines += _stage_lines(setting) + _reach_lines(setting) + _augmented_lines(setting) + _probe_lines(setting)
+        lines += (_grid_lines(setting) + _stage_lines(setting) + _reach_lines(setting) + _augmented_lines(setting)
+                  + _probe_lines(setting))
     return "\n".join(lines) + "\n"
+
+
+def _fidelity_lines(rows: list[dict[str, str]]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["Fidelity (the paper's protocol, ours, and why they differ):", "",
+             "| | paper | ours | why they differ |", "|---|---|---|---|"]
+    lines += [f"| {r['aspect']} | {r['paper']} | {r['ours']} | {r['why'] or 'same'} |" for r in rows]
+    return lines + [""]
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -213,6 +223,18 @@ def _stage(row: dict[str, Any]) -> str:
     return " (best epoch after its mechanism)" if row.get("stage") == "after_mechanism" else ""
 
 
+def _grid_lines(setting: dict[str, Any]) -> list[str]:
+    rows = [(arm, t) for arm, t in setting["arms"].items() if "grid_choice" in t or "weight_std" in t]
+    if not rows:
+        return []
+    lines = ["Grid points chosen on validation (per seed) and the sample weights' spread (mean over epochs of "
+             "the per-epoch std of the weights; 0 means no reweighting):", "",
+             "| arm | chosen per seed | weight std |", "|---|---|---|"]
+    lines += [f"| {arm} | {', '.join(t.get('grid_choice', [])) or '-'} | {_fmt(t.get('weight_std', {}), 1, 6)} |"
+              for arm, t in rows]
+    return lines + [""]
+
+
 def _stage_lines(setting: dict[str, Any]) -> list[str]:
     rows = [(arm, t["stages"]) for arm, t in setting["arms"].items() if "stages" in t]
     if not rows:
@@ -229,8 +251,9 @@ def _reach_lines(setting: dict[str, Any]) -> list[str]:
     reach = setting.get("epochs_to_target")
     if not reach:
         return []
-    target = next(iter(reach.values()))["target"]
-    lines = [f"Epochs to {target:.0%} validation accuracy (mean ± SE over the seeds that reached it):", "",
+    first = next(iter(reach.values()))
+    lines = [f"Epochs to {first['target']:.0%} accuracy on the {first['curve']} curve (mean ± SE over the seeds "
+             "that reached it):", "",
              "| arm | reached | epochs | per seed |", "|---|---|---|---|"]
     lines += [f"| {arm} | {r['reached']}/{len(r['per_seed'])} | {_fmt(r, 1, 1)} | "
               f"{', '.join(str(v) if v is not None else '-' for v in r['per_seed'].values())} |" for arm, r in reach.items()]

@@ -45,6 +45,15 @@ def trial_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: in
     return slots
 
 
+def node_summary() -> str:
+    """The alive nodes' CPUs and GPUs, e.g. ``2 alive node(s): 4 CPU / 0 GPU, 0 CPU / 0 GPU``."""
+    import ray
+
+    alive = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    sizes = ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in alive)
+    return f"{len(alive)} alive node(s)" + (f": {sizes}" if alive else "")
+
+
 def slot_count(slots: dict[str, int]) -> int:
     """Trial slots over all nodes (before any ``total`` cap)."""
     return sum(count for node, count in slots.items() if node != "total")
@@ -62,6 +71,6 @@ def awaited_resources(cpus_per_trial: float, gpus_per_trial: float) -> str | Non
     if slot_count(trial_slots(cpus_per_trial, gpus_per_trial, None)) > 0:
         return None
     wanted = f"{cpus_per_trial:g} CPU(s)" + (f" and {gpus_per_trial:g} GPU(s)" if gpus_per_trial else "")
-    return (f"waiting for a node with {wanted} for one trial: no alive node of the cluster has them; the "
-            "cluster's autoscaler may add one, else stop the sweep (Ctrl-C) and lower --cpus-per-trial or "
-            "--gpus-per-trial")
+    return (f"waiting for a node with {wanted} for one trial (--wait-for-nodes): no alive node of the cluster "
+            "has them yet; the cluster's autoscaler may add one, else stop the sweep (Ctrl-C) and lower "
+            "--cpus-per-trial or --gpus-per-trial")

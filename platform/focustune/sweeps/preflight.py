@@ -234,6 +234,22 @@ def validate(spec: SweepSpec) -> None:
                           "or choose another --experiment or --storage")
     if spec.resume and not exists:
         raise ConfigError(f"--resume: no sweep to resume at {spec.storage_path}")
+    if address and address != "local":
+        check_cluster_fits(spec, address)
+
+
+def check_cluster_fits(spec: SweepSpec, address: str) -> None:
+    """Joined to the cluster at ``address``: refuse trial resources no alive node can give, unless
+    ``--wait-for-nodes`` says the cluster's autoscaler will add such a node (Ray 2.60 gives a driver no
+    reliable sign of an autoscaler, so the user says so)."""
+    from focustune.sweeps.cluster import init_ray, node_summary, slot_count, trial_slots
+
+    init_ray(address)
+    if spec.wait_for_nodes or slot_count(trial_slots(spec.cpus_per_trial, spec.gpus_per_trial, None)) > 0:
+        return
+    raise ConfigError(f"--cpus-per-trial {spec.cpus_per_trial:g} --gpus-per-trial {spec.gpus_per_trial:g}: no "
+                      f"node of the cluster at {address} can run one trial ({node_summary()}); lower them, or "
+                      "pass --wait-for-nodes when the cluster's autoscaler will add such a node")
 
 
 # ---------------------------------------------------------------- methods, datasets, studies

@@ -41,6 +41,7 @@ class SweepSpec:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
+    wait_for_nodes: bool = False  # on a cluster no node of which fits a trial: wait (an autoscaler adds one)
     resume: bool = False
     space_files: dict[str, str] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)  # hyperparameters set for every trial

@@ -249,10 +249,12 @@ def _stop_postgres(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def s3_endpoint(folder: Path, bucket: str = "focustune"):
+def s3_endpoint(folder: Path, bucket: str = "focustune", check_credentials: bool = False):
     """An S3-compatible endpoint (moto's server, in memory) on a free port of 127.0.0.1 with ``bucket``
     created; yields (endpoint URL, bucket, environment for clients: endpoint, dummy credentials,
-    region, no shared AWS config files). Skips where moto or boto3 is absent."""
+    region, no shared AWS config files). ``check_credentials``: after the bucket's creation the server
+    checks every request's credentials, as a real store does (moto's INITIAL_NO_AUTH_ACTION_COUNT), so
+    the dummy ones are refused. Skips where moto or boto3 is absent."""
     import pytest
 
     pytest.importorskip("moto.server")
@@ -264,7 +266,8 @@ def s3_endpoint(folder: Path, bucket: str = "focustune"):
            "AWS_EC2_METADATA_DISABLED": "true",  # no instance-metadata lookups
            "AWS_CONFIG_FILE": str(folder / "no-aws-config"),  # nothing from the user's ~/.aws
            "AWS_SHARED_CREDENTIALS_FILE": str(folder / "no-aws-credentials")}
-    proc = start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], folder / "moto.log")
+    proc = start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], folder / "moto.log",
+                 env={"INITIAL_NO_AUTH_ACTION_COUNT": "1"} if check_credentials else None)
     try:
         assert wait_until(lambda: _port_open(port), 60), (folder / "moto.log").read_text()[-2000:]
         s3_client(env).create_bucket(Bucket=bucket)

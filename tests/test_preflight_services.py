@@ -93,6 +93,29 @@ def test_unreachable_object_store_is_refused(s3, data, work, capsys, monkeypatch
     nothing_written(work)
 
 
+@pytest.fixture(scope="module")
+def guarded_s3(tmp_path_factory):
+    """An S3 endpoint that checks credentials, as a real store does (it knows none of the test's)."""
+    with s3_endpoint(tmp_path_factory.mktemp("moto-auth"), check_credentials=True) as served:
+        yield served
+
+
+@pytest.mark.parametrize("credentials, message", [
+    (False, "no credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+    (True, "access denied: check the credentials"),
+])
+def test_missing_or_refused_credentials_are_refused(guarded_s3, data, work, capsys, monkeypatch, credentials,
+                                                    message):
+    _, bucket, env = guarded_s3
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    if not credentials:
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.delenv(key)
+    refused(["sweep", "--dataset", str(data), *SWEEP, "--storage", f"s3://{bucket}/runs"], message, capsys)
+    nothing_written(work)
+
+
 def test_storage_under_a_file_is_refused(data, work, tmp_path, capsys):
     (tmp_path / "a-file").write_text("not a folder")
     refused(["sweep", "--dataset", str(data), *SWEEP, "--storage", str(tmp_path / "a-file" / "runs")],

@@ -112,7 +112,10 @@ def check_storage(root: str) -> None:
         bucket = path.split("/")[0]
         found = files.get_file_info(bucket).type != fs.FileType.NotFound
     except (OSError, ValueError) as exc:  # pyarrow: OSError from the store, ArrowInvalid (a ValueError) for the URI
-        raise ConfigError(f"--storage {root}: {_storage_problem(str(exc))}") from None
+        problem = _storage_problem(str(exc))
+        if root.startswith("s3://") and _refused(str(exc)) and not _visible_aws_credentials():
+            problem = NO_CREDENTIALS
+        raise ConfigError(f"--storage {root}: {problem}") from None
     if not found:
         raise ConfigError(f"--storage {root}: bucket {bucket!r} does not exist; create it or name an existing one")
 
@@ -128,6 +131,28 @@ _STORAGE_PROBLEMS = (
     ("SignatureDoesNotMatch", "the secret key does not match the access key (check AWS_SECRET_ACCESS_KEY)"),
     ("credentials", "no usable credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile)"),
 )
+
+
+NO_CREDENTIALS = ("the object store refused the request, and no credentials were found: set AWS_ACCESS_KEY_ID "
+                  "and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or ~/.aws/credentials); on a cloud machine, check "
+                  "that its role grants access to the bucket")
+#: Where the AWS SDK's default chain finds credentials a process can see (an instance role it cannot).
+_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+
+
+def _refused(error: str) -> bool:
+    """The store answered with a refusal (or, as some S3-compatible servers do to unsigned requests, a 500)."""
+    return any(text in error for text in ("ACCESS_DENIED", "HTTP status 403", "HTTP status 500"))
+
+
+def _visible_aws_credentials() -> bool:
+    """Credentials in the environment or in the shared AWS files (not an instance role: none can see it)."""
+    if any(os.environ.get(name) for name in _CREDENTIAL_VARIABLES):
+        return True
+    files = (os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+             os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"))
+    return any(Path(name).expanduser().is_file() for name in files)
 
 
 def _storage_problem(error: str) -> str:

@@ -9,7 +9,7 @@ training loop; the loop's stream waits for a batch's copy on the device, never o
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
@@ -66,11 +66,16 @@ class DeviceBatches:
     def _from_host(self, images: torch.Tensor) -> bool:
         return self.streamed and images.device.type == "cpu"
 
-    def __call__(self, images: torch.Tensor, indices: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
-        """``images[i]`` on the device for each index tensor in ``indices``."""
+    def __call__(self, images: torch.Tensor,
+                 indices: Iterable[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(i, images[i])`` on the device for each index tensor ``i`` of ``indices``. Images on the device
+        are indexed one batch at a time, each ``i`` taken from ``indices`` only when its batch is due (a
+        method may compose a batch from what the one before taught); streamed ones are gathered ahead,
+        so their ``indices`` are all drawn first."""
         if self._from_host(images):
-            return HostBatches(images, self.device)(indices)
-        return (images[index] for index in indices)
+            drawn = list(indices)
+            return zip(drawn, HostBatches(images, self.device)(drawn))
+        return ((index, images[index]) for index in indices)
 
     def chunks(self, images: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
         """``images`` in consecutive chunks of ``size``, on the device."""

@@ -144,7 +144,10 @@ class Method:
 
     # ---- per epoch / per batch --------------------------------------------
     def epoch_batches(self, epoch: int, data: Split, run: RunContext) -> Iterable[torch.Tensor]:
-        """Index tensors into ``data``, one per batch."""
+        """Index tensors into ``data``, one per batch. With the data on the device the trainer takes the
+        next one only after the batch before has been trained on (its :meth:`batch_loss` called), so a
+        generator may compose each batch from what the previous one taught; streamed data (kept in host
+        memory) draws every batch of the epoch first, to gather them ahead."""
         return shuffled_batches(len(data), run.config.batch_size, run.generator)
 
     def sample_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

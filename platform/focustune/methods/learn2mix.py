@@ -11,9 +11,9 @@ larger share. When alpha moves (``update_every``):
   samples than it has walks through one new permutation after another, so every sample is used
   before any repeats).
 - ``batch`` (the authors' public code): after every batch, from that batch's class-wise mean losses;
-  each batch is then composed from the updated alpha. All of it stays on the device (the next
-  batch's indices are written into its index tensor before the trainer reads it; no host
-  synchronisation per batch); each class's samples are walked cyclically through one permutation
+  each batch is then composed from the updated alpha. All of it stays on the device (the epoch's
+  batches are a generator: the trainer asks for the next one after training on the one before, see
+  ``Method.epoch_batches``; no host synchronisation per batch); each class's samples are walked cyclically through one permutation
   per epoch, as in the authors' code. It needs the training images on the device (not streamed
   from host memory), and SAM's second forward pass of a batch does not move alpha again.
 
@@ -27,7 +27,7 @@ Our reading, where the paper and its public code leave details open:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,36 +186,27 @@ class Learn2Mix(Method):
             columns.append(members[draws].view(num_batches, count))
         return list(torch.cat(columns, dim=1).unbind(0))
 
-    def _device_batches(self, data: Split, run: RunContext) -> list[torch.Tensor]:
-        """The epoch's index tensors: the first one composed now, each later one by :meth:`batch_loss`
-        of the batch before it (the trainer reads a batch's indices only when it trains on it)."""
+    def _device_batches(self, data: Split, run: RunContext) -> Iterator[torch.Tensor]:
+        """The epoch's ceil(N/B) index tensors, each composed on the device when the trainer asks for it,
+        from the alpha that :meth:`batch_loss` of the batch before moved."""
         sizes = torch.bincount(data.labels, minlength=run.num_classes)
-        self.members, self.sizes = grouped_by_class(data.labels, run.generator), sizes
-        self.starts, self.position = sizes.cumsum(0) - sizes, torch.zeros_like(sizes)
-        self.count_sum = torch.zeros_like(sizes)
-        self.batches = list(torch.empty(math.ceil(len(data) / self.batch_size), self.batch_size,
-                                        dtype=torch.long, device=run.device).unbind(0))
-        self.composed, self.last_targets = 0, None
-        self._compose_next()
-        return list(self.batches)
-
-    def _compose_next(self) -> None:
-        """Write the next batch's indices, drawn with the current alpha, into its index tensor."""
-        counts = class_counts(self.alpha, self.batch_size, self.params.min_per_class, self.available)
-        self.batches[self.composed].copy_(composed_batch(counts, self.members, self.starts, self.sizes,
-                                                         self.position, self.batch_size))
-        self.position = (self.position + counts) % self.sizes.clamp_min(1)
-        self.count_sum += counts
-        self.composed += 1
+        members, starts = grouped_by_class(data.labels, run.generator), sizes.cumsum(0) - sizes
+        position = torch.zeros_like(sizes)
+        self.count_sum, self.composed, self.last_targets = torch.zeros_like(sizes), 0, None
+        for _ in range(math.ceil(len(data) / self.batch_size)):
+            counts = class_counts(self.alpha, self.batch_size, self.params.min_per_class, self.available)
+            batch = composed_batch(counts, members, starts, sizes, position, self.batch_size)
+            position = (position + counts) % sizes.clamp_min(1)
+            self.count_sum += counts
+            self.composed += 1
+            yield batch
 
     def batch_loss(self, logits: torch.Tensor, targets: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
-        """The plain mean; with update_every=batch, alpha moves from this batch's class-wise mean losses
-        and the next batch is composed from it (once per batch: SAM's second pass changes nothing)."""
+        """The plain mean; with update_every=batch, alpha moves from this batch's class-wise mean losses,
+        which compose the next batch (once per batch: SAM's second pass changes nothing)."""
         if self.per_batch and targets is not self.last_targets:
             self.last_targets = targets
             self._move_alpha(targets, losses.detach())
-            if self.composed < len(self.batches):
-                self._compose_next()
         return losses.mean()
 
     def _move_alpha(self, targets: torch.Tensor, losses: torch.Tensor) -> None:

@@ -182,8 +182,7 @@ class Trainer:
         loss_sum = torch.zeros(k, device=self.device)
         count = torch.zeros(k, device=self.device)
         seen = 0
-        batches = list(self.method.epoch_batches(epoch, data, self.run))
-        for index, images in zip(batches, self.batch_source(data.images, batches)):
+        for index, images in self.batch_source(data.images, self.method.epoch_batches(epoch, data, self.run)):
             x = augment_batch(normalise(images), self.config.augment, self.generator)
             y = data.labels[index]
             losses = self._step(x, y)

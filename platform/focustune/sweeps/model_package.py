@@ -1,10 +1,11 @@
 """A focustune model in MLflow: a pyfunc model wrapping a bundle (:mod:`focustune.inference`), its
 logging on a run, registration with the ``champion`` alias rule, and fetching it back.
 
-Loading needs MLflow, torch and focustune only (no Ray, no Optuna):
-``mlflow.pyfunc.load_model(uri).predict(images)`` takes uint8 ``[N, H, W]`` (grey models) or
-``[N, H, W, 3]`` (RGB models) of any size and returns a table: ``class`` (the predicted class name,
-by the calibrated threshold for a binary task) and ``prob_<class>`` per class.
+Loading needs what :func:`requirements` lists (MLflow, torch, torchvision, numpy, pandas, Pillow,
+PyYAML; no Ray, no Optuna) and not an installed focustune: the model carries focustune's code
+(:func:`code_paths`). ``mlflow.pyfunc.load_model(uri).predict(images)`` takes uint8 ``[N, H, W]``
+(grey models) or ``[N, H, W, 3]`` (RGB models) of any size and returns a table: ``class`` (the
+predicted class name, by the calibrated threshold for a binary task) and ``prob_<class>`` per class.
 """
 
 from __future__ import annotations
@@ -75,16 +76,48 @@ def input_example(card: ModelCard) -> np.ndarray:
     return np.full(shape, 128, dtype=np.uint8)
 
 
+def code_paths() -> list[str]:
+    """The code a logged model carries: the folder of the ``focustune`` package now imported, which MLflow
+    copies to the model's ``code/focustune/`` (``__pycache__`` left out, links followed) and puts first on
+    ``sys.path`` before it runs ``pyfunc_model.py``. A model thus loads, and ``mlflow models serve``
+    serves it, where focustune is not installed: ``pip install -r requirements.txt`` needs only public
+    packages (:func:`requirements`).
+
+    Why MLflow's ``code_paths`` and not a focustune wheel inside the model (with a requirements line
+    naming its file):
+
+    - the package folder is there however focustune is installed: a source checkout (editable install
+      or ``PYTHONPATH``) and a user's wheel install alike. A wheel would have to be built at logging
+      time, which needs the source tree and a build backend (not there in a wheel install), or be
+      re-assembled from the installed files;
+    - nothing is built or downloaded when a model is logged (no network, no build tools);
+    - a wheel's metadata requires all of focustune (Ray, Optuna, scikit-learn, medmnist, ...), so
+      installing it would pull the whole tuning stack in (or need ``--no-deps`` and then a second list
+      anyway); with ``code_paths`` the model's requirements are exactly what loading and predicting
+      import;
+    - it is MLflow's own convention for a model's local code (``code/`` in the model, recorded in the
+      MLmodel file, added to ``sys.path`` by ``mlflow.pyfunc.load_model``), and the model stays as code,
+      not a pickle.
+
+    Where focustune is already imported (``focustune predict``, a test), the loaded model uses that
+    import; MLflow adding ``code/`` to ``sys.path`` changes nothing for it."""
+    import focustune
+
+    return [str(Path(focustune.__file__).resolve().parent)]
+
+
 def requirements() -> list[str]:
+    """The model's ``requirements.txt``: what loading and predicting import, not focustune itself (the model
+    carries its code, :func:`code_paths`). torch, torchvision and MLflow are pinned to the versions the
+    model was made with; torchvision builds the ResNet/EfficientNet backbones, Pillow resizes inputs of
+    another size, PyYAML reads the run configuration (``focustune.run_config``), pandas makes the output
+    table."""
     import torch
     import torchvision
 
-    import focustune
-
     plain = lambda version: version.split("+")[0]  # noqa: E731
-    return [f"focustune=={focustune.__version__}", f"torch=={plain(torch.__version__)}",
-            f"torchvision=={plain(torchvision.__version__)}", f"mlflow=={mlflow.__version__}", "numpy", "pandas",
-            "pillow"]
+    return [f"torch=={plain(torch.__version__)}", f"torchvision=={plain(torchvision.__version__)}",
+            f"mlflow=={mlflow.__version__}", "numpy", "pandas", "pillow", "pyyaml"]
 
 
 def card_metadata(card: ModelCard) -> dict[str, Any]:
@@ -102,6 +135,7 @@ def log_bundle(folder: str | os.PathLike, card: ModelCard) -> Any:
         name=MODEL_ARTIFACT, python_model=str(Path(__file__).with_name("pyfunc_model.py")),
         artifacts={BUNDLE_ARTIFACT: str(folder)},
         signature=signature(card), input_example=input_example(card), pip_requirements=requirements(),
+        code_paths=code_paths(),
         metadata=card_metadata(card), tags={TAG + "method": card.config["method"]})
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 # Tune's own console tables and checkpoint-frequency warnings: the sweep prints its own progress.
@@ -12,19 +14,45 @@ QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPO
               "TUNE_GLOBAL_CHECKPOINT_S": "5"}
 
 
+#: Ray's switch between a single-machine Ray and one that other nodes may join, read when ray is
+#: imported (ray_constants.ENABLE_RAY_CLUSTER, meant for Windows and macOS): off, every server of the
+#: Ray started binds 127.0.0.1; on (Linux's default), they bind all interfaces, guarded by token auth only.
+SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 def init_ray(address: str | None) -> None:
-    """Join ``address`` (or $RAY_ADDRESS); else start a private local Ray, never a stale cluster."""
+    """Join ``address`` (or $RAY_ADDRESS); else start a private local Ray, never a stale cluster. The
+    private Ray listens on 127.0.0.1 only where this process had not imported ray before (the CLI):
+    Ray reads :data:`SINGLE_MACHINE` at import."""
     for key, value in QUIET_TUNE.items():
         os.environ.setdefault(key, value)
-    import ray
-
-    if ray.is_initialized():
-        return
     target = address or os.environ.get("RAY_ADDRESS") or "local"
-    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True, "logging_level": "warning"}
-    if target == "local":  # a private single-node Ray, reachable on loopback only
-        kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1")
-    ray.init(address=target, **kwargs)
+    with _single_machine(target == "local"):
+        import ray
+
+        if ray.is_initialized():
+            return
+        kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True, "logging_level": "warning"}
+        if target == "local":  # a private single-node Ray
+            kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1")
+        ray.init(address=target, **kwargs)
+
+
+@contextmanager
+def _single_machine(local: bool) -> Iterator[None]:
+    """For a private local Ray: :data:`SINGLE_MACHINE` off while ray is imported and starts its servers
+    (they inherit it), then as before, so that nothing this process starts later (``ray start`` of a
+    worker node, say) sees it."""
+    previous = os.environ.get(SINGLE_MACHINE)
+    if local:
+        os.environ[SINGLE_MACHINE] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(SINGLE_MACHINE, None)
+        else:
+            os.environ[SINGLE_MACHINE] = previous
 
 
 def trial_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> dict[str, int]:

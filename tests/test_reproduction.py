@@ -4,6 +4,7 @@ mode of the scripts on the real data."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -65,9 +66,17 @@ def monitored(run: dict, test_accs: list[float]) -> dict:
     return {**run, TEST_MONITOR: {"note": "never used for selection", "epochs": epochs}}
 
 
+#: learn2mix's claim with a fixed target accuracy (the paper's value, were it known).
+TARGET = 0.9
+
+
+def learn2mix_claim(**changes):
+    return dataclasses.replace(CLAIMS["learn2mix-mnist"], **{"target_acc": TARGET, **changes})
+
+
 def learn2mix_records(claim, test_curves: dict[str, list[list[float]]]) -> list[dict]:
     """Runs whose validation curve never reaches the target and whose test curves are ``test_curves``."""
-    low = [claim.target_acc - 0.2] * 6
+    low = [TARGET - 0.2] * 6
     return [monitored(record(claim.settings[0].label, arm, arm.split()[0], seed, low, 0.97), curve)
             for arm, per_seed in test_curves.items() for seed, curve in zip((1, 2, 3, 4, 5), per_seed)]
 
@@ -84,8 +93,8 @@ def reaching_at(epochs: list[int], target: float, length: int = 6) -> list[list[
 ])
 def test_learn2mix_is_judged_on_epochs_to_the_target_test_accuracy_not_validation(tmp_path, learn2mix_epochs,
                                                                                   expected):
-    claim = CLAIMS["learn2mix-mnist"]
-    t = claim.target_acc
+    claim = learn2mix_claim()
+    t = TARGET
     curves = {"learn2mix": reaching_at(learn2mix_epochs, t), "erm": reaching_at([5, 5, 6, 5, 5], t),
               "focal (class-weighted)": reaching_at([4, 5, 4, 5, 4], t), "smote": reaching_at([5, 6, 5, 0, 5], t)}
     summary = summarise_claim(claim, learn2mix_records(claim, curves), tmp_path, HOST)
@@ -100,9 +109,22 @@ def test_learn2mix_is_judged_on_epochs_to_the_target_test_accuracy_not_validatio
     assert "test (test_monitor" in (tmp_path / "summary.md").read_text()
 
 
+def test_learn2mix_target_defaults_to_the_baselines_accuracy_at_the_papers_epoch(tmp_path):
+    claim = learn2mix_claim(target_acc=None, target_epoch=3)
+    assert CLAIMS["learn2mix-mnist"].target_acc is None and CLAIMS["learn2mix-mnist"].target_epoch == 20
+    rising = lambda top: [[top - 0.3 + 0.1 * k + 0.01 * s for k in range(6)] for s in range(5)]  # noqa: E731
+    curves = {"learn2mix": rising(0.95), "erm": rising(0.9), "focal (class-weighted)": rising(0.9),
+              "smote": rising(0.85)}
+    summary = summarise_claim(claim, learn2mix_records(claim, curves), tmp_path, HOST)
+    reach = summary["settings"][claim.settings[0].label]["epochs_to_target"]
+    assert reach["erm"]["target"] == pytest.approx(0.8 + 0.02)  # erm's mean test accuracy after epoch 3
+    assert reach["learn2mix"]["mean"] < reach["erm"]["mean"] < reach["smote"]["mean"]  # higher curves: earlier
+    assert reach["smote"]["per_seed"][1] == 4  # 0.55 + 0.1 k first reaches 0.82 after epoch 4
+
+
 def test_epochs_to_target_read_validation_where_no_test_accuracy_was_recorded(tmp_path):
-    claim = CLAIMS["learn2mix-mnist"]
-    t = claim.target_acc
+    claim = learn2mix_claim()
+    t = TARGET
     curves = {"learn2mix": [t - 0.05, t + 0.01, t + 0.02], "erm": [t - 0.1, t - 0.05, t + 0.01]}
     records = [record(claim.settings[0].label, arm, arm, seed, accs, 0.97) for seed in (1, 2, 3)
                for arm, accs in curves.items()]

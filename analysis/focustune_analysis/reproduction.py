@@ -146,6 +146,14 @@ def epochs_or_censored(record: dict, target: float, curve: str) -> int:
     return reached if reached is not None else len(accuracy_curve(record, curve)) + 1
 
 
+def baseline_target(arms: dict[str, dict[int, dict]], claim: Any) -> float | None:
+    """Where a claim sets no target accuracy but ``target_epoch``: the baseline arm's mean accuracy after that
+    epoch, on :func:`reach_curve` (None: no such epoch or arm)."""
+    epoch, runs = getattr(claim, "target_epoch", None), arms.get(claim.baseline, {})
+    values = [dict(accuracy_curve(r, reach_curve(arms))).get(epoch) for r in runs.values()] if epoch else []
+    return float(np.mean(values)) if values and None not in values else None
+
+
 def curves(runs: dict[int, dict], metric: str = "acc") -> list[dict[str, float]]:
     """Mean validation ``metric`` per epoch over seeds, with its SE."""
     series = [[h["val"][metric] for h in runs[s]["history"]] for s in sorted(runs)]
@@ -275,7 +283,8 @@ def summarise_claim(claim: Any, records: list[dict], out: Path, host: dict[str, 
     from focustune_analysis import reproduction_verdicts
 
     groups = group_runs(records)
-    targets = {s.label: s.target_acc or claim.target_acc for s in claim.settings}
+    targets = {s.label: s.target_acc or claim.target_acc or baseline_target(groups.get(s.label, {}), claim)
+               for s in claim.settings}
     settings = {label: summarise_setting(arms, claim.baseline, targets.get(label)) for label, arms in groups.items()}
     tests = claim_tests(reproduction_verdicts.FAMILIES.get(claim.name, ()), groups, targets)
     verdict, line = reproduction_verdicts.verdict(claim, settings, tests)

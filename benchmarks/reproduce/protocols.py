@@ -75,8 +75,10 @@ class Claim:
     quick_epochs: int
     baseline: str
     fidelity: tuple[Fidelity, ...]
-    #: Fixed validation-accuracy target of the epochs-to-target table (learn2mix), else None.
+    #: Fixed accuracy target of the epochs-to-target table (learn2mix), else None.
     target_acc: float | None = None
+    #: Without ``target_acc``: the target is the baseline arm's mean accuracy at this epoch (None: no table).
+    target_epoch: int | None = None
     extra: dict = field(default_factory=dict)
     seeds: tuple[int, ...] = SEEDS
     quick_seeds: tuple[int, ...] = QUICK_SEEDS
@@ -121,9 +123,10 @@ LOW_GRID = ("lam=1", "lam=0.5", "lam=0.1", "lam=0.01")
 LOW_QUICK_GRID = ("lam=1", "lam=0.01")
 #: learn2mix's protocol (paper App. C.4, Table 3): LeNet-5, Adam, lr 1e-5, batch 1000.
 LENET_ADAM = _sets(model="lenet5", optimizer="adam", lr=1e-5, batch_size=1000, amp="false")
-#: The test accuracy of learn2mix's epochs-to-target table. The paper's value (its Table 1) is not recorded
-#: in ../shared; this stands in for it until it is (change it here: the run files stay valid).
-LEARN2MIX_TARGET = 0.95
+#: learn2mix's target: the paper's classical training reaches its Table 1 target test accuracy after 20 epochs
+#: (learn2mix after 14). The value is not recorded in ../shared, so the target is the accuracy our erm arm reaches
+#: at that epoch (mean over the runs); set ``target_acc`` on the claim once the paper's value is known.
+LEARN2MIX_TARGET_EPOCH = 20
 FIVE_RUNS = (1, 2, 3, 4, 5)
 #: IMET as the paper runs it on PneumoniaMNIST: 2,800 samples per iteration, error rates on an equal-class subsample.
 IMET_PAPER = _sets(iterations=3, sample_count=2800, error_sample="balanced")
@@ -174,7 +177,7 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
         arms=(Arm("learn2mix", "learn2mix", _sets(mixing_rate=0.1, update_every="epoch")), Arm("erm", "erm"),
               Arm("focal (class-weighted)", "focal", _sets(gamma=2, alpha=1)),
               Arm("smote", "smote", _sets(epoch_samples="original"))),
-        common=LENET_ADAM, epochs=60, quick_epochs=1, baseline="erm", target_acc=LEARN2MIX_TARGET,
+        common=LENET_ADAM, epochs=30, quick_epochs=1, baseline="erm", target_epoch=LEARN2MIX_TARGET_EPOCH,
         seeds=FIVE_RUNS, test_monitor=True,
         fidelity=(
             Fidelity("data", "the full, balanced MNIST (60,000 training images)", "MNIST's training split less "
@@ -187,13 +190,16 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
             Fidelity("baselines", "classical training, class-weighted focal loss (C.2), SMOTE (C.3)",
                      "erm; focal with inverse-frequency class weights (`alpha=1`, gamma 2); smote "
                      "(imbalanced-learn's SMOTE, epochs as long as the others', as the authors' code)"),
-            Fidelity("epochs", "until the target (the authors' code: 60)", "60"),
+            Fidelity("epochs", "until the target (the authors' code: 60)", "30", "the measure needs each curve "
+                     "up to the target only (erm reaches it at epoch 20 by its definition below); a run short of it "
+                     "after 30 epochs is censored at 31"),
             Fidelity("runs", "5", "5 (seeds 1-5)"),
             Fidelity("measure", "epochs to the target test accuracy (Table 1: 14 vs 20, 18, 19)", "the first epoch "
                      "whose test accuracy (recorded after every epoch, never used for selection) reaches the "
                      "target; paired t-tests by seed, one Holm family", "the table gives no test"),
-            Fidelity("target", "Table 1's accuracy", f"{LEARN2MIX_TARGET:.0%}", "the paper's value is not recorded "
-                     "in ../shared (change LEARN2MIX_TARGET when it is: the run files stay valid)")),
+            Fidelity("target", "Table 1's test accuracy, which classical training reaches after 20 epochs",
+                     f"the mean test accuracy of our erm runs after epoch {LEARN2MIX_TARGET_EPOCH}", "the paper's "
+                     "value is not recorded in ../shared; with it, set target_acc (the run files stay valid)")),
     ),
     Claim(
         name="imet-pneumonia", paper="IMET (arXiv 2507.02979)",

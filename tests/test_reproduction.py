@@ -231,10 +231,13 @@ def test_runs_resume_in_parts_and_a_grid_arm_keeps_its_best_point_on_validation(
     assert first["protocol"]["selected"] == "lam=0.1" and len(first["protocol"]["grid"]) == 4
     assert first["protocol"]["arm"] == "low" and "lam=0.1" in first["protocol"]["argv"]
     assert first["val"]["balanced_acc"] == max(g["val_score"] for g in first["protocol"]["grid"])
-    assert not (runs / "s0_a0_seed2.json").exists() and len(list((runs / "grid").glob("s0_a0_seed2_g*.json"))) == 3
+    # seed by seed: the second arm's grid of seed 1 before any run of seed 2
+    assert not (runs / "s0_a1_seed1.json").exists() and len(list((runs / "grid").glob("s0_a1_seed1_g*.json"))) == 3
+    assert not list(runs.rglob("*seed2*"))
 
     assert reproduce.run_claim(claim, args(), tmp_path, fake_training(calls, interrupt_at=9)) == 130
-    assert len(calls) == 9 and not (runs / "grid" / "s0_a0_seed3_g0.json").exists()  # the interrupted run left no file
+    assert len(calls) == 9 and (runs / "s0_a1_seed1.json").exists()
+    assert not (runs / "s0_a2_seed1.json").exists()  # the interrupted run (erm, seed 1) left no file
     assert reproduce.run_claim(claim, args(), tmp_path, fake_training(calls)) == 0
     total = len(claim.seeds) * sum(len(a.points(False)) or 1 for a in claim.arms)
     assert len(calls) == total + 1  # every run once, the interrupted one twice

@@ -119,7 +119,10 @@ class ClaimRuns:
         return found
 
     def missing(self) -> list[tuple[Setting, Arm, int]]:
-        return [run for run in self.claim.runs(self.quick) if not self.path(*run).is_file()]
+        """The runs not done yet, seed by seed (every setting and arm of a seed before the next seed), so a
+        protocol run in parts has paired runs of all arms to compare at every stop."""
+        runs = [run for run in self.claim.runs(self.quick) if not self.path(*run).is_file()]
+        return sorted(runs, key=lambda run: run[2])
 
     def run_missing(self) -> int:
         """Train the missing runs (at most ``--max-runs``); the exit status of the first failure, else 0."""

@@ -49,7 +49,8 @@ def test_low_summary_pairs_by_seed_and_grades_the_claim(tmp_path):
     setting = claim.settings[0].label
     records = [record(setting, arm, arm, seed, [0.5, 0.9], acc + 0.01 * seed)
                for seed in (1, 2, 3) for arm, acc in (("low", 0.99), ("erm", 0.95), ("focal", 0.96))]
-    summary = summarise_claim(claim, records, tmp_path, HOST)
+    summary = summarise_claim(claim, records, tmp_path, HOST, planned=len(claim.runs(False)))
+    assert f"Verdict (interim: 9 of {len(claim.runs(False))} runs" in (tmp_path / "summary.md").read_text()
     arms = summary["settings"][setting]["arms"]
     assert arms["low"]["test"]["error"]["mean"] == pytest.approx(1 - 0.99 - 0.02)
     low = next(r for r in summary["settings"][setting]["versus_baseline"]["acc"] if r["arm"] == "low")

@@ -278,8 +278,10 @@ def summarise_setting(arms: dict[str, dict[int, dict]], baseline: str, target: f
     return out
 
 
-def summarise_claim(claim: Any, records: list[dict], out: Path, host: dict[str, Any], quick: bool = False) -> dict:
-    """Summarise a claim's runs into ``summary.json``, ``summary.md`` and ``curves.png`` in ``out``."""
+def summarise_claim(claim: Any, records: list[dict], out: Path, host: dict[str, Any], quick: bool = False,
+                    planned: int | None = None) -> dict:
+    """Summarise a claim's runs into ``summary.json``, ``summary.md`` and ``curves.png`` in ``out``;
+    ``planned``: the protocol's run count, when only part of it has run (an interim summary says so)."""
     from focustune_analysis import reproduction_verdicts
 
     groups = group_runs(records)
@@ -290,7 +292,8 @@ def summarise_claim(claim: Any, records: list[dict], out: Path, host: dict[str, 
     verdict, line = reproduction_verdicts.verdict(claim, settings, tests)
     summary = {"claim": claim.name, "paper": claim.paper, "statement": claim.claim,
                "fidelity": [asdict(row) for row in claim.fidelity],
-               "quick": quick, "host": host, "runs": len(records), "interval": INTERVAL, "claim_tests": tests,
+               "quick": quick, "host": host, "runs": len(records), "planned": planned or len(records),
+               "interval": INTERVAL, "claim_tests": tests,
                "wall_s": round(sum(r["protocol"].get("wall_s", 0.0) for r in records)), "commands": sorted(
                    {"focustune " + " ".join(r["protocol"]["argv"]) for r in records}),
                "settings": settings, "verdict": verdict, "verdict_line": line, **claim.extra}

@@ -167,7 +167,7 @@ def readme_block(summaries: list[dict[str, Any]]) -> str:
 def markdown(summary: dict[str, Any]) -> str:
     lines = [f"# {summary['claim']}: {summary['paper']}", "", f"Claim: {summary['statement']}.", "",
              *_fidelity_lines(summary.get("fidelity", [])),
-             f"**Verdict: {summary['verdict']}**: {summary['verdict_line']}.", "",
+             f"**Verdict{_interim(summary)}: {summary['verdict']}**: {summary['verdict_line']}.", "",
              *_claim_test_lines(summary.get("claim_tests", [])),
              f"Intervals: {summary.get('interval', 'Student-t 95% intervals over seeds')}.", "",
              f"Runs: {summary['runs']}, {summary.get('wall_s', 0) / 60:.1f} minutes of wall time in all "
@@ -186,6 +186,12 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += (_grid_lines(setting) + _stage_lines(setting) + _reach_lines(setting) + _augmented_lines(setting)
                   + _probe_lines(setting))
     return "\n".join(lines) + "\n"
+
+
+def _interim(summary: dict[str, Any]) -> str:
+    """`` (interim: N of M runs)`` while part of the protocol has run."""
+    done, planned = summary["runs"], summary.get("planned", summary["runs"])
+    return f" (interim: {done} of {planned} runs; the protocol goes on)" if done < planned else ""
 
 
 def _fidelity_lines(rows: list[dict[str, str]]) -> list[str]:

@@ -198,7 +198,7 @@ def run_claim(claim: Claim, args: argparse.Namespace, out: Path, execute: Callab
         if left:
             total = len(claim.runs(args.quick))
             print(f"[{claim.name}] {total - left} of {total} runs done; run again to go on (the summary "
-                  "follows the last run)", flush=True)
+                  "follows the last run; --summarise-only gives an interim one)", flush=True)
             return 0
     summarise(claim, runs.folder, out / claim.name, args.quick)
     if out == DEFAULT_RESULTS:
@@ -210,10 +210,13 @@ def summarise(claim: Claim, runs: Path, out: Path, quick: bool) -> None:
     from focustune_analysis.reproduction import summarise_claim
 
     records = [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))]
+    if not records:
+        print(f"[{claim.name}] no finished run in {runs} yet: nothing to summarise", flush=True)
+        return
     host = {"cpu": cpu_name(), "python": platform.python_version(),
             "precision": sorted({"float32" if r["params"].get("amp") is False else "amp (bf16 where native)"
                                  for r in records})}
-    summary = summarise_claim(claim, records, out, host=host, quick=quick)
+    summary = summarise_claim(claim, records, out, host=host, quick=quick, planned=len(claim.runs(quick)))
     print(f"[{claim.name}] {summary['verdict_line']}\n[{claim.name}] wrote {out / 'summary.json'}, "
           f"{out / 'summary.md'}", flush=True)
 

@@ -220,6 +220,29 @@ def test_utilisation_is_busy_over_available_slot_time_per_node_and_overall():
     assert capped["overall"] == pytest.approx(20 / 20)
 
 
+def test_utilisation_of_a_resumed_sweep_counts_every_attempts_nodes_over_its_own_span():
+    from focustune.cli.sweep import utilisation_line
+    from focustune.sweeps.studies import Attempt
+
+    # first driver: node a (2 slots) busy 0-10 and 0-5, killed; a gap; the resumed driver's Ray has
+    # node b (1 slot), busy 100-120; an interval of the first driver running past the restart is cut
+    intervals = [Interval("a", 0, 10), Interval("a", 0, 5), Interval("a", 8, 12), Interval("b", 100, 120)]
+    attempts = [Attempt(-1.0, {"a": 2}), Attempt(11.0, {"b": 1, "total": 1})]
+    usage = utilisation(intervals, {"b": 1}, attempts)
+    busy = 10 + 5 + 3 + 20  # the third interval counts until the restart only
+    assert usage["busy_s"] == pytest.approx(busy) and usage["span_s"] == pytest.approx(11 + 20)
+    assert usage["overall"] == pytest.approx(busy / (2 * 11 + 1 * 20))  # the gap 11-100 counts in no attempt
+    assert usage["nodes"] == {"a": pytest.approx(18 / 22), "b": pytest.approx(20 / 20)}
+    assert usage["attempts"] == 2 and usage["slots"] == 2
+    # what used to be printed: the current driver's node only, over the whole time (20 / 120)
+    assert utilisation(intervals, {"b": 1})["nodes"] == {"b": pytest.approx(20 / 120)}
+    line = utilisation_line(usage)
+    assert "of 2 driver runs" in line and "a 82%" in line and "b 100%" in line
+    # an attempt in which no trial ran adds nothing; no attempt recorded: the single-attempt formula
+    assert utilisation(intervals, {}, [*attempts, Attempt(200.0, {"c": 4})])["overall"] == usage["overall"]
+    assert utilisation(intervals[:2], {"a": 2}, [])["overall"] == utilisation(intervals[:2], {"a": 2})["overall"]
+
+
 # ---------------------------------------------------------------- plan files
 
 def sweep_args(**given) -> argparse.Namespace:

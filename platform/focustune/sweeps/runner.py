@@ -72,11 +72,12 @@ class Sweep:
                 warm_starts: dict[str, list[dict]]) -> None:
         """Run the Tune run (or resume it), then record each study's summary and best configuration."""
         slots = trial_slots(self.spec.cpus_per_trial, self.spec.gpus_per_trial, self.spec.max_concurrent)
+        self.state.add_attempt(slots)  # a resumed sweep's utilisation counts every driver's nodes
         results = self._fit(keys, refs, tracking, parents, slots, warm_starts)
         tracking.close_orphans({str(r.metrics.get("trial_id")) for r in results if r.metrics})
         for key, summary in study_summaries(keys, results).items():
             self.state.study(key).update(summary)
-        self.state.data["utilisation"] = utilisation(busy_intervals(results), slots)
+        self.state.data["utilisation"] = utilisation(busy_intervals(results), slots, self.state.attempts())
         self.state.save()
         for key in keys:
             study = self.state.study(key)

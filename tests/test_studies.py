@@ -146,6 +146,47 @@ def test_a_trial_told_after_the_last_snapshot_may_end_again_after_a_restore(tmp_
     assert len(restored.queue.studies[A].ended) == 1
 
 
+def tune_trial(trial_id: str, config: dict, status: str = "RUNNING", result: dict | None = None) -> SimpleNamespace:
+    return SimpleNamespace(trial_id=trial_id, config=config, status=status, last_result=result or {})
+
+
+def test_a_restored_searcher_agrees_with_the_trials_tune_restored(tmp_path):
+    """Tune uploads its trial list and the searcher's state as separate files, so a driver killed
+    meanwhile leaves them out of step; the first step after the restore reconciles them."""
+    from focustune.sweeps.search import TrialLedger
+
+    search = searcher(tmp_path, keys=(A,), trials=3, seeds=1)
+    search.max_concurrent = 1
+    t0 = search.suggest("t0")
+    assert search.suggest("t1") is None  # at most --max-concurrent live trials: the searcher keeps to it
+    snapshot = tmp_path / "searcher.pkl"
+    search.save(str(snapshot))  # the searcher's snapshot: t0 live ...
+    search.on_trial_complete("t0", full_result(0.5))
+    t1 = search.suggest("t1")  # ... while Tune's newer trial list has t0 ended and t1 running
+    restored = searcher(tmp_path, keys=(A,), trials=3, seeds=1)
+    restored.max_concurrent = 1
+    restored.restore(str(snapshot))
+    assert restored.suggest("x") is None  # without the reconcile: t0 seems live, nothing starts
+    TrialLedger().on_step_begin(0, [tune_trial("t0", t0, "TERMINATED", full_result(0.5)), tune_trial("t1", t1)])
+    study = restored.queue.studies[A]
+    assert study.started == 2 and len(study.ended) == 1 and set(restored.live) == {"t1"}
+    assert restored.live["t1"].number == 1  # t1's Optuna trial, found by its parameters
+    restored.on_trial_complete("t1", full_result(0.7))
+    t2 = restored.suggest("t2")
+    assert t2[KIND_KEY] == SEARCH  # the third search trial, not a fourth
+    # and the other way: a snapshot newer than Tune's list (t2 unknown to Tune) gives t2's slot back
+    again = searcher(tmp_path, keys=(A,), trials=3, seeds=1)
+    again.max_concurrent = 1
+    restored.save(str(snapshot))
+    again.restore(str(snapshot))
+    TrialLedger().on_step_begin(0, [tune_trial("t0", t0, "TERMINATED"), tune_trial("t1", t1, "TERMINATED")])
+    assert again.queue.studies[A].started == 2 and not again.live
+    assert again.suggest("t3")[KIND_KEY] == SEARCH
+    states = [t.state for t in optuna.load_study(study_name=A, storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials]
+    assert states[:3] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]  # t2's trial: lost
+    assert TrialState.RUNNING not in states[:3]
+
+
 # ---------------------------------------------------------------- per-study ASHA
 
 def trial(trial_id: str, study: str, kind: str = SEARCH) -> SimpleNamespace:

@@ -31,6 +31,7 @@ class Outcome:
     config: dict[str, Any]
     score: tuple[float, float] | None = None
     test: dict[str, float] = field(default_factory=dict)
+    trial_id: str | None = None
 
 
 @dataclass
@@ -108,6 +109,30 @@ class StudyQueue:
 
     def search_ended(self, key: str, outcome: Outcome) -> None:
         self.studies[key].ended.append(outcome)
+
+    def adopt(self, key: str, kind: str, seed: int | None = None) -> None:
+        """Count as started a trial started outside :meth:`next` (one a restored Tune runs, which the
+        queue's older snapshot did not know)."""
+        study = self.studies[key]
+        if kind != RERUN:
+            study.started += 1
+        elif seed in study.seeds[study.reruns_started:]:
+            study.seeds.remove(seed)
+            study.seeds.insert(study.reruns_started, seed)
+            study.reruns_started += 1
+
+    def unstart(self, key: str, kind: str, seed: int | None = None, trial_id: str | None = None) -> None:
+        """Take back a started (or ended) trial no Tune trial runs any more (the queue's snapshot is
+        newer than Tune's): :meth:`next` hands its search slot, or its seed, out again."""
+        study = self.studies[key]
+        if kind != RERUN:
+            study.ended = [o for o in study.ended if trial_id is None or o.trial_id != trial_id]
+            study.started = max(study.started - 1, 0)
+        elif seed in study.seeds[:study.reruns_started]:
+            study.reruns.pop(seed, None)
+            study.seeds.remove(seed)
+            study.reruns_started -= 1
+            study.seeds.insert(study.reruns_started, seed)
 
     def rerun_ended(self, key: str, seed: int, metrics: dict[str, Any]) -> None:
         self.studies[key].reruns[seed] = metrics

@@ -93,17 +93,18 @@ def test_killed_driver_restarted_mlflow_and_unreachable_s3_lose_and_duplicate_no
             progressed(1, log, driver)
             kill(driver, "after 1 finished run")
 
-        def second(driver, log):  # MLflow restarts, S3 goes away for a few seconds, then killed
+        def second(driver, log):  # S3 goes away for a few seconds, MLflow restarts, then killed
             before = len(finished_runs(uri))
             progressed(before + 1, log, driver)
+            proxy.pause()  # while trials run: their checkpoints and Tune's snapshots go to S3
+            outage = rng.uniform(3.0, 6.0)
+            time.sleep(outage)
+            proxy.resume()
+            events.append(f"S3 unreachable for {outage:.1f} s, then back")
             mlflow_down()
             time.sleep(rng.uniform(1.0, 3.0))
             mlflow_up()
             events.append("MLflow server restarted")
-            proxy.pause()
-            time.sleep(rng.uniform(3.0, 6.0))
-            proxy.resume()
-            events.append("S3 unreachable, then back")
             progressed(before + 2, log, driver)
             kill(driver, f"after {before + 2} finished runs")
 

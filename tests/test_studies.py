@@ -362,6 +362,20 @@ def test_progress_is_plain_lines_when_output_is_not_a_terminal():
     assert progress.usage()["overall"] == pytest.approx(0.5)  # one of two slots busy for the span
 
 
+def test_the_live_view_of_a_resumed_sweep_counts_each_driver_runs_own_node(monkeypatch):
+    from focustune.sweeps import progress as live
+    from focustune.sweeps.studies import Attempt
+
+    monkeypatch.setattr(live, "_ATTEMPTS", [])
+    restored = drive_progress(io.StringIO())  # the first driver's node "node", busy 100-112 (of 2 slots)
+    restored.slots = {"node": 2}  # the restored callback keeps the first driver's slots
+    live.use_attempts([Attempt(99.0, {"node": 2}), Attempt(200.0, {"new": 1})])
+    restored._record_busy("t2", {BUSY_SINCE: 300.0, BUSY_UNTIL: 312.0, "node_id": "new"})
+    usage = restored.usage()
+    assert usage["nodes"] == {"node": pytest.approx(0.5), "new": pytest.approx(1.0)}
+    assert usage["overall"] == pytest.approx(24 / (2 * 12 + 1 * 12)) and usage["span_s"] == pytest.approx(24)
+
+
 def test_progress_redraws_one_table_in_place_on_a_terminal():
     stream = Terminal()
     drive_progress(stream)

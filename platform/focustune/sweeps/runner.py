@@ -119,10 +119,11 @@ class Sweep:
         the callbacks, searcher and scheduler its experiment checkpoint holds)."""
         from ray import tune
 
-        from focustune.sweeps.progress import SweepProgress
+        from focustune.sweeps.progress import SweepProgress, use_attempts
         from focustune.sweeps.search import TrialLedger
 
         pend_one_trial_per_slot(slots)
+        use_attempts(self.state.attempts())  # the live view's utilisation, as the final one
         trainable = self._trainable(refs)
         path = f"{self.spec.storage_path}/{TUNE_RUN}"
         if tune.Tuner.can_restore(path):

@@ -298,3 +298,91 @@ def tiny_npz(path: Path, counts=(30, 10, 6)) -> Path:
 
 def sweep_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "focustune.cli", "sweep", *args]
+
+
+class TcpProxy:
+    """A TCP forwarder on a free port of 127.0.0.1 to ``target_port``, which can be made unreachable:
+    :meth:`pause` stops listening (clients get "connection refused") and cuts every open connection;
+    :meth:`resume` listens on the same port again. The service behind it keeps its state."""
+
+    def __init__(self, target_port: int):
+        import threading
+
+        self.port, self.target = free_port(), target_port
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def resume(self) -> None:
+        import threading
+
+        listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port again
+        listener.settimeout(0.2)
+        self._listener = listener
+        self._thread = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        self._thread.start()
+
+    def pause(self) -> None:
+        listener, self._listener = self._listener, None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            for conn in self._open:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                conn.close()
+            self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        import threading
+
+        while self._listener is listener:
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            client.settimeout(None)
+            with self._lock:
+                self._open |= {client, upstream}
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for conn in (src, dst):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                conn.close()
+            with self._lock:
+                self._open -= {src, dst}
+
+
+@contextmanager
+def tcp_proxy(target_port: int):
+    """A :class:`TcpProxy` to ``target_port`` on 127.0.0.1, listening; closed when the block ends."""
+    proxy = TcpProxy(target_port)
+    proxy.resume()
+    try:
+        yield proxy
+    finally:
+        proxy.pause()

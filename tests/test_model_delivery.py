@@ -235,8 +235,55 @@ def test_champion_alias_moves_only_to_a_better_model(workdir):
             logged = log_run_model(uri, run.info.run_id, state, run_config, data, {"balanced_acc": score}, "alias")
         moves.append((logged["registered"]["version"], logged["registered"]["champion"], logged["registered"]["moved"]))
     assert moves == [("1", "1", True), ("2", "1", False), ("3", "1", False), ("4", "4", True)]
-    assert "stays" in log_run_model(uri, run.info.run_id, state, run_config, data, {"balanced_acc": 0.1},
-                                    "alias")["registered"]["message"]
+    with mlflow.start_run() as worse:
+        assert "stays" in log_run_model(uri, worse.info.run_id, state, run_config, data, {"balanced_acc": 0.1},
+                                        "alias")["registered"]["message"]
+
+
+def test_a_hand_over_interrupted_before_sweep_json_is_saved_logs_and_registers_nothing_twice(workdir):
+    """A driver that dies after logging and registering a study's model but before saving ``sweep.json``:
+    ``--resume`` delivers again and reuses that model and its version (it used to log and register
+    a second one)."""
+    from mlflow import MlflowClient
+
+    from focustune.sweeps.delivery import deliver_models
+    from focustune.sweeps.spec import DatasetSpec, SweepSpec
+    from focustune.sweeps.state import SweepState
+    from focustune.training import CHECKPOINT_FILE
+
+    data = make_dataset((20, 10), eval_per_class=5)
+    config, params = resolve(get_method("erm"), {"epochs": 1})
+    weights = Trainer(get_method("erm")(params), config, data).model.state_dict()
+    (workdir / "ckpt").mkdir()
+    torch.save({"best": {"state": weights}}, workdir / "ckpt" / CHECKPOINT_FILE)
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    spec = SweepSpec(datasets=[DatasetSpec(dataset="tiny")], methods=["erm"], tracking_uri=uri,
+                     storage=str(workdir / "runs"), experiment="crash", register="crashed")
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.create_run(client.create_experiment("crash")).info.run_id
+    state = SweepState.open(spec)
+    state.study("tiny/erm").update({"best_config": {"epochs": 1}, "selected": {
+        "kind": "trial", "seed": 0, "config": {"epochs": 1}, "checkpoint": str(workdir / "ckpt"),
+        "val": {"balanced_acc": 0.5}}})
+    state.save()
+
+    def killed(*_):
+        raise KeyboardInterrupt("the driver dies before sweep.json is saved")
+
+    state.save = killed
+    with pytest.raises(KeyboardInterrupt):
+        deliver_models(spec, state, {"tiny/erm": parent}, {"tiny": data}, lambda line: None)
+    resumed = SweepState.open(spec)  # what --resume reads: no model recorded
+    assert "model" not in resumed.study("tiny/erm")
+    said = []
+    deliver_models(spec, resumed, {"tiny/erm": parent}, {"tiny": data}, said.append)
+    assert SweepState.open(spec).study("tiny/erm")["model"]["registered"]["version"] == "1"
+    experiment = client.get_run(parent).info.experiment_id
+    models = client.search_logged_models([experiment], filter_string=f"source_run_id = '{parent}'")
+    assert len(models) == 1 and resumed.study("tiny/erm")["model"]["uri"] == f"models:/{models[0].model_id}"
+    assert [str(v.version) for v in client.search_model_versions("name = 'crashed'")] == ["1"]
+    assert str(client.get_registered_model("crashed").aliases["champion"]) == "1"
+    assert any("crashed version 1" in line for line in said)
 
 
 def test_bad_predict_inputs_are_refused(workdir, capsys, monkeypatch):

@@ -146,6 +146,47 @@ def test_a_trial_told_after_the_last_snapshot_may_end_again_after_a_restore(tmp_
     assert len(restored.queue.studies[A].ended) == 1
 
 
+def tune_trial(trial_id: str, config: dict, status: str = "RUNNING", result: dict | None = None) -> SimpleNamespace:
+    return SimpleNamespace(trial_id=trial_id, config=config, status=status, last_result=result or {})
+
+
+def test_a_restored_searcher_agrees_with_the_trials_tune_restored(tmp_path):
+    """Tune uploads its trial list and the searcher's state as separate files, so a driver killed
+    meanwhile leaves them out of step; the first step after the restore reconciles them."""
+    from focustune.sweeps.search import TrialLedger
+
+    search = searcher(tmp_path, keys=(A,), trials=3, seeds=1)
+    search.max_concurrent = 1
+    t0 = search.suggest("t0")
+    assert search.suggest("t1") is None  # at most --max-concurrent live trials: the searcher keeps to it
+    snapshot = tmp_path / "searcher.pkl"
+    search.save(str(snapshot))  # the searcher's snapshot: t0 live ...
+    search.on_trial_complete("t0", full_result(0.5))
+    t1 = search.suggest("t1")  # ... while Tune's newer trial list has t0 ended and t1 running
+    restored = searcher(tmp_path, keys=(A,), trials=3, seeds=1)
+    restored.max_concurrent = 1
+    restored.restore(str(snapshot))
+    assert restored.suggest("x") is None  # without the reconcile: t0 seems live, nothing starts
+    TrialLedger().on_step_begin(0, [tune_trial("t0", t0, "TERMINATED", full_result(0.5)), tune_trial("t1", t1)])
+    study = restored.queue.studies[A]
+    assert study.started == 2 and len(study.ended) == 1 and set(restored.live) == {"t1"}
+    assert restored.live["t1"].number == 1  # t1's Optuna trial, found by its parameters
+    restored.on_trial_complete("t1", full_result(0.7))
+    t2 = restored.suggest("t2")
+    assert t2[KIND_KEY] == SEARCH  # the third search trial, not a fourth
+    # and the other way: a snapshot newer than Tune's list (t2 unknown to Tune) gives t2's slot back
+    again = searcher(tmp_path, keys=(A,), trials=3, seeds=1)
+    again.max_concurrent = 1
+    restored.save(str(snapshot))
+    again.restore(str(snapshot))
+    TrialLedger().on_step_begin(0, [tune_trial("t0", t0, "TERMINATED"), tune_trial("t1", t1, "TERMINATED")])
+    assert again.queue.studies[A].started == 2 and not again.live
+    assert again.suggest("t3")[KIND_KEY] == SEARCH
+    states = [t.state for t in optuna.load_study(study_name=A, storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials]
+    assert states[:3] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]  # t2's trial: lost
+    assert TrialState.RUNNING not in states[:3]
+
+
 # ---------------------------------------------------------------- per-study ASHA
 
 def trial(trial_id: str, study: str, kind: str = SEARCH) -> SimpleNamespace:
@@ -218,6 +259,29 @@ def test_utilisation_is_busy_over_available_slot_time_per_node_and_overall():
     assert usage["nodes"] == {"n1": pytest.approx(15 / 20), "n2": pytest.approx(5 / 10)}
     capped = utilisation(intervals, {"n1": 2, "n2": 1, "total": 2})  # --max-concurrent 2
     assert capped["overall"] == pytest.approx(20 / 20)
+
+
+def test_utilisation_of_a_resumed_sweep_counts_every_attempts_nodes_over_its_own_span():
+    from focustune.cli.sweep import utilisation_line
+    from focustune.sweeps.studies import Attempt
+
+    # first driver: node a (2 slots) busy 0-10 and 0-5, killed; a gap; the resumed driver's Ray has
+    # node b (1 slot), busy 100-120; an interval of the first driver running past the restart is cut
+    intervals = [Interval("a", 0, 10), Interval("a", 0, 5), Interval("a", 8, 12), Interval("b", 100, 120)]
+    attempts = [Attempt(-1.0, {"a": 2}), Attempt(11.0, {"b": 1, "total": 1})]
+    usage = utilisation(intervals, {"b": 1}, attempts)
+    busy = 10 + 5 + 3 + 20  # the third interval counts until the restart only
+    assert usage["busy_s"] == pytest.approx(busy) and usage["span_s"] == pytest.approx(11 + 20)
+    assert usage["overall"] == pytest.approx(busy / (2 * 11 + 1 * 20))  # the gap 11-100 counts in no attempt
+    assert usage["nodes"] == {"a": pytest.approx(18 / 22), "b": pytest.approx(20 / 20)}
+    assert usage["attempts"] == 2 and usage["slots"] == 2
+    # what used to be printed: the current driver's node only, over the whole time (20 / 120)
+    assert utilisation(intervals, {"b": 1})["nodes"] == {"b": pytest.approx(20 / 120)}
+    line = utilisation_line(usage)
+    assert "of 2 driver runs" in line and "a 82%" in line and "b 100%" in line
+    # an attempt in which no trial ran adds nothing; no attempt recorded: the single-attempt formula
+    assert utilisation(intervals, {}, [*attempts, Attempt(200.0, {"c": 4})])["overall"] == usage["overall"]
+    assert utilisation(intervals[:2], {"a": 2}, [])["overall"] == utilisation(intervals[:2], {"a": 2})["overall"]
 
 
 # ---------------------------------------------------------------- plan files
@@ -296,6 +360,20 @@ def test_progress_is_plain_lines_when_output_is_not_a_terminal():
     assert lines == ["[alpha/erm] search 1/2 (stopped 0, failed 0), seeds 0/1, running 0, best 0.7000; "
                      "utilisation 50% of 2 slot(s), elapsed 0m12s, left ~0m30s"]  # 5 trials x 12 s / 2 slots
     assert progress.usage()["overall"] == pytest.approx(0.5)  # one of two slots busy for the span
+
+
+def test_the_live_view_of_a_resumed_sweep_counts_each_driver_runs_own_node(monkeypatch):
+    from focustune.sweeps import progress as live
+    from focustune.sweeps.studies import Attempt
+
+    monkeypatch.setattr(live, "_ATTEMPTS", [])
+    restored = drive_progress(io.StringIO())  # the first driver's node "node", busy 100-112 (of 2 slots)
+    restored.slots = {"node": 2}  # the restored callback keeps the first driver's slots
+    live.use_attempts([Attempt(99.0, {"node": 2}), Attempt(200.0, {"new": 1})])
+    restored._record_busy("t2", {BUSY_SINCE: 300.0, BUSY_UNTIL: 312.0, "node_id": "new"})
+    usage = restored.usage()
+    assert usage["nodes"] == {"node": pytest.approx(0.5), "new": pytest.approx(1.0)}
+    assert usage["overall"] == pytest.approx(24 / (2 * 12 + 1 * 12)) and usage["span_s"] == pytest.approx(24)
 
 
 def test_progress_redraws_one_table_in_place_on_a_terminal():

@@ -84,12 +84,14 @@ def _print_summary(summary: dict[str, dict[str, Any]], spec: Any) -> None:
 
 
 def utilisation_line(usage: dict[str, Any]) -> str:
-    """Busy over available trial-slot time, overall and per node."""
+    """Busy over available trial-slot time, overall and per node (over every driver run of a resumed
+    sweep: :func:`focustune.sweeps.studies.utilisation`)."""
     if usage.get("overall") is None:
         return "utilisation: no trial ran in this session"
     nodes = ", ".join(f"{node[:8]} {share:.0%}" for node, share in usage["nodes"].items() if share is not None)
-    return (f"utilisation: {usage['overall']:.1%} of {usage['slots']} trial slot(s) over {usage['span_s']:.0f} s "
-            f"(per node: {nodes})")
+    runs = usage.get("attempts", 1)
+    over = f"{usage['span_s']:.0f} s" + (f" of {runs} driver runs (resumed)" if runs > 1 else "")
+    return f"utilisation: {usage['overall']:.1%} of {usage['slots']} trial slot(s) over {over} (per node: {nodes})"
 
 
 def summary_rows(summary: dict[str, dict[str, Any]], seeds: int) -> list[dict[str, Any]]:

@@ -4,7 +4,10 @@ and the selected model, logged on the study's run (and registered with ``--regis
 The selected model is the best-epoch weights of the study's best seed re-run by validation score,
 or of its best search trial when there are no re-runs; they come from that trial's last Tune
 checkpoint (the trainer's checkpoint holds the best epoch's weights). What was handed over is
-recorded in ``sweep.json``, so ``--resume`` finishes an interrupted hand-over and never repeats one.
+recorded in ``sweep.json``, so ``--resume`` finishes an interrupted hand-over and never repeats one;
+a driver killed after logging (or registering) a model but before ``sweep.json`` recorded it finds
+that model and its version again (:func:`~focustune.sweeps.model_package.log_run_model` is
+idempotent per run), so nothing is logged or registered twice.
 """
 
 from __future__ import annotations

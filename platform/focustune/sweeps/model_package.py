@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,10 +156,19 @@ def _score(value: Any) -> float:
     return -math.inf if math.isnan(number) else number
 
 
+def registered_version(client: Any, name: str, info: Any) -> str | None:
+    """The version of ``name`` already registered from ``info``'s logged model (by a process that died
+    before it recorded so), else None."""
+    versions = client.search_model_versions(f"name = '{name}' and run_id = '{info.run_id}'")
+    found = sorted(int(v.version) for v in versions if v.model_id == info.model_id or v.source == info.model_uri)
+    return str(found[0]) if found else None
+
+
 def register(tracking_uri: str, name: str, info: Any, card: ModelCard) -> dict[str, Any]:
-    """Register ``info``'s model as a new version of ``name``; move ``champion`` to it only when it beats
-    the current champion on the model's selection metric (validation). Returns what happened, with a
-    ``message`` saying so."""
+    """Register ``info``'s model as a version of ``name`` (the version already registered from that model,
+    when there is one: registering again after a crash adds none); move ``champion`` to it only when it
+    beats the current champion on the model's selection metric (validation). Returns what happened,
+    with a ``message`` saying so."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -173,19 +182,23 @@ def register(tracking_uri: str, name: str, info: Any, card: ModelCard) -> dict[s
     tags = {**{f"{TAG}{VAL_TAG_PREFIX}{k}": v for k, v in card.val.items()},
             TAG + "selection_metric": metric, TAG + "method": card.config["method"],
             TAG + "dataset": card.config["dataset"]}
-    version = str(client.create_model_version(name, source=info.model_uri, run_id=info.run_id, tags=tags,
-                                              model_id=info.model_id).version)
+    version = registered_version(client, name, info)
+    if version is None:
+        version = str(client.create_model_version(name, source=info.model_uri, run_id=info.run_id, tags=tags,
+                                                  model_id=info.model_id).version)
     new = _score(card.val.get(metric))
     champion = client.get_registered_model(name).aliases.get(CHAMPION_ALIAS)
     champion = None if champion is None else str(champion)
     head = f"registered {name} version {version} (validation {metric} {new:.4f})"
-    if champion is not None:
+    if champion is not None and champion != version:
         old = _score(client.get_model_version(name, champion).tags.get(f"{TAG}{VAL_TAG_PREFIX}{metric}"))
         if new <= old:
             return {"name": name, "version": version, "champion": champion, "moved": False,
                     "message": f"{head}; the {CHAMPION_ALIAS}, version {champion} ({metric} {old:.4f}), stays"}
-    client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
-    was = "no champion before" if champion is None else f"it beats version {champion}"
+    if champion != version:
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+    was = ("no champion before" if champion is None else "already" if champion == version
+           else f"it beats version {champion}")
     return {"name": name, "version": version, "champion": version, "moved": True,
             "message": f"{head}; {CHAMPION_ALIAS} -> version {version} ({was})"}
 
@@ -218,15 +231,50 @@ def use_store(tracking_uri: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
+@dataclass(frozen=True)
+class LoggedRunModel:
+    """A model already logged on a run: what :func:`register` needs of a ModelInfo."""
+
+    model_uri: str
+    run_id: str
+    model_id: str
+
+
+def logged_run_model(client: Any, run_id: str) -> LoggedRunModel | None:
+    """The model ``model`` that run ``run_id`` logged completely (MLflow 3 records each logged model's
+    source run), else None. A model a killed process left half-uploaded (not READY) is deleted, so
+    the run keeps exactly one."""
+    from mlflow.entities import LoggedModelStatus
+
+    experiment = client.get_run(run_id).info.experiment_id
+    found = client.search_logged_models([experiment], filter_string=f"source_run_id = '{run_id}' AND "
+                                                                    f"name = '{MODEL_ARTIFACT}'")
+    ready = sorted((m for m in found if m.status == LoggedModelStatus.READY), key=lambda m: m.creation_timestamp)
+    for model in found:
+        if model.status != LoggedModelStatus.READY:
+            client.delete_logged_model(model.model_id)
+    if not ready:
+        return None
+    return LoggedRunModel(f"models:/{ready[0].model_id}", run_id, ready[0].model_id)
+
+
 def log_run_model(tracking_uri: str, run_id: str, state: dict[str, Any], config: dict[str, Any], dataset: Any,
                   val: dict[str, float], register_as: str | None = None) -> dict[str, Any]:
     """Bundle ``state`` (weights) and log it as the model of run ``run_id`` (resumed for it); register it
-    when ``register_as`` is given. Returns ``uri``, ``card`` and ``registered`` (or None)."""
+    when ``register_as`` is given. Returns ``uri``, ``card`` and ``registered`` (or None).
+
+    Idempotent per run: a model the run logged already (a process died before it recorded the
+    hand-over, and ``--resume`` delivers again) is reused, and so is its registered version."""
+    from mlflow import MlflowClient
+
     with use_store(tracking_uri), tempfile.TemporaryDirectory(prefix="focustune-model-") as temporary:
         folder = Path(temporary) / BUNDLE_ARTIFACT  # the folder's name is the artifact's path in the model
         card = make_bundle(folder, state, config, dataset, val)
+        info: Any = logged_run_model(MlflowClient(tracking_uri=tracking_uri), run_id)
         active = mlflow.active_run()
-        if active is not None and active.info.run_id == run_id:
+        if info is not None:
+            pass
+        elif active is not None and active.info.run_id == run_id:
             info = log_bundle(folder, card)
         else:
             with mlflow.start_run(run_id=run_id):

@@ -15,10 +15,18 @@ from typing import Any
 
 from ray import tune
 
-from focustune.sweeps.studies import RERUN, Interval, utilisation
+from focustune.sweeps.studies import RERUN, Attempt, Interval, utilisation
 from focustune.sweeps.trial_config import BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, OBJECTIVE, STUDY_KEY
 
 REDRAW_S = 1.0
+
+#: Every driver run of this sweep so far (set by the runner before Tune starts): the live view of a
+#: resumed sweep counts each run's own nodes and span, as its final utilisation does.
+_ATTEMPTS: list[Attempt] = []
+
+
+def use_attempts(attempts: list[Attempt]) -> None:
+    _ATTEMPTS[:] = attempts
 
 
 def _duration(seconds: float) -> str:
@@ -92,7 +100,7 @@ class SweepProgress(tune.Callback):
         self._show(changed=key)
 
     def usage(self) -> dict[str, Any]:
-        return utilisation(list(self.busy.values()), self.slots)
+        return utilisation(list(self.busy.values()), self.slots, list(_ATTEMPTS) or None)
 
     def remaining_s(self) -> float | None:
         """Estimated time left: trials still to run x mean busy seconds per trial / slots."""

@@ -72,11 +72,12 @@ class Sweep:
                 warm_starts: dict[str, list[dict]]) -> None:
         """Run the Tune run (or resume it), then record each study's summary and best configuration."""
         slots = trial_slots(self.spec.cpus_per_trial, self.spec.gpus_per_trial, self.spec.max_concurrent)
+        self.state.add_attempt(slots)  # a resumed sweep's utilisation counts every driver's nodes
         results = self._fit(keys, refs, tracking, parents, slots, warm_starts)
         tracking.close_orphans({str(r.metrics.get("trial_id")) for r in results if r.metrics})
         for key, summary in study_summaries(keys, results).items():
             self.state.study(key).update(summary)
-        self.state.data["utilisation"] = utilisation(busy_intervals(results), slots)
+        self.state.data["utilisation"] = utilisation(busy_intervals(results), slots, self.state.attempts())
         self.state.save()
         for key in keys:
             study = self.state.study(key)
@@ -118,9 +119,11 @@ class Sweep:
         the callbacks, searcher and scheduler its experiment checkpoint holds)."""
         from ray import tune
 
-        from focustune.sweeps.progress import SweepProgress
+        from focustune.sweeps.progress import SweepProgress, use_attempts
+        from focustune.sweeps.search import TrialLedger
 
         pend_one_trial_per_slot(slots)
+        use_attempts(self.state.attempts())  # the live view's utilisation, as the final one
         trainable = self._trainable(refs)
         path = f"{self.spec.storage_path}/{TUNE_RUN}"
         if tune.Tuner.can_restore(path):
@@ -129,13 +132,13 @@ class Sweep:
         spec = self.spec
         search, scheduler = self._searcher(keys, warm_starts), self._scheduler(keys)
         budgets = {key: (spec.trials, spec.seeds) for key in keys}
-        callbacks = [tracking.callback(parents), SweepProgress(budgets, slots, self.out)]
+        callbacks = [TrialLedger(), tracking.callback(parents), SweepProgress(budgets, slots, self.out)]
         self._print(f"{len(keys)} studies at once: {spec.trials} search trial(s) x {spec.epochs} epoch(s) each, "
                     f"then {spec.seeds} seed re-run(s); {slot_count(slots)} trial "
                     f"slot(s); Optuna studies in {spec.optuna_url}")
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
             metric=OBJECTIVE, mode="max", search_alg=search, scheduler=scheduler, num_samples=-1,
-            max_concurrent_trials=spec.max_concurrent, reuse_actors=REUSE_WORKERS),
+            reuse_actors=REUSE_WORKERS),  # the searcher keeps to --max-concurrent (search.MultiStudySearch)
             run_config=tune.RunConfig(name=TUNE_RUN, storage_path=spec.storage_path, callbacks=callbacks, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
@@ -150,7 +153,7 @@ class Sweep:
         return MultiStudySearch(
             {key: DefineByRun(self.spaces[key], fixed) for key in keys},
             study_queue(keys, spec.trials, spec.seeds, spec.one_study_at_a_time), spec.optuna_url, spec.search_seed,
-            warm_starts=warm_starts)
+            warm_starts=warm_starts, max_concurrent=spec.max_concurrent)
 
     def _scheduler(self, keys: list[str]) -> Any:
         """Per-study ASHA with each method's grace period (``--scheduler asha``), else None."""

@@ -8,10 +8,13 @@ an Optuna RDB storage (SQLite next to the sweep state by default), named ``DATAS
 
 from __future__ import annotations
 
+import math
 import pickle
+import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from ray import tune
 from ray.tune.search import Searcher
 
 from focustune.sweeps.studies import RERUN, Outcome, Study, StudyQueue, selection_score
@@ -78,15 +81,33 @@ class MultiStudySearch(Searcher):
 
     Optuna is told the truth: a trial stopped early by the scheduler is PRUNED (a partial budget's
     score), a diverged or errored one FAIL; only full-budget trials are COMPLETE with their score.
+
+    ``max_concurrent`` trials at most are live at once (the searcher limits itself rather than through
+    Tune's ConcurrencyLimiter, whose state Tune snapshots in another file: a driver killed while Tune
+    uploads its snapshot left the limiter waiting for a trial that had ended, and the sweep hung).
+    After a restore, :class:`TrialLedger` hands the searcher Tune's restored trials once
+    (:meth:`reconcile`), since Tune uploads its trial list and the searcher's state as separate files.
     """
 
+    _current: ClassVar[Any] = None  # a weak reference to the searcher Tune uses in this process
+
     def __init__(self, spaces: dict[str, DefineByRun], queue: StudyQueue, storage: str, sampler_seed: int,
-                 warm_starts: dict[str, list[dict]] | None = None):
+                 warm_starts: dict[str, list[dict]] | None = None, max_concurrent: int | None = None):
         super().__init__(metric=OBJECTIVE, mode="max")
         self.spaces, self.queue, self.storage, self.sampler_seed = spaces, queue, storage, sampler_seed
         self.warm_starts = warm_starts or {}
+        self.max_concurrent = max_concurrent
         self.live: dict[str, LiveTrial] = {}  # by Tune trial id
+        self.ended: dict[str, LiveTrial] = {}  # by Tune trial id: what ended (for reconcile)
         self._studies: dict[str, Any] = {}
+        self._restored = False
+
+    @classmethod
+    def current(cls) -> MultiStudySearch | None:
+        return None if cls._current is None else cls._current()
+
+    def _register(self) -> None:
+        type(self)._current = weakref.ref(self)
 
     # ---------------------------------------------------------------- Optuna studies
     def optuna_study(self, key: str) -> Any:
@@ -118,6 +139,10 @@ class MultiStudySearch(Searcher):
 
     # ---------------------------------------------------------------- Tune's searcher interface
     def suggest(self, trial_id: str) -> dict | str | None:
+        self._register()
+        limit = getattr(self, "max_concurrent", None)  # a searcher pickled before the limit was its own: none
+        if limit and len(self.live) >= limit:
+            return None
         assignment = self.queue.next()
         if assignment is None:
             return Searcher.FINISHED if self.queue.finished else None
@@ -136,14 +161,60 @@ class MultiStudySearch(Searcher):
         result = result or {}
         failed = error or bool(result.get("diverged"))
         full = not failed and bool(result.get(FULL_BUDGET))
+        self.ended[trial_id] = live
         if live.kind == RERUN:
             self.queue.rerun_ended(live.study, live.config[SEED_KEY], {**_final(result), "ok": full})
             del self.live[trial_id]
             return
-        self._tell(live.study, live.number, result, full, failed)  # while still live: not a lost trial
+        if live.number is not None:
+            self._tell(live.study, live.number, result, full, failed)  # while still live: not a lost trial
         del self.live[trial_id]
         score = selection_score(result, live.config) if full else None
-        self.queue.search_ended(live.study, Outcome(live.config, score, _final(result, "test_")))
+        self.queue.search_ended(live.study, Outcome(live.config, score, _final(result, "test_"), trial_id))
+
+    # ---------------------------------------------------------------- after a restore
+    def reconcile(self, trials: list) -> None:
+        """Agree with the trials a restored Tune runs (its snapshot of them and the searcher's are
+        separate files, uploaded one by one, so a killed driver can leave one newer than the other):
+        a trial the searcher started or ended that Tune does not know is taken back (its work is done
+        again; its Optuna trial, if still running, is failed when the study loads); a trial Tune knows
+        that the searcher does not is adopted (with its Optuna trial, found by its parameters); a trial
+        Tune restored as ended that the searcher still has live is ended (Tune never reports it again)."""
+        self._restored = False
+        known = {t.trial_id: t for t in trials}
+        for trial_id, live in [*self.live.items(), *self.ended.items()]:
+            if trial_id not in known and live.study in self.queue.studies:
+                self.live.pop(trial_id, None)
+                self.ended.pop(trial_id, None)
+                self.queue.unstart(live.study, live.kind, live.config.get(SEED_KEY), trial_id)
+        for trial_id, trial in known.items():
+            config = dict(trial.config or {})
+            key, kind = config.pop(STUDY_KEY, None), config.pop(KIND_KEY, None)
+            if trial_id in self.ended or key not in self.queue.studies:
+                continue
+            if trial_id not in self.live:
+                number = None if kind == RERUN else self._asked_number(key, config)
+                self.queue.adopt(key, kind, config.get(SEED_KEY))
+                self.live[trial_id] = LiveTrial(key, kind, config, number)
+        for trial_id, trial in known.items():  # once all are live: loading a study fails the others
+            if trial_id in self.live and trial.status in ("TERMINATED", "ERROR"):  # Tune won't report it again
+                self.on_trial_complete(trial_id, trial.last_result, error=trial.status == "ERROR")
+
+    def _asked_number(self, key: str, config: dict[str, Any]) -> int | None:
+        """The running Optuna trial of study ``key`` that proposed ``config``, else None."""
+        import optuna
+        from optuna.trial import TrialState
+
+        try:
+            study = optuna.load_study(study_name=key, storage=self.storage)
+        except KeyError:
+            return None
+        same = lambda a, b: a == b or (isinstance(a, float) and isinstance(b, float) and math.isclose(a, b))  # noqa: E731
+        taken = {t.number for t in self.live.values() if t.study == key}
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.number not in taken and all(same(v, config.get(k)) for k, v in trial.params.items()):
+                return trial.number
+        return None
 
     def _tell(self, key: str, number: int, result: dict, full: bool, failed: bool) -> None:
         from optuna.trial import TrialState
@@ -158,11 +229,13 @@ class MultiStudySearch(Searcher):
 
     # ---------------------------------------------------------------- state (Tune checkpoints it)
     def get_state(self) -> dict:
-        return {"queue": self.queue, "live": dict(self.live)}
+        return {"queue": self.queue, "live": dict(self.live), "ended": dict(self.ended)}
 
     def set_state(self, state: dict) -> None:
-        self.queue, self.live = state["queue"], dict(state["live"])
+        self.queue, self.live, self.ended = state["queue"], dict(state["live"]), dict(state.get("ended", {}))
         self._studies = {}  # reloaded from the storage, lost trials failed then
+        self._restored = True  # TrialLedger reconciles it with Tune's restored trials
+        self._register()
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
@@ -174,6 +247,16 @@ class MultiStudySearch(Searcher):
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_studies": {}}  # storage connections do not pickle
+
+
+class TrialLedger(tune.Callback):
+    """Hands the searcher of a restored sweep Tune's restored trials, before it suggests anything
+    (:meth:`MultiStudySearch.reconcile`)."""
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        searcher = MultiStudySearch.current()
+        if searcher is not None and searcher._restored:
+            searcher.reconcile(trials)
 
 
 def _final(result: dict, prefixes: tuple[str, ...] | str = ("test_", "best_val_")) -> dict[str, float]:

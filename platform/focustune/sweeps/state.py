@@ -4,6 +4,7 @@ reached: local folders and storage URIs (s3://, gs://, ...) alike, through pyarr
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 from focustune.files import write_atomic
 from focustune.sweeps.spec import SweepSpec
+from focustune.sweeps.studies import Attempt
 
 
 def filesystem(location: str) -> tuple[Any, str]:
@@ -33,7 +35,7 @@ def checkpoint_location(checkpoint: Any) -> str:
 
 class SweepState:
     """``sweep.json`` under the storage path: the sweep id, the spec, per study its parent run and
-    results, and the utilisation."""
+    results, each driver run's start and trial slots per node (``attempts``), and the utilisation."""
 
     FILE = "sweep.json"
 
@@ -61,6 +63,15 @@ class SweepState:
 
     def study(self, key: str) -> dict[str, Any]:
         return self.data["studies"].setdefault(key, {})
+
+    def add_attempt(self, slots: dict[str, int]) -> None:
+        """Record (and save) that a driver starts running the sweep now with ``slots`` (per node)."""
+        self.data.setdefault("attempts", []).append({"start": time.time(), "slots": dict(slots)})
+        self.save()
+
+    def attempts(self) -> list[Attempt]:
+        """Every driver run of the sweep so far (the first, then each ``--resume``), oldest first."""
+        return [Attempt(float(a["start"]), dict(a["slots"])) for a in self.data.get("attempts", [])]
 
     def save(self) -> None:
         payload = json.dumps(self.data, indent=2, default=str).encode()

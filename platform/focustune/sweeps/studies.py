@@ -31,6 +31,7 @@ class Outcome:
     config: dict[str, Any]
     score: tuple[float, float] | None = None
     test: dict[str, float] = field(default_factory=dict)
+    trial_id: str | None = None
 
 
 @dataclass
@@ -109,6 +110,30 @@ class StudyQueue:
     def search_ended(self, key: str, outcome: Outcome) -> None:
         self.studies[key].ended.append(outcome)
 
+    def adopt(self, key: str, kind: str, seed: int | None = None) -> None:
+        """Count as started a trial started outside :meth:`next` (one a restored Tune runs, which the
+        queue's older snapshot did not know)."""
+        study = self.studies[key]
+        if kind != RERUN:
+            study.started += 1
+        elif seed in study.seeds[study.reruns_started:]:
+            study.seeds.remove(seed)
+            study.seeds.insert(study.reruns_started, seed)
+            study.reruns_started += 1
+
+    def unstart(self, key: str, kind: str, seed: int | None = None, trial_id: str | None = None) -> None:
+        """Take back a started (or ended) trial no Tune trial runs any more (the queue's snapshot is
+        newer than Tune's): :meth:`next` hands its search slot, or its seed, out again."""
+        study = self.studies[key]
+        if kind != RERUN:
+            study.ended = [o for o in study.ended if trial_id is None or o.trial_id != trial_id]
+            study.started = max(study.started - 1, 0)
+        elif seed in study.seeds[:study.reruns_started]:
+            study.reruns.pop(seed, None)
+            study.seeds.remove(seed)
+            study.reruns_started -= 1
+            study.seeds.insert(study.reruns_started, seed)
+
     def rerun_ended(self, key: str, seed: int, metrics: dict[str, Any]) -> None:
         self.studies[key].reruns[seed] = metrics
 
@@ -128,21 +153,58 @@ class Interval:
     end: float
 
 
-def utilisation(intervals: list[Interval], slots: dict[str, int]) -> dict[str, Any]:
-    """Busy slot-seconds over available slot-seconds between the first trial start and the last end.
+@dataclass(frozen=True)
+class Attempt:
+    """One driver's run of a sweep (the first one, or a ``--resume``): when it started (wall clock) and
+    its trial slots per node (``"total"``: its overall cap, e.g. ``--max-concurrent``)."""
 
-    ``slots``: trial slots per node (``"total"`` may cap the overall count, e.g. ``--max-concurrent``).
-    Returns ``{"overall": u, "nodes": {node: u}, "span_s": ..., "busy_s": ..., "slots": ...}``.
+    start: float
+    slots: dict[str, int]
+
+
+def utilisation(intervals: list[Interval], slots: dict[str, int],
+                attempts: list[Attempt] | None = None) -> dict[str, Any]:
+    """Busy slot-seconds over available slot-seconds, overall and per node.
+
+    Without ``attempts``: available = ``slots`` (trial slots per node, ``"total"`` capping the overall
+    count) times the span from the first trial start to the last end.
+
+    With ``attempts`` (every driver run of a resumed sweep), the available slot-seconds are summed
+    over the attempts: each attempt's own slots (its nodes; a resumed driver's Ray may have other
+    nodes) times its own span, from the first start to the last end of the trial intervals that
+    started during it (between its start and the next attempt's start; an interval is cut at the
+    next attempt's start). A node counts in the attempts it belonged to; the time between a killed
+    driver's last trial and the next attempt counts in none.
+
+    Returns ``{"overall": u, "nodes": {node: u}, "span_s": ..., "busy_s": ..., "slots": ...,
+    "attempts": n}`` (``span_s``: the attempts' spans summed; ``slots``: the most any attempt had).
     """
-    if not intervals:
-        return {"overall": None, "nodes": {}, "span_s": 0.0, "busy_s": 0.0, "slots": 0}
-    span = max(i.end for i in intervals) - min(i.start for i in intervals)
+    if not attempts:
+        attempts = [Attempt(-float("inf"), slots)]
+    attempts = sorted(attempts, key=lambda a: a.start)
     busy: dict[str, float] = defaultdict(float)
-    for i in intervals:
-        busy[i.node] += i.end - i.start
-    node_slots = {n: s for n, s in slots.items() if n != "total"}
-    total_slots = min(sum(node_slots.values()), slots.get("total", float("inf")))
-    ratio = lambda b, s: b / (s * span) if s and span > 0 else None  # noqa: E731
-    return {"overall": ratio(sum(busy.values()), total_slots),
-            "nodes": {n: ratio(busy.get(n, 0.0), s) for n, s in node_slots.items()},
-            "span_s": span, "busy_s": sum(busy.values()), "slots": int(total_slots)}
+    available: dict[str, float] = defaultdict(float)
+    overall_available = span_total = 0.0
+    most_slots = 0
+    for index, attempt in enumerate(attempts):
+        until = attempts[index + 1].start if index + 1 < len(attempts) else float("inf")
+        own = [Interval(i.node, i.start, min(i.end, until)) for i in intervals if attempt.start <= i.start < until]
+        node_slots = {n: c for n, c in attempt.slots.items() if n != "total"}
+        total_slots = min(sum(node_slots.values()), attempt.slots.get("total", float("inf")))
+        most_slots = max(most_slots, int(total_slots))
+        if not own:
+            continue
+        span = max(i.end for i in own) - min(i.start for i in own)
+        span_total += span
+        overall_available += total_slots * span
+        for i in own:
+            busy[i.node] += i.end - i.start
+        for node, count in node_slots.items():
+            available[node] += count * span
+    if not busy:
+        return {"overall": None, "nodes": {}, "span_s": 0.0, "busy_s": 0.0, "slots": most_slots,
+                "attempts": len(attempts)}
+    ratio = lambda b, a: b / a if a > 0 else None  # noqa: E731
+    return {"overall": ratio(sum(busy.values()), overall_available),
+            "nodes": {n: ratio(busy.get(n, 0.0), available[n]) for n in available},
+            "span_s": span_total, "busy_s": sum(busy.values()), "slots": most_slots, "attempts": len(attempts)}

@@ -78,12 +78,13 @@ class StudyTracking:
                     params={f"{BEST_PARAM_PREFIX}{k}": v for k, v in best.tracked_params.items()})
 
     def close_orphans(self, known_trials: set[str]) -> int:
-        """Close runs of this sweep left RUNNING by trials that a killed driver's last Tune snapshot
-        never recorded (Tune re-ran that work as new trials); returns how many were closed."""
-        query = (f"tags.`{TAG}sweep_id` = '{self.state.data['sweep_id']}' and attributes.status = 'RUNNING' "
-                 f"and tags.`{TAG}kind` != '{KIND_STUDY}'")
-        orphans = [r for r in self.client.search_runs([self.experiment_id], filter_string=query)
-                   if r.data.tags.get(TAG + "trial_id") not in known_trials]
+        """End as KILLED, tagged ``lost_on_restart``, the runs of this sweep's trials that a killed
+        driver's last Tune snapshot never recorded (Tune did that work again as new trials), whether
+        left RUNNING or ended before the snapshot caught up: each trial keeps exactly one FINISHED
+        run. Returns how many were closed."""
+        query = (f"tags.`{TAG}sweep_id` = '{self.state.data['sweep_id']}' and tags.`{TAG}kind` != '{KIND_STUDY}'")
+        orphans = [r for r in self.client.search_runs([self.experiment_id], filter_string=query, max_results=5000)
+                   if r.data.tags.get(TAG + "trial_id") not in known_trials and r.info.status in ("RUNNING", "FINISHED")]
         for run in orphans:
             self.client.set_tag(run.info.run_id, TAG + "lost_on_restart", "true")
             self.client.set_terminated(run.info.run_id, status="KILLED")

@@ -217,9 +217,10 @@ def augmented_classes(arms: dict[str, dict[int, dict]], baseline: str) -> dict[s
     return out
 
 
-def _test_row(test: Any) -> dict[str, Any]:
+def _test_row(test: Any, bounds: tuple[float, float] | None = DIFFERENCE) -> dict[str, Any]:
+    """A paired test's difference, its interval (clipped to ``bounds``; None: a count such as epochs) and p-values."""
     d = test.difference
-    bounds = _interval(d, DIFFERENCE)
+    bounds = _interval(d, bounds)
     return {"n": test.n, "diff": d.mean, "diff_se": d.se, "diff_low": bounds["low"], "diff_high": bounds["high"],
             "diff_half_width": bounds["half_width"], "t_p": test.t_p, "wilcoxon_p": test.wilcoxon_p}
 
@@ -260,7 +261,8 @@ def claim_tests(family: Sequence[Any], groups: dict[str, dict[str, dict[int, dic
             test = paired_test([claim_value(c.metric, mine[s], classes[s], c.stage, reach) for s in seeds],
                                [claim_value(c.metric, theirs[s], classes[s], reach=reach) for s in seeds])
             rows.append({"setting": setting, "arm": c.arm, "versus": c.versus, "metric": c.metric,
-                         "stage": c.stage, "lower_is_better": c.lower_is_better, **_test_row(test)})
+                         "stage": c.stage, "lower_is_better": c.lower_is_better,
+                         **_test_row(test, None if c.metric == "epochs_to_target" else DIFFERENCE)})
     for row, adjusted in zip(rows, holm([r["t_p"] for r in rows])):
         row["t_p_holm"] = float(adjusted)
     return rows

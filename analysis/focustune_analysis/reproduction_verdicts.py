@@ -117,10 +117,19 @@ def _family(tests: list[dict[str, Any]], claimed_effect: float | None) -> tuple[
     if not tests:
         return NOT_REPRODUCED, "no paired runs of the compared arms"
     size = f"; claimed effect {claimed_effect:.3f}" if claimed_effect is not None else "; the claim states no effect size"
-    parts = [f"{r['setting']}: {r['arm']}{_stage(r)} - {r['versus']} test {r['metric']} {_num(r['diff'])} "
+    parts = [f"{r['setting']}: {r['arm']}{_stage(r)} - {r['versus']} {_metric_label(r['metric'])} {_num(r['diff'])} "
              f"[{_num(r['diff_low'])}, {_num(r['diff_high'])}], Holm p={_num(r['t_p_holm'])} ({g})"
              for r, g in zip(tests, grades)]
     return combine(grades), "; ".join(parts) + size
+
+
+#: How a claim's compared quantity reads in a verdict line.
+METRIC_LABELS = {"acc": "test accuracy", "error": "test error", "augmented_recall": "test recall of the augmented class",
+                 "epochs_to_target": "epochs to the target test accuracy"}
+
+
+def _metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, f"test {metric}")
 
 
 def _imet(claim: Any, settings: dict[str, Any], grade: str, line: str) -> tuple[str, str]:

@@ -79,7 +79,7 @@ def arm_table(runs: dict[int, dict]) -> dict[str, Any]:
     if all("selected" in r.get("protocol", {}) for r in ordered):
         table["grid_choice"] = [r["protocol"]["selected"] for r in ordered]
     if all(spread := [weight_spread(r) for r in ordered]):
-        table["weight_std"] = _est(spread, bounds=None)
+        table["weight_std"] = _est(spread, bounds=(0.0, math.inf))  # a spread is never negative
     if all(r.get("stages") for r in ordered):
         table["stages"] = stage_table(ordered)
     return table

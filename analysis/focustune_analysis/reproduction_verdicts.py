@@ -95,7 +95,7 @@ def combine(grades: list[str]) -> str:
 
 def _fmt(e: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
     mean, se, low, high = (e.get(k) for k in ("mean", "se", "low", "high"))
-    if mean is None or not math.isfinite(mean):
+    if mean is None or not math.isfinite(mean) or e.get("n") == 0:
         return "-"
     if se is None or not math.isfinite(se):
         return f"{mean * scale:.{digits}f}"

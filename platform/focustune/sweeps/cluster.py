@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from focustune.environment import restored_environment
+
 # Tune's own console tables and checkpoint-frequency warnings: the sweep prints its own progress.
 QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
               # snapshot Tune's experiment state at least every 5 s, so a killed driver loses little
@@ -43,16 +45,10 @@ def _single_machine(local: bool) -> Iterator[None]:
     """For a private local Ray: :data:`SINGLE_MACHINE` off while ray is imported and starts its servers
     (they inherit it), then as before, so that nothing this process starts later (``ray start`` of a
     worker node, say) sees it."""
-    previous = os.environ.get(SINGLE_MACHINE)
-    if local:
-        os.environ[SINGLE_MACHINE] = "0"
-    try:
+    with restored_environment(SINGLE_MACHINE):
+        if local:
+            os.environ[SINGLE_MACHINE] = "0"
         yield
-    finally:
-        if previous is None:
-            os.environ.pop(SINGLE_MACHINE, None)
-        else:
-            os.environ[SINGLE_MACHINE] = previous
 
 
 def trial_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> dict[str, int]:

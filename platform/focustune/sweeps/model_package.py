@@ -22,6 +22,7 @@ from typing import Any
 import mlflow
 import numpy as np
 
+from focustune.environment import restored_environment
 from focustune.errors import ConfigError
 from focustune.inference import ModelCard, Predictor, load_bundle, make_bundle
 from focustune.run_config import RunConfig
@@ -217,18 +218,14 @@ def use_store(tracking_uri: str) -> Iterator[None]:
     the previous setting and its environment variables are restored, so that nothing started later
     by this process (a subprocess inherits them) is pointed at this store."""
     previous = {name: os.environ.get(name) for name in STORE_VARIABLES}
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous["MLFLOW_TRACKING_URI"])
-        mlflow.set_registry_uri(previous["MLFLOW_REGISTRY_URI"])
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with restored_environment(*STORE_VARIABLES):
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous["MLFLOW_TRACKING_URI"])
+            mlflow.set_registry_uri(previous["MLFLOW_REGISTRY_URI"])
 
 
 @dataclass(frozen=True)

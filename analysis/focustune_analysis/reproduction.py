@@ -149,8 +149,8 @@ def epochs_or_censored(record: dict, target: float, curve: str) -> int:
 def baseline_target(arms: dict[str, dict[int, dict]], claim: Any) -> float | None:
     """Where a claim sets no target accuracy but ``target_epoch``: the baseline arm's mean accuracy after that
     epoch, on :func:`reach_curve` (None: no such epoch or arm)."""
-    epoch, runs = getattr(claim, "target_epoch", None), arms.get(claim.baseline, {})
-    values = [dict(accuracy_curve(r, reach_curve(arms))).get(epoch) for r in runs.values()] if epoch else []
+    epoch, runs, curve = getattr(claim, "target_epoch", None), arms.get(claim.baseline, {}), reach_curve(arms)
+    values = [dict(accuracy_curve(r, curve)).get(epoch) for r in runs.values()] if epoch else []
     return float(np.mean(values)) if values and None not in values else None
 
 

@@ -174,6 +174,17 @@ def test_protocol_command_lines_merge_quick_options():
     assert "finetune_epochs=1" in argv and "finetune_epochs=2" not in argv and argv[argv.index("--seed") + 1] == "2"
 
 
+def test_a_setting_may_run_more_epochs_than_its_claim():
+    claim = CLAIMS["mdgan-medmnist"]
+
+    def epochs(setting, quick):
+        argv = claim.argv(setting, claim.arms[0], 1, "D", quick)
+        return int(argv[argv.index("--epochs") + 1])
+
+    assert {s.dataset: epochs(s, False) for s in claim.settings} == {"pneumoniamnist": 12, "breastmnist": 60}
+    assert {epochs(s, True) for s in claim.settings} == {claim.quick_epochs}
+
+
 def resolved(argv):
     """(method, TrainConfig, method params) of a protocol's command line, as ``focustune train`` parses it."""
     args = build_parser().parse_args(argv)

@@ -20,6 +20,7 @@ import pytest
 from focustune.cli import compare as compare_command
 from focustune.errors import ConfigError
 from focustune.sweeps.summary_run import log_summary_run
+from focustune.tracking_schema import CONFUSION_ARTIFACT
 from focustune_analysis import (build_report, collect_runs, compare_to_baseline, cross_dataset_table, epochs_to_target,
                                 friedman_nemenyi, holm, leaderboard, mean_curves,
                                 pairwise_comparisons, param_importance, rank_across_datasets, search_progress,
@@ -98,7 +99,7 @@ class Logger:
         self.client.log_batch(run_id, metrics=metrics,
                               params=[Param(k, "none" if v is None else str(v)) for k, v in params.items()])
         if status == "FINISHED" and kind == "seed_rerun":
-            self.client.log_dict(run_id, {"test": [[8, 2], [1, 9]]}, "confusion_matrix.json")
+            self.client.log_dict(run_id, {"test": [[8, 2], [1, 9]]}, CONFUSION_ARTIFACT)
         self.client.set_terminated(run_id, status)
         return run_id
 

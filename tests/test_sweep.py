@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from focustune.training import cpu_has_native_bf16
+from focustune.tracking_schema import CONFUSION_ARTIFACT
 from servers import (command_line, family, free_port, mlflow_server, ray_cluster, start, stop_group, sweep_command, tiny_npz,
                      wait_until)
 
@@ -88,7 +89,7 @@ def test_sweep_structure_in_mlflow(tmp_path, tiny, server):
             assert run.data.tags["focustune.sweep_id"] == study.data.tags["focustune.sweep_id"]
             history = client(uri).get_metric_history(run.info.run_id, "val_balanced_acc")
             assert sorted(m.step for m in history) == [1, 2, 3]
-            assert "confusion_matrix.json" in [a.path for a in client(uri).list_artifacts(run.info.run_id)]
+            assert CONFUSION_ARTIFACT in [a.path for a in client(uri).list_artifacts(run.info.run_id)]
         if method == "focal":
             assert "gamma" in trials[0].data.params
     # the best configuration is re-run: its searched values equal the best trial's

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from focustune.errors import ConfigError
-from focustune.tracking_schema import METRIC_NAMES
+from focustune.tracking_schema import CONFUSION_ARTIFACT, METRIC_NAMES
 from focustune_analysis.collect import SELECTED_RERUN, Collection, final_metric_names
 from focustune_analysis.references import references_for
 from focustune_analysis.search import searched_params
@@ -212,17 +212,16 @@ def per_class_recall(c: Collection, split: str = "test", confidence: float = 0.9
 
 def confusion_matrices(c: Collection, dataset: str, split: str = "test") -> dict[str, tuple[np.ndarray, int]]:
     """Per method: the confusion matrix (rows = true class) summed over its selected runs, and how
-    many runs it sums (runs without a ``confusion_matrix.json`` artifact are skipped)."""
+    many runs it sums (runs without a confusion-matrix artifact are skipped)."""
     client = c.client()
     out: dict[str, tuple[np.ndarray, int]] = {}
     with tempfile.TemporaryDirectory() as folder, _quiet_downloads():
         for method, runs in c.selected(dataset).groupby("method"):
             matrices = []
             for run_id in runs["run_id"]:
-                try:
-                    path = client.download_artifacts(run_id, "confusion_matrix.json", f"{folder}/{run_id}")
-                except Exception:  # no such artifact (older run, failed upload): skip this run
-                    continue
+                if CONFUSION_ARTIFACT not in {f.path for f in client.list_artifacts(run_id)}:
+                    continue  # an older run, or its upload failed
+                path = client.download_artifacts(run_id, CONFUSION_ARTIFACT, f"{folder}/{run_id}")
                 matrices.append(np.asarray(json.loads(Path(path).read_text())[split], dtype=np.int64))
             if matrices:
                 out[method] = (np.sum(matrices, axis=0), len(matrices))

@@ -56,6 +56,8 @@ KIND_TRAIN = "train"
 #: Artifacts of a study run (and of a logged ``train`` run): the chosen configuration, as ``train
 #: --config`` reads it, and the selected model (an MLflow model).
 CONFIG_ARTIFACT, MODEL_ARTIFACT = "run_config.yaml", "model"
+#: Artifact of a trial or re-run: its test confusion matrix, ``{"test": [[...], ...]}``.
+CONFUSION_ARTIFACT = "confusion_matrix.json"
 #: The registry alias of a registered model's best version, and the prefix of its versions' tags
 #: ``focustune.val_<metric>`` (validation metrics, compared on the run's selection metric).
 CHAMPION_ALIAS, VAL_TAG_PREFIX = "champion", "val_"

@@ -23,7 +23,8 @@ from focustune.sweeps.mlflow_batches import log_batched
 from focustune.sweeps.mlflow_queue import EndRun, LogEpoch, Operation, OperationQueue, StartRun, mlflow_client
 from focustune.sweeps.trial_config import (BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, SEED_KEY, STUDY_KEY,
                                            resolve_trial)
-from focustune.tracking_schema import FINAL_PREFIXES, KIND_RERUN, PARENT_TAG, TAG, source_tags, split_study_key
+from focustune.tracking_schema import (CONFUSION_ARTIFACT, FINAL_PREFIXES, KIND_RERUN, PARENT_TAG, TAG, source_tags,
+                                      split_study_key)
 
 SKIP_KEYS = {BUSY_SINCE, BUSY_UNTIL, "mechanism_epoch", "phase", "best_phase", "diagnostics", "artifacts",
              "test_confusion_matrix", "done", "full_budget", "node_id", "precision", "trial_id", "date", "hostname",
@@ -152,7 +153,7 @@ class MlflowTracking(OperationQueue, tune.Callback):
         if self.diagnostics.get(trial_id):
             files["diagnostics.json"] = self.diagnostics[trial_id]
         if "test_confusion_matrix" in result:
-            files["confusion_matrix.json"] = {"test": result["test_confusion_matrix"]}
+            files[CONFUSION_ARTIFACT] = {"test": result["test_confusion_matrix"]}
         for name, data in (result.get("artifacts") or {}).items():
             files[name] = data
         return files

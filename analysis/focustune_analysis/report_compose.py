@@ -138,7 +138,7 @@ def _figure(doc: Document, figures: Mapping[FigureKey, Path], dataset: str | Non
 
 
 def _dataset_section(doc: Document, t: ReportTables, dataset: str, figures: Mapping[FigureKey, Path]) -> None:
-    c, metric = t.c, t.metric
+    c = t.c
     doc.heading(f"Dataset: {dataset}")
     doc.heading("Leaderboard", 3)
     doc.table(*leaderboard_rows(t.board[t.board["dataset"] == dataset], t.metrics))

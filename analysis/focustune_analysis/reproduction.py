@@ -111,7 +111,6 @@ def paired(arms: dict[str, dict[int, dict]], baseline: str, value: Any) -> list[
             continue
         seeds = sorted(set(runs) & set(arms[baseline]))
         test = paired_test([value(runs[s]) for s in seeds], [value(arms[baseline][s]) for s in seeds])
-        d = test.difference
         rows.append({"arm": arm, "versus": baseline, **_test_row(test), "note": small_sample_note(test.n)})
     for row, adjusted in zip(rows, holm([r["t_p"] for r in rows])):
         row["t_p_holm"] = float(adjusted)

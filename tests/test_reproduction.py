@@ -89,7 +89,8 @@ def reaching_at(epochs: list[int], target: float, length: int = 6) -> list[list[
 
 @pytest.mark.parametrize("learn2mix_epochs, expected", [
     ([2, 2, 3, 2, 3], "reproduced"),  # well ahead of every baseline on every seed
-    ([4, 5, 4, 5, 4], "partly"),  # ahead of erm and smote, as slow as focal
+    ([3, 5, 3, 5, 3], "partly"),  # ahead of all three, not significantly of erm and focal
+    ([4, 5, 4, 5, 4], "not reproduced"),  # ahead of erm and smote, but as slow as focal: a part of the claim fails
     ([6, 6, 6, 6, 0], "not reproduced"),  # behind all three
 ])
 def test_learn2mix_is_judged_on_epochs_to_the_target_test_accuracy_not_validation(tmp_path, learn2mix_epochs,
@@ -144,7 +145,7 @@ def stage(recall: float, acc: float) -> dict:
 
 @pytest.mark.parametrize("after_acc, expected", [
     (0.85, "reproduced"),  # the class's recall AND the overall accuracy above the control's
-    (0.78, "partly"),  # the class gains, the whole dataset loses: "an overall better performance" fails
+    (0.78, "not reproduced"),  # the class gains, the whole dataset loses: "an overall better performance" fails
 ])
 def test_mdgan_summary_compares_the_augmented_class_before_after_and_with_erm(tmp_path, after_acc, expected):
     claim = CLAIMS["mdgan-medmnist"]
@@ -361,7 +362,8 @@ def test_grades_of_one_comparison():
     assert grade_comparison({**row, "t_p_holm": 0.01}, claimed_effect=0.016) == "reproduced"
     assert grade_comparison({**row, "diff": 0.01, "lower_is_better": True}) == "not reproduced"
     assert combine(["reproduced", "inconclusive"]) == "inconclusive"
-    assert combine(["reproduced", "partly"]) == combine(["inconclusive", "not reproduced"]) == "partly"
+    assert combine(["reproduced", "partly"]) == combine(["inconclusive", "partly"]) == "partly"
+    assert combine(["reproduced", "not reproduced"]) == combine(["partly", "not reproduced"]) == "not reproduced"
 
 
 def test_intervals_of_bounded_metrics_stay_inside_their_range(tmp_path):

@@ -12,9 +12,11 @@ t-test p-values are Holm-corrected together, as one family (``claim_tests``). A 
 * ``partly`` when the direction holds without significance otherwise (the interval is narrow
   enough to resolve the claimed effect, or the claim states no size).
 
-A claim is reproduced when every comparison is, not reproduced when none holds its direction,
-inconclusive when every comparison is reproduced or inconclusive (at least one inconclusive), and
-partly otherwise. IMET's claim also states an accuracy level: when the paper's accuracy lies above
+A claim is the conjunction of its comparisons ("lower error than plain training *and* than focal
+loss"): it is reproduced when every comparison is, not reproduced when any comparison goes against
+the claimed direction, inconclusive when every comparison is reproduced or inconclusive (at least
+one inconclusive), and partly otherwise (every comparison holds its direction, some without
+significance). IMET's claim also states an accuracy level: when the paper's accuracy lies above
 our 95% interval, a reproduced gain counts as partly. learn2mix's claim is about epochs to a test
 accuracy: its comparisons are paired tests of the epochs per seed (a run that never reaches the
 target is censored one epoch past its last), read from the test accuracy recorded after every epoch.
@@ -83,10 +85,10 @@ def grade_comparison(row: dict[str, Any], claimed_effect: float | None = None) -
 
 
 def combine(grades: list[str]) -> str:
-    """One verdict from the comparisons' grades."""
+    """One verdict from the comparisons' grades: the claim holds only as far as each of its parts."""
     if grades and all(g == REPRODUCED for g in grades):
         return REPRODUCED
-    if all(g == NOT_REPRODUCED for g in grades):
+    if not grades or NOT_REPRODUCED in grades:
         return NOT_REPRODUCED
     if all(g in (REPRODUCED, INCONCLUSIVE) for g in grades):
         return INCONCLUSIVE

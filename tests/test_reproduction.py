@@ -23,8 +23,8 @@ from focustune import params  # noqa: E402
 from focustune.cli import build_parser  # noqa: E402
 from focustune.config import resolve  # noqa: E402
 from focustune.methods import get_method  # noqa: E402
-from focustune_analysis.reproduction import summarise_claim  # noqa: E402
-from focustune_analysis.reproduction_verdicts import combine, grade_comparison  # noqa: E402
+from focustune_analysis.reproduction import TEST_CURVE, summarise_claim  # noqa: E402
+from focustune_analysis.reproduction_verdicts import combine, grade_comparison, readme_block  # noqa: E402
 from focustune_analysis.stats import holm  # noqa: E402
 
 HOST = {"cpu": "test", "python": "3", "precision": ["float32"]}
@@ -124,6 +124,18 @@ def test_learn2mix_target_defaults_to_the_baselines_accuracy_at_the_papers_epoch
     assert reach["erm"]["target"] == pytest.approx(0.8 + 0.02)  # erm's mean test accuracy after epoch 3
     assert reach["learn2mix"]["mean"] < reach["erm"]["mean"] < reach["smote"]["mean"]  # higher curves: earlier
     assert reach["smote"]["per_seed"][1] == 4  # 0.55 + 0.1 k first reaches 0.82 after epoch 4
+    setting = summary["settings"][claim.settings[0].label]
+    assert setting["curve"] == TEST_CURVE  # the figure shows the curve the claim is about...
+    assert setting["curves"]["erm"][2]["mean"] == pytest.approx(reach["erm"]["target"])  # ...the test accuracy
+
+
+def test_summary_and_readme_show_the_claims_figure(tmp_path):
+    claim = CLAIMS["imet-pneumonia"]
+    records = _accuracy_records(claim, {"imet (errors on val)": [0.88, 0.89, 0.87], "erm": PLAIN})
+    summary = summarise_claim(claim, records, tmp_path, HOST)
+    assert "![validation accuracy per epoch, mean ± SE over seeds](curves.png)" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert "](results/imet-pneumonia/curves.png)" in readme_block([summary])
 
 
 def test_epochs_to_target_read_validation_where_no_test_accuracy_was_recorded(tmp_path):

@@ -153,9 +153,9 @@ def baseline_target(arms: dict[str, dict[int, dict]], claim: Any) -> float | Non
     return float(np.mean(values)) if values and None not in values else None
 
 
-def curves(runs: dict[int, dict], metric: str = "acc") -> list[dict[str, float]]:
-    """Mean validation ``metric`` per epoch over seeds, with its SE."""
-    series = [[h["val"][metric] for h in runs[s]["history"]] for s in sorted(runs)]
+def curves(runs: dict[int, dict], curve: str = VAL_CURVE, metric: str = "acc") -> list[dict[str, float]]:
+    """Mean ``metric`` per epoch on ``curve`` (validation, or the test monitor) over seeds, with its SE."""
+    series = [[value for _, value in accuracy_curve(runs[s], curve, metric)] for s in sorted(runs)]
     length = min(len(s) for s in series)
     return [{"epoch": e + 1, **_est([s[e] for s in series])} for e in range(length)]
 
@@ -271,10 +271,10 @@ def summarise_setting(arms: dict[str, dict[int, dict]], baseline: str, target: f
     out: dict[str, Any] = {"arms": {arm: arm_table(runs) for arm, runs in arms.items()},
                            "versus_baseline": {m: paired(arms, baseline, lambda r, m=m: r["test"][m])
                                                for m in TESTED_METRICS},
-                           "curves": {arm: curves(runs) for arm, runs in arms.items()},
+                           "curve": (curve := reach_curve(arms)),
+                           "curves": {arm: curves(runs, curve) for arm, runs in arms.items()},
                            "probe_vs_val": probe_effect(arms), "augmented": augmented_classes(arms, baseline)}
     if target is not None:
-        curve = reach_curve(arms)
         out["epochs_to_target"] = {arm: epochs_to(runs, target, curve) for arm, runs in arms.items()}
     return out
 
@@ -301,7 +301,7 @@ def summarise_claim(claim: Any, records: list[dict], out: Path, host: dict[str, 
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(_finite(summary), indent=1))
     (out / "summary.md").write_text(reproduction_verdicts.markdown(summary))
-    _curves_figure(settings, out / "curves.png", claim.name)
+    _curves_figure(settings, out / reproduction_verdicts.FIGURE, claim.name)
     return summary
 
 
@@ -330,7 +330,11 @@ def _curves_figure(settings: dict[str, Any], path: Path, title: str) -> None:
             se = np.nan_to_num(np.array([p["se"] for p in points], dtype=float))
             ax.plot(epochs, mean, marker="o", label=arm)
             ax.fill_between(epochs, mean - se, mean + se, alpha=0.2)
-        ax.set(title=f"{title}: {label}", xlabel="epoch", ylabel="validation accuracy (mean ± SE)")
+        reach = next(iter((setting.get("epochs_to_target") or {}).values()), None)
+        if reach:
+            ax.axhline(reach["target"], color="grey", linestyle="--", label=f"target {reach['target']:.0%}")
+        curve = setting.get("curve", VAL_CURVE).split(" (")[0]
+        ax.set(title=f"{title}: {label}", xlabel="epoch", ylabel=f"{curve} accuracy (mean ± SE)")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

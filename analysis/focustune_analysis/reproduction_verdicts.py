@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 ALPHA = 0.05
+#: Each claim's figure (``summary.md``'s neighbour): accuracy per epoch of every arm and setting.
+FIGURE = "curves.png"
 REPRODUCED, PARTLY, INCONCLUSIVE, NOT_REPRODUCED = "reproduced", "partly", "inconclusive", "not reproduced"
 IMET_ARM, MDGAN_ARM, MDGAN_CONTROL = "imet (errors on val)", "mdgan (worst class on val)", "erm (SpinalNet, SAM)"
 LEARN2MIX_ARM, LEARN2MIX_BASELINES = "learn2mix", ("erm", "focal (class-weighted)", "smote")
@@ -168,7 +170,8 @@ def readme_block(summaries: list[dict[str, Any]]) -> str:
     """Every claim's summary, one section each (headings demoted), with the command that regenerates it."""
     parts = []
     for summary in summaries:
-        text = markdown(summary).replace("\n## ", "\n#### ").replace("# ", "### ", 1)
+        text = (markdown(summary).replace("\n## ", "\n#### ").replace("# ", "### ", 1)
+                .replace(f"]({FIGURE})", f"](results/{summary['claim']}/{FIGURE})"))
         parts.append(text + f"\nRegenerate: `python benchmarks/reproduce/run.py {summary['claim']}` "
                             f"(runs whose JSON exists are not re-run; delete `results/{summary['claim']}/runs` "
                             "to start afresh).\n")
@@ -182,7 +185,8 @@ def markdown(summary: dict[str, Any]) -> str:
              *_claim_test_lines(summary.get("claim_tests", [])),
              f"Intervals: {summary.get('interval', 'Student-t 95% intervals over seeds')}.", "",
              f"Runs: {summary['runs']}, {summary.get('wall_s', 0) / 60:.1f} minutes of wall time in all "
-             f"({', '.join(summary['host']['precision'])} on {summary['host']['cpu']}, shared){' (QUICK: not meaningful)' if summary['quick'] else ''}.", ""]
+             f"({', '.join(summary['host']['precision'])} on {summary['host']['cpu']}, shared){' (QUICK: not meaningful)' if summary['quick'] else ''}.", "",
+             f"![{_figure_caption(summary)}]({FIGURE})", ""]
     for label, setting in summary["settings"].items():
         lines += [f"## {label}", "", "| arm | n | test acc | test balanced acc | test error (%) | selected epochs |",
                   "|---|---|---|---|---|---|"]
@@ -197,6 +201,12 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += (_grid_lines(setting) + _stage_lines(setting) + _reach_lines(setting) + _augmented_lines(setting)
                   + _probe_lines(setting))
     return "\n".join(lines) + "\n"
+
+
+def _figure_caption(summary: dict[str, Any]) -> str:
+    """What the figure plots (summaries written before "curve" was recorded plotted validation)."""
+    curves = sorted({setting.get("curve", "validation").split(" (")[0] for setting in summary["settings"].values()})
+    return f"{' and '.join(curves)} accuracy per epoch, mean ± SE over seeds"
 
 
 def _interim(summary: dict[str, Any]) -> str:

@@ -123,3 +123,32 @@ def test_queued_operations_and_the_callback_pickle_with_the_experiment_and_resto
     restored.queue = [epoch("t2")]  # queued after the restore, before the snapshot is put back
     restored.set_state(state)
     assert restored.queue == [epoch("t1"), end("t1"), epoch("t2")] and restored.runs == {"t1": "run-1"}
+
+
+def test_a_methods_images_reach_mlflow_as_image_artifacts_at_their_paths(tmp_path, tiny_dataset):
+    """mdgan's GAN sample grids: ``Method.images`` -> the trial's result -> PNG artifacts of its run."""
+    from mlflow import MlflowClient
+    from PIL import Image
+
+    from focustune.config import resolve
+    from focustune.methods import get_method
+    from focustune.sweeps.trainable import final_metrics
+    from focustune.training import Trainer
+
+    mdgan = get_method("mdgan")
+    config, params = resolve(mdgan, {"epochs": 2, "finetune_epochs": 1, "gan_steps": 2, "amp": False})
+    trainer = Trainer(mdgan(params), config, tiny_dataset, seed=0)
+    trainer.fit()
+    grids = trainer.method.images()
+    assert grids and all(path.startswith("gan/samples_class_") and path.endswith(".png") for path in grids)
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("images", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    tracking = MlflowTracking(uri, experiment, {}, {"sweep_id": "s"}, params_for=dict)
+    tracking.runs["t1"] = run_id
+    tracking._apply(EndRun("t1", "FINISHED", {}, {}, final_metrics(trainer)["artifacts"]))
+    for path, grid in grids.items():
+        image = Image.open(client.download_artifacts(run_id, path, str(tmp_path / "down")))
+        assert image.size == (grid.shape[2], grid.shape[1])

@@ -26,7 +26,6 @@ import copy
 import math
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -400,13 +399,3 @@ def sample_grid(images: torch.Tensor, columns: int = 8, padding: int = 2) -> tor
     from torchvision.utils import make_grid
 
     return make_grid(images.detach().cpu().float(), nrow=columns, padding=padding, pad_value=255).to(torch.uint8)
-
-
-def save_grid(grid: torch.Tensor, path: str | Path) -> Path:
-    """Write a uint8 grid (from :func:`sample_grid`) as a PNG file."""
-    from torchvision.utils import save_image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid.float() / 255.0, path)
-    return path

@@ -164,6 +164,10 @@ class Method:
         ``run.val_predictions()`` gives the validation probabilities the trainer already computed."""
         return {}
 
+    def images(self) -> dict[str, torch.Tensor]:
+        """Images to record with the run, uint8 [C, H, W] by artifact path (``*.png``); none by default."""
+        return {}
+
     # ---- checkpoints -------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Method state for checkpoints: tensors, numbers, strings, lists and dicts only."""

@@ -26,8 +26,8 @@ Each fine-tune epoch logs the chosen classes, the selection split and their accu
 selection, their validation accuracy now, the generated count, the GAN steps and that quality
 check per class, each GAN's losses (mean, and mean of the last tenth of steps) and the share of
 the run's wall-clock time spent training GANs. ``sample_grids`` maps each chosen class to a uint8
-grid of its generated samples at the end of GAN training (:func:`focustune.fastgan.save_grid`
-writes one as a PNG; a sweep logs them as MLflow image artifacts).
+grid of its generated samples at the end of GAN training; :meth:`MDGAN.images` hands them to the
+run's record (a sweep logs them as MLflow images, ``gan/samples_class_<c>.png``).
 
 Our reading where the paper leaves details open:
 
@@ -249,6 +249,9 @@ class MDGAN(Method):
                 "sample_grids": {str(c): grid for c, grid in self.sample_grids.items()},
             })
         return state
+
+    def images(self) -> dict[str, torch.Tensor]:
+        return {f"gan/samples_class_{c}.png": grid for c, grid in self.sample_grids.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._clock_offset, self._clock_start = float(state["elapsed"]), time.perf_counter()

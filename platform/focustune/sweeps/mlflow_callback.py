@@ -203,6 +203,6 @@ class MlflowTracking(OperationQueue, tune.Callback):
             from PIL import Image
 
             image = Image.open(io.BytesIO(base64.b64decode(payload)))
-            self.client.log_image(run_id, image, artifact_file=f"gan/{name}")
+            self.client.log_image(run_id, image, artifact_file=name)
         else:
             self.client.log_dict(run_id, payload, name)

@@ -72,9 +72,9 @@ def final_metrics(trainer: Trainer) -> dict[str, Any]:
     for stage, best in result.stages.items():  # phased methods: the best epoch before / after the mechanism acted
         out.update({f"{stage}_best_epoch": best["best_epoch"], **_scalars(f"{stage}_best_val_", best["val"]),
                     **_scalars(f"{stage}_test_", best["test"])})
-    grids = getattr(trainer.method, "sample_grids", None)
-    if grids:
-        out["artifacts"] = {f"gan_samples_class_{c}.png": png_base64(g) for c, g in grids.items()}
+    images = trainer.method.images()
+    if images:
+        out["artifacts"] = {path: png_base64(image) for path, image in images.items()}
     return out
 
 

@@ -32,6 +32,12 @@ from focustune.tracking_schema import split_study_key, study_key
 # run_trial builds its trainer, seeds and thread count on every call, so nothing leaks between trials.
 REUSE_WORKERS = True
 TUNE_RUN = "benchmark"  # the one Tune experiment of a sweep, under its storage path
+#: Checkpoints kept per trial. A resumed sweep restores each unfinished trial from the checkpoint that
+#: Tune's last stored snapshot names, and Tune deletes older checkpoints before the snapshot naming the
+#: newer one is uploaded: keeping one let a driver killed in that gap resume into "Could not recover
+#: from checkpoint as it does not exist on storage anymore" (seen with S3 storage); three leave a
+#: snapshot two checkpoints of lag.
+KEPT_CHECKPOINTS = 3
 
 
 class Sweep:
@@ -141,7 +147,7 @@ class Sweep:
             reuse_actors=REUSE_WORKERS),  # the searcher keeps to --max-concurrent (search.MultiStudySearch)
             run_config=tune.RunConfig(name=TUNE_RUN, storage_path=spec.storage_path, callbacks=callbacks, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS)))
         return tuner.fit()
 
     def _searcher(self, keys: list[str], warm_starts: dict[str, list[dict]]) -> Any:

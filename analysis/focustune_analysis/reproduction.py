@@ -333,7 +333,7 @@ def _curves_figure(settings: dict[str, Any], path: Path, title: str) -> None:
         reach = next(iter((setting.get("epochs_to_target") or {}).values()), None)
         if reach:
             ax.axhline(reach["target"], color="grey", linestyle="--", label=f"target {reach['target']:.0%}")
-        curve = setting.get("curve", VAL_CURVE).split(" (")[0]
+        curve = setting["curve"].split(" (")[0]
         ax.set(title=f"{title}: {label}", xlabel="epoch", ylabel=f"{curve} accuracy (mean ± SE)")
         ax.legend(fontsize=8)
     fig.tight_layout()

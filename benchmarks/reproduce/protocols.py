@@ -97,8 +97,9 @@ class Claim:
         sets = _merged_sets([*self.common, *arm.options, *(arm.quick_options if quick else ()),
                              *(("--set", point) if point else ())])
         data_seed = ("--data-seed", str(seed)) if setting.data_seed_per_run else ()
+        epochs = self.quick_epochs if quick else setting.epochs or self.epochs
         return ["train", "--method", arm.method, "--dataset", setting.dataset, "--data-dir", data_dir,
-                *setting.options, *data_seed, "--epochs", str(self.quick_epochs if quick else setting.epochs or self.epochs),
+                *setting.options, *data_seed, "--epochs", str(epochs),
                 "--seed", str(seed), *sets, "--quiet"]
 
 

@@ -34,9 +34,10 @@ REUSE_WORKERS = True
 TUNE_RUN = "benchmark"  # the one Tune experiment of a sweep, under its storage path
 #: Checkpoints kept per trial. A resumed sweep restores each unfinished trial from the checkpoint that
 #: Tune's last stored snapshot names, and Tune deletes older checkpoints before the snapshot naming the
-#: newer one is uploaded: keeping one let a driver killed in that gap resume into "Could not recover
-#: from checkpoint as it does not exist on storage anymore" (seen with S3 storage); three leave a
-#: snapshot two checkpoints of lag.
+#: newer one is uploaded. Keeping one, every checkpoint opened that gap, and a snapshot upload still in
+#: flight widened it: a driver killed there resumed into "Could not recover from checkpoint as it does
+#: not exist on storage anymore" (seen with S3 storage). Keeping three opens it at every third
+#: checkpoint only, and a snapshot may lag two checkpoints; it narrows the gap, it does not close it.
 KEPT_CHECKPOINTS = 3
 
 

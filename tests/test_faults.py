@@ -154,10 +154,11 @@ def test_killed_driver_restarted_mlflow_and_unreachable_s3_lose_and_duplicate_no
         assert [str(v.version) for v in versions] == ["1"] and versions[0].source == f"models:/{models[0].model_id}"
         assert str(client.get_registered_model(MODEL).aliases["champion"]) == "1"
 
-        # the utilisation counts every driver run's own node (each driver started its own Ray)
+        # the utilisation counts every driver run's own node (each driver started its own Ray): every
+        # driver run that finished a run is an attempt (a fast search may end within the first one)
         usage = state["utilisation"]
         nodes = {r.data.tags["focustune.node_id"] for r in finished}
-        assert usage["attempts"] >= 2 and nodes <= set(usage["nodes"]), usage
+        assert usage["attempts"] >= len(nodes) and nodes <= set(usage["nodes"]), usage
         assert 0 < usage["overall"] <= 1 and all(0 < u <= 1 for u in usage["nodes"].values() if u is not None)
         printed = [line for line in out.splitlines() if line.startswith("utilisation:")]
         assert printed and f"{usage['overall']:.1%}" in printed[-1] and "driver runs" in printed[-1]

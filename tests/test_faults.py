@@ -161,7 +161,8 @@ def test_killed_driver_restarted_mlflow_and_unreachable_s3_lose_and_duplicate_no
         assert usage["attempts"] >= len(nodes) and nodes <= set(usage["nodes"]), usage
         assert 0 < usage["overall"] <= 1 and all(0 < u <= 1 for u in usage["nodes"].values() if u is not None)
         printed = [line for line in out.splitlines() if line.startswith("utilisation:")]
-        assert printed and f"{usage['overall']:.1%}" in printed[-1] and "driver runs" in printed[-1]
+        assert printed and f"{usage['overall']:.1%}" in printed[-1]
+        assert ("driver runs" in printed[-1]) == (usage["attempts"] > 1)  # over several attempts, it says so
 
         # item 1: focustune predict with the model registered from the checkpoints in the bucket
         done = start([sys.executable, "-m", "focustune.cli", "predict", "--model", f"models:/{MODEL}@champion",

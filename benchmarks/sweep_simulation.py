@@ -30,7 +30,7 @@ from focustune.sweeps.preflight import study_grace
 from focustune.sweeps.schedulers import PerStudyASHA
 from focustune.sweeps.search import DefineByRun, MultiStudySearch, study_queue
 from focustune.sweeps.studies import Interval, utilisation
-from focustune.sweeps.trial_config import FULL_BUDGET, OBJECTIVE, SEED_KEY, STUDY_KEY
+from focustune.records import FULL_BUDGET, MECHANISM_EPOCH, OBJECTIVE, SEED_KEY, STUDY_KEY
 from focustune.tracking_schema import split_study_key, study_key
 from ray.tune.schedulers import TrialScheduler
 
@@ -99,7 +99,7 @@ def simulate(args: Any, one_at_a_time: bool, storage: str) -> dict[str, Any]:
         trial.epoch += 1
         handle = SimpleNamespace(trial_id=trial.trial_id, config=trial.config)
         method = split_study_key(trial.config[STUDY_KEY])[1]
-        result = {"epoch": trial.epoch, OBJECTIVE: score(trial, rng), "mechanism_epoch": mechanism[method],
+        result = {"epoch": trial.epoch, OBJECTIVE: score(trial, rng), MECHANISM_EPOCH: mechanism[method],
                   "best_val_balanced_acc": trial.quality}
         outcome = None
         if trial.fails_at == trial.epoch:

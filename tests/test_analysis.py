@@ -1,6 +1,6 @@
 """focustune_analysis on a small fixture of runs logged into a real MLflow sqlite store (no Ray).
 
-The fixture follows the sweep's MLflow schema (focustune.sweeps.mlflow_callback, study_runs): per (dataset, method)
+The fixture follows the sweep's MLflow schema (focustune.tracking.trial_runs, study_runs): per (dataset, method)
 a study run, search trials (seed 0) and seed re-runs (seeds 1..K) nested under it, with params,
 per-epoch metrics (step = epoch), final metrics and a confusion-matrix artifact.
 """
@@ -19,7 +19,7 @@ import pytest
 
 from focustune.cli import compare as compare_command
 from focustune.errors import ConfigError
-from focustune.sweeps.summary_run import log_summary_run
+from focustune.tracking.summary_run import log_summary_run
 from focustune.tracking_schema import CONFUSION_ARTIFACT
 from focustune_analysis import (build_report, collect_runs, compare_to_baseline, cross_dataset_table, epochs_to_target,
                                 friedman_nemenyi, holm, leaderboard, mean_curves,

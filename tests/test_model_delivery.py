@@ -218,7 +218,7 @@ def test_model_loads_with_plain_mlflow_without_ray_or_optuna(workdir, capsys):
 
 
 def test_champion_alias_moves_only_to_a_better_model(workdir):
-    from focustune.sweeps.model_package import log_run_model
+    from focustune.tracking.model_package import log_run_model
 
     data = make_dataset((20, 10), eval_per_class=5)
     config, params = resolve(get_method("erm"), {"epochs": 1})
@@ -287,7 +287,7 @@ def test_a_hand_over_interrupted_before_sweep_json_is_saved_logs_and_registers_n
 
 
 def test_bad_predict_inputs_are_refused(workdir, capsys, monkeypatch):
-    from focustune.sweeps.model_package import STORE_VARIABLES
+    from focustune.tracking.model_package import STORE_VARIABLES
 
     for name in STORE_VARIABLES:
         monkeypatch.delenv(name, raising=False)

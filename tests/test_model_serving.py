@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from focustune.cli import main
-from focustune.sweeps.model_package import download_model, requirements
+from focustune.tracking.model_package import download_model, requirements
 from servers import free_port, start, stop_group, tiny_npz, wait_until
 
 #: Environment variables that would let a subprocess find focustune or another store, or stop .pyc files.

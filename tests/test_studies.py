@@ -22,7 +22,7 @@ from focustune.sweeps.preflight import study_grace
 from focustune.sweeps.schedulers import PerStudyASHA
 from focustune.sweeps.search import DefineByRun, MultiStudySearch, study_queue
 from focustune.sweeps.studies import RERUN, SEARCH, Interval, utilisation
-from focustune.sweeps.trial_config import BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, OBJECTIVE, SEED_KEY, STUDY_KEY
+from focustune.records import BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, OBJECTIVE, SEED_KEY, STUDY_KEY
 
 A, B = "alpha/erm", "beta/erm"
 

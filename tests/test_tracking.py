@@ -10,8 +10,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
 from sqlalchemy.exc import OperationalError
 
-from focustune.sweeps.mlflow_callback import MlflowTracking
-from focustune.sweeps.mlflow_queue import EndRun, LogEpoch, is_transport_error
+from focustune.tracking.trial_runs import TrialRuns
+from focustune.tracking.operations import EndRun, LogEpoch, is_transport_error
 
 
 def wrapped(cause: Exception, explicit: bool) -> MlflowException:
@@ -48,8 +48,8 @@ def end(trial_id: str) -> EndRun:
     return EndRun(trial_id, "FINISHED", {}, {}, {})
 
 
-def callback(apply) -> MlflowTracking:
-    tracking = MlflowTracking("sqlite:///unused.db", "0", {}, {"sweep_id": "s"}, params_for=dict)
+def callback(apply) -> TrialRuns:
+    tracking = TrialRuns("sqlite:///unused.db", "0", {}, {"sweep_id": "s"}, params_for=dict)
     tracking._apply = apply
     return tracking
 
@@ -118,7 +118,7 @@ def test_queued_operations_and_the_callback_pickle_with_the_experiment_and_resto
     down.flush()  # held back by the outage
     down.runs["t1"] = "run-1"
     state = pickle.loads(pickle.dumps(down.get_state()))
-    fresh = MlflowTracking("sqlite:///unused.db", "0", {}, {"sweep_id": "s"}, params_for=dict)
+    fresh = TrialRuns("sqlite:///unused.db", "0", {}, {"sweep_id": "s"}, params_for=dict)
     restored = pickle.loads(pickle.dumps(fresh))  # the callback itself travels in Tune's experiment state
     restored.queue = [epoch("t2")]  # queued after the restore, before the snapshot is put back
     restored.set_state(state)
@@ -132,7 +132,8 @@ def test_a_methods_images_reach_mlflow_as_image_artifacts_at_their_paths(tmp_pat
 
     from focustune.config import resolve
     from focustune.methods import get_method
-    from focustune.sweeps.trainable import final_metrics
+    from focustune.records import TrialReport
+    from focustune.sweeps.trainable import with_final
     from focustune.training import Trainer
 
     mdgan = get_method("mdgan")
@@ -146,9 +147,11 @@ def test_a_methods_images_reach_mlflow_as_image_artifacts_at_their_paths(tmp_pat
     client = MlflowClient(uri)
     experiment = client.create_experiment("images", artifact_location=(tmp_path / "artifacts").as_uri())
     run_id = client.create_run(experiment).info.run_id
-    tracking = MlflowTracking(uri, experiment, {}, {"sweep_id": "s"}, params_for=dict)
+    tracking = TrialRuns(uri, experiment, {}, {"sweep_id": "s"}, params_for=dict)
     tracking.runs["t1"] = run_id
-    tracking._apply(EndRun("t1", "FINISHED", {}, {}, final_metrics(trainer)["artifacts"]))
+    last = TrialReport(epoch=trainer.epoch, total_epochs=trainer.total_epochs, objective=0.0, busy_since=0.0,
+                       busy_until=0.0)
+    tracking._apply(EndRun("t1", "FINISHED", {}, {}, dict(with_final(last, trainer).artifacts or {})))
     for path, grid in grids.items():
         image = Image.open(client.download_artifacts(run_id, path, str(tmp_path / "down")))
         assert image.size == (grid.shape[2], grid.shape[1])

@@ -330,22 +330,22 @@ def test_phased_methods_record_the_best_epoch_before_and_after_their_mechanism(t
     result = trainer.fit()
     assert trainer.mechanism_epoch == 3 and set(result.stages) == {"before_mechanism", "after_mechanism"}
     before, after = result.stages["before_mechanism"], result.stages["after_mechanism"]
-    assert before["best_epoch"] in (1, 2) and 3 <= after["best_epoch"] <= 6
-    assert after["best_phase"] == result.history[after["best_epoch"] - 1]["phase"] != "iteration_0"
+    assert before.best_epoch in (1, 2) and 3 <= after.best_epoch <= 6
+    assert after.best_phase == result.history[after.best_epoch - 1]["phase"] != "iteration_0"
     scores = _stage_scores(result, range(3, 7))
-    assert after["best_epoch"] == 3 + scores.index(max(scores))  # the best validation epoch among 3..6
+    assert after.best_epoch == 3 + scores.index(max(scores))  # the best validation epoch among 3..6
     overall = before if result.best_epoch < 3 else after
-    assert overall["best_epoch"] == result.best_epoch and overall["test"] == result.test
+    assert overall.best_epoch == result.best_epoch and overall.test == result.test
 
 
 def test_stage_results_are_the_weights_of_their_epoch(tiny_dataset):
     """A stage's validation metrics, re-evaluated at the end, are those its epoch recorded."""
     result = _trainer("imet", tiny_dataset, overrides={"iterations": 3}).fit()
     for stage in result.stages.values():
-        assert stage["val"]["balanced_acc"] == pytest.approx(
-            result.history[stage["best_epoch"] - 1]["val"]["balanced_acc"])
+        assert stage.val["balanced_acc"] == pytest.approx(
+            result.history[stage.best_epoch - 1]["val"]["balanced_acc"])
     after = result.stages["after_mechanism"]
-    assert after["val"]["balanced_acc"] == pytest.approx(result.history[after["best_epoch"] - 1]["val"]["balanced_acc"])
+    assert after.val["balanced_acc"] == pytest.approx(result.history[after.best_epoch - 1]["val"]["balanced_acc"])
 
 
 def test_single_phase_methods_have_no_stages(tiny_dataset):
@@ -353,16 +353,19 @@ def test_single_phase_methods_have_no_stages(tiny_dataset):
 
 
 def test_the_sweep_logs_the_after_mechanism_epoch_as_final_metrics(tiny_dataset):
-    from focustune.sweeps.trainable import final_metrics
+    from focustune.records import TrialReport
+    from focustune.sweeps.trainable import with_final
     from focustune.tracking_schema import FINAL_PREFIXES
 
     trainer = _trainer("imet", tiny_dataset, overrides={"iterations": 3})
     result = trainer.fit()
-    final = final_metrics(trainer)
+    last = TrialReport(epoch=trainer.epoch, total_epochs=trainer.total_epochs, objective=0.0, busy_since=0.0,
+                       busy_until=0.0)
+    final = with_final(last, trainer).scalars
     after = result.stages["after_mechanism"]
-    assert final["after_mechanism_best_epoch"] == after["best_epoch"]
-    assert final["after_mechanism_test_balanced_acc"] == after["test"]["balanced_acc"]
-    assert final["before_mechanism_best_val_acc"] == result.stages["before_mechanism"]["val"]["acc"]
+    assert final["after_mechanism_best_epoch"] == after.best_epoch
+    assert final["after_mechanism_test_balanced_acc"] == after.test["balanced_acc"]
+    assert final["before_mechanism_best_val_acc"] == result.stages["before_mechanism"].val["acc"]
     assert all(k.startswith(FINAL_PREFIXES) for k in final if "mechanism" in k)
 
 

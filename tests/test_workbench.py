@@ -15,13 +15,13 @@ import torch
 from conftest import make_dataset
 from focustune.cli import main
 from focustune.errors import ConfigError
-from focustune.sweeps import ui
+from focustune.tracking import ui
 from focustune.sweeps.plan import sweep_spec
 from focustune.sweeps.spec import DatasetSpec, SweepSpec
 from focustune.sweeps.state import SweepState
-from focustune.sweeps.trial_config import KIND_KEY, SEED_KEY, STUDY_KEY
+from focustune.records import KIND_KEY, SEED_KEY, STUDY_KEY
 from focustune.sweeps.trainable import ResourceUse
-from focustune.sweeps.workbench import dataset_record, study_description
+from focustune.tracking.workbench import dataset_record, study_description
 from focustune.tracking_schema import (ui_hint, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING, KIND_RERUN, NOTE_TAG,
                                        TRIAL_CPU_CORES, TRIAL_CPU_PERCENT, TRIAL_MEMORY_MB, source_tags)
 
@@ -65,8 +65,8 @@ def test_study_description_of_a_study_without_a_finished_trial():
 
 def _finished_study(tmp_path, dataset) -> tuple[SweepSpec, str, str]:
     """A study with one seed re-run, logged through the sweep's own tracking classes (Ray not started)."""
-    from focustune.sweeps.mlflow_queue import EndRun, LogEpoch, StartRun
-    from focustune.sweeps.study_runs import StudyTracking
+    from focustune.tracking.operations import EndRun, LogEpoch, StartRun
+    from focustune.tracking.study_runs import StudyTracking
 
     spec = SweepSpec(datasets=[DatasetSpec(dataset="tiny")], methods=["erm"], epochs=2, experiment="wb",
                      tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", storage=str(tmp_path / "runs"))
@@ -74,7 +74,7 @@ def _finished_study(tmp_path, dataset) -> tuple[SweepSpec, str, str]:
     tracking = StudyTracking(spec, state)
     tracking.use_datasets({"tiny": dataset})
     parent = tracking.parent_run("tiny/erm", dataset.summary())
-    callback = tracking.callback({"tiny/erm": parent}, params_for=lambda config: {"lr": 0.001, "seed": 1})
+    callback = tracking.trial_runs({"tiny/erm": parent}, params_for=lambda config: {"lr": 0.001, "seed": 1})
     for op in (StartRun("t1", {STUDY_KEY: "tiny/erm", KIND_KEY: KIND_RERUN, SEED_KEY: 1}),
                *(LogEpoch("t1", {"val_balanced_acc": 0.5 + 0.1 * e, "train_loss": 1.0 / e, "objective": 0.6}, e)
                  for e in (1, 2)),

@@ -16,15 +16,17 @@ from typing import Any
 
 import pandas as pd
 
-from focustune.config import TrainConfig
 from focustune.errors import ConfigError
-from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, FINAL_PREFIXES, FINISHED_TRIALS, KIND_RERUN,
-                                       KIND_STUDY, KIND_TRIAL, METRIC_NAMES, OBJECTIVE, PARENT_TAG, TAG, default_tracking_uri)
+from focustune.records import (BEST_EPOCH, BEST_PHASE, FAILED_REASON, MECHANISM_EPOCH, OBJECTIVE, TRAIN_SECONDS,
+                               TRIAL_ID)
+from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, DEFAULT_SELECTION_METRIC, FINAL_PREFIXES,
+                                       FINISHED_TRIALS, KIND_RERUN, KIND_STUDY, KIND_TRIAL, METRIC_NAMES, PARENT_TAG,
+                                       STOPPED_EARLY, TAG, default_tracking_uri)
 
 HP_PREFIX = "hp."
 # Params that identify a run rather than configure it.
 ID_PARAMS = ("method", "dataset", "seed")
-FINAL_KEYS = ("best_epoch", "train_seconds", OBJECTIVE)
+FINAL_KEYS = (BEST_EPOCH, TRAIN_SECONDS, OBJECTIVE)
 HISTORY_METRICS = ("train_loss", OBJECTIVE, "lr", *(f"val_{m}" for m in METRIC_NAMES))
 SELECTED_RERUN, SELECTED_TRIAL = "seed re-runs", "best search trial"
 
@@ -155,19 +157,19 @@ def _runs_table(raw: list[Any]) -> pd.DataFrame:
             "dataset": _tag(run, "dataset") or params.get("dataset"),
             "method": _tag(run, "method") or params.get("method"),
             "seed": seed if isinstance(seed, int) else None, "status": run.info.status,
-            "stopped_early": _tag(run, "stopped_early") == "true", "failed_reason": _tag(run, "failed_reason"),
-            "trial_id": _tag(run, "trial_id"), "sweep_id": _tag(run, "sweep_id"),
+            STOPPED_EARLY: _tag(run, STOPPED_EARLY) == "true", FAILED_REASON: _tag(run, FAILED_REASON),
+            TRIAL_ID: _tag(run, TRIAL_ID), "sweep_id": _tag(run, "sweep_id"),
             "parent_run_id": tags.get(PARENT_TAG), "start_time": _timestamp(run.info.start_time),
             "end_time": _timestamp(run.info.end_time), "epochs_done": metrics.get("epoch"),
-            "mechanism_epoch": parse_value(_tag(run, "mechanism_epoch") or None), "best_phase": _tag(run, "best_phase"),
+            MECHANISM_EPOCH: parse_value(_tag(run, MECHANISM_EPOCH) or None), BEST_PHASE: _tag(run, BEST_PHASE),
         }
         row.update({f"{HP_PREFIX}{k}": parse_value(v) for k, v in sorted(params.items()) if k not in ID_PARAMS})
         row.update({k: v for k, v in sorted(metrics.items())
                     if k.startswith(FINAL_PREFIXES) or k in FINAL_KEYS})
         rows.append(row)
-    columns = ["run_id", "run_name", "kind", "dataset", "method", "seed", "status", "stopped_early",
-               "failed_reason", "trial_id", "sweep_id", "parent_run_id", "start_time", "end_time", "epochs_done",
-               "mechanism_epoch", "best_phase"]
+    columns = ["run_id", "run_name", "kind", "dataset", "method", "seed", "status", STOPPED_EARLY,
+               FAILED_REASON, TRIAL_ID, "sweep_id", "parent_run_id", "start_time", "end_time", "epochs_done",
+               MECHANISM_EPOCH, BEST_PHASE]
     table = pd.DataFrame(rows, columns=None if rows else columns)
     table["seed"] = table["seed"].astype("Int64")
     for key in FINAL_KEYS:
@@ -240,7 +242,7 @@ def mark_selected(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _validation_score(run: pd.Series) -> float:
-    metric = run.get(f"{HP_PREFIX}selection_metric") or TrainConfig.selection_metric  # the trainer's default
+    metric = run.get(f"{HP_PREFIX}selection_metric") or DEFAULT_SELECTION_METRIC  # the trainer's default
     value = run.get(f"best_val_{metric}")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         value = run.get(OBJECTIVE)

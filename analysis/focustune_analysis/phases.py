@@ -18,6 +18,7 @@ from collections import Counter
 import pandas as pd
 
 from focustune.errors import ConfigError
+from focustune.records import BEST_PHASE, MECHANISM_EPOCH
 from focustune_analysis.collect import Collection, mark_selected
 from focustune_analysis.stats import estimate
 
@@ -40,12 +41,12 @@ def check_selection(selection: str) -> str:
 
 def is_phased(runs: pd.DataFrame) -> pd.Series:
     """Runs of a method with a phase before its mechanism acts (mechanism epoch above 1)."""
-    return runs["mechanism_epoch"].fillna(1).astype(float) > 1
+    return runs[MECHANISM_EPOCH].fillna(1).astype(float) > 1
 
 
 def selected_before_mechanism(runs: pd.DataFrame) -> pd.Series:
     """Phased runs whose selected (best validation) epoch precedes the mechanism's first epoch."""
-    return is_phased(runs) & (runs["best_epoch"].astype(float) < runs["mechanism_epoch"].astype(float))
+    return is_phased(runs) & (runs["best_epoch"].astype(float) < runs[MECHANISM_EPOCH].astype(float))
 
 
 def select_epochs(c: Collection, selection: str) -> Collection:
@@ -76,7 +77,7 @@ def phase_counts(c: Collection, metric: str, confidence: float = 0.95) -> pd.Dat
     """Per dataset and phased method, over its selected runs (seed re-runs): how many selected an
     epoch from before the mechanism acted, in which phases, and the test ``metric`` in both views
     (mean ± SE and t-interval: ``best_*`` and ``after_*``)."""
-    columns = ["dataset", "method", "mechanism_epoch", "n", "before_mechanism", "phases", "n_after",
+    columns = ["dataset", "method", MECHANISM_EPOCH, "n", "before_mechanism", "phases", "n_after",
                *(f"{view}_{part}" for view in ("best", "after") for part in ("mean", "se", "low", "high"))]
     chosen = c.runs[c.runs["selected"]] if not c.runs.empty else c.runs
     if chosen.empty:
@@ -88,8 +89,8 @@ def phase_counts(c: Collection, metric: str, confidence: float = 0.95) -> pd.Dat
         after_values = after_runs.loc[runs["run_id"], f"test_{metric}"]
         best_e = estimate(runs[f"test_{metric}"].tolist(), confidence)
         after_e = estimate(after_values.tolist(), confidence)
-        phases = Counter(runs.loc[before, "best_phase"].fillna("?"))
-        rows.append({"dataset": dataset, "method": method, "mechanism_epoch": int(runs["mechanism_epoch"].max()),
+        phases = Counter(runs.loc[before, BEST_PHASE].fillna("?"))
+        rows.append({"dataset": dataset, "method": method, MECHANISM_EPOCH: int(runs[MECHANISM_EPOCH].max()),
                      "n": len(runs), "before_mechanism": int(before.sum()),
                      "phases": ", ".join(f"{p}: {k}" for p, k in sorted(phases.items())),
                      "n_after": after_e.n,
@@ -100,7 +101,7 @@ def phase_counts(c: Collection, metric: str, confidence: float = 0.95) -> pd.Dat
 
 def phase_sentence(row: pd.Series, metric_label: str) -> str:
     """One phased method's counts and both views, in words."""
-    text = (f"{row['method']} (mechanism from epoch {row['mechanism_epoch']}): {row['before_mechanism']} of "
+    text = (f"{row['method']} (mechanism from epoch {row[MECHANISM_EPOCH]}): {row['before_mechanism']} of "
             f"{row['n']} seeds selected an epoch from before its mechanism acted")
     text += f" ({row['phases']})" if row["before_mechanism"] else ""
     return text + (f"; test {metric_label} {_mean_se(row, 'best')} with the best epoch of the whole run, "

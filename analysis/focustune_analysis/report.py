@@ -4,7 +4,7 @@ written as Markdown + PNGs and one self-contained HTML page, plus CSVs.
 :func:`build_report` computes the tables (:mod:`focustune_analysis.report_tables`), puts them in
 words (:mod:`focustune_analysis.report_text`, :mod:`focustune_analysis.report_compose`) and
 publishes them here: the figures and the files. ``focustune compare`` also logs the report into
-the experiment as a ``summary`` run (:mod:`focustune.sweeps.summary_run`)."""
+the experiment as a ``summary`` run (:mod:`focustune.tracking.summary_run`)."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from focustune.records import MECHANISM_EPOCH
 from focustune.text_table import text_table
 from focustune_analysis.document import Document, latex_tabular
 from focustune_analysis.plots import label
@@ -180,7 +181,7 @@ def _phases_section(doc: Document, phases: pd.DataFrame, metric: str) -> None:
     doc.table(["dataset", "method", "mechanism from epoch", "seeds", "selected before the mechanism", "phases",
                f"test {label(metric)}, best epoch (`--selection best`)",
                f"test {label(metric)}, best epoch after the mechanism (`--selection after-mechanism`)"],
-              [[r["dataset"], r["method"], str(r["mechanism_epoch"]), str(r["n"]), str(r["before_mechanism"]),
+              [[r["dataset"], r["method"], str(r[MECHANISM_EPOCH]), str(r["n"]), str(r["before_mechanism"]),
                 r["phases"] or "-", _view_cell(r, "best"), _view_cell(r, "after")] for _, r in phases.iterrows()])
     doc.paragraph("A phased method's best validation epoch can come from before its mechanism acted (IMET's "
                   "equal-class iteration 0, mdgan's pretraining): its test score is then that of a plain model. "

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from focustune.records import BEST_PHASE
 from focustune.tracking_schema import RECORD_METRICS
 from focustune_analysis.stats import Estimate, estimate, holm, paired_test, small_sample_note
 
@@ -74,7 +75,7 @@ def arm_table(runs: dict[int, dict]) -> dict[str, Any]:
     table["test"]["error"] = _est([1 - r["test"]["acc"] for r in ordered])
     table["test"]["per_class_recall"] = [_est(v) for v in zip(*(r["test"]["per_class_recall"] for r in ordered))]
     table["best_epoch"] = [r["best_epoch"] for r in ordered]
-    table["best_phase"] = [r["best_phase"] for r in ordered]
+    table[BEST_PHASE] = [r[BEST_PHASE] for r in ordered]
     table["seconds"] = _est([r["seconds"] for r in ordered], bounds=None)
     if all("selected" in r.get("protocol", {}) for r in ordered):
         table["grid_choice"] = [r["protocol"]["selected"] for r in ordered]

@@ -25,6 +25,7 @@ target is censored one epoch past its last), read from the test accuracy recorde
 from __future__ import annotations
 
 import math
+from focustune.records import BEST_PHASE
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,7 +194,7 @@ def markdown(summary: dict[str, Any]) -> str:
         for arm, t in setting["arms"].items():
             lines.append(f"| {arm} | {t['test']['acc']['n']} | {_fmt(t['test']['acc'])} | "
                          f"{_fmt(t['test']['balanced_acc'])} | {_fmt(t['test']['error'], 100, 2)} | "
-                         f"{', '.join(f'{e} ({p})' for e, p in zip(t['best_epoch'], t['best_phase']))} |")
+                         f"{', '.join(f'{e} ({p})' for e, p in zip(t['best_epoch'], t[BEST_PHASE]))} |")
         lines += ["", "Paired by seed against the baseline (test accuracy; Holm-corrected t-test):", "",
                   "| arm | versus | n | difference [95% CI] | t p | Holm p | Wilcoxon p |", "|---|---|---|---|---|---|---|"]
         lines += [_diff_row(r) for r in setting["versus_baseline"]["acc"]]

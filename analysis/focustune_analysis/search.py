@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 from focustune.config import SHARED_KEYS
-from focustune.tracking_schema import KIND_TRIAL, OBJECTIVE
+from focustune.records import OBJECTIVE
+from focustune.tracking_schema import KIND_TRIAL
 from focustune_analysis.collect import HP_PREFIX, Collection
 
 

@@ -4,7 +4,7 @@ A bundle holds what predicting needs besides the weights: class names, channels,
 normalisation, the method and its configuration, and for a binary task a decision threshold
 calibrated on validation. New images are converted the way training converted them (grey or RGB,
 bilinear resizing to the model's size, the same normalisation) and run in large batches, on CUDA
-when present. No MLflow here: :mod:`focustune.sweeps.model_package` wraps a bundle as an MLflow model.
+when present. No MLflow here: :mod:`focustune.tracking.model_package` wraps a bundle as an MLflow model.
 """
 
 from __future__ import annotations

@@ -15,9 +15,6 @@ METRIC_NAMES = ("acc", "balanced_acc", "macro_f1", "auc", "worst_class_recall")
 RECORD_METRICS = ("acc", "balanced_acc", "macro_f1", "auc", "per_class_recall")
 #: The validation metric that picks a run's best epoch (and ranks trials) unless one is configured.
 DEFAULT_SELECTION_METRIC = "balanced_acc"
-#: A trial's reported best validation score so far (its selection metric): what Optuna and ASHA see,
-#: and a per-epoch metric of its MLflow run.
-OBJECTIVE = "objective"
 #: The MLflow store a command uses when given no ``--tracking-uri``: ``mlflow.db`` in the working folder.
 DEFAULT_STORE_FILE = "mlflow.db"
 TRACKING_URI_HELP = (f"MLflow store for tracking and the model registry: a server (http://HOST:PORT) or a "
@@ -34,6 +31,10 @@ NOTE_TAG = "mlflow.note.content"
 #: the selected configuration, the report run written by ``focustune compare``.
 KIND_STUDY, KIND_TRIAL, KIND_RERUN, KIND_SUMMARY = "study", "trial", "seed_rerun", "summary"
 
+#: Tag (after ``TAG``) of a trial's run ended before its full budget (by ASHA): "true"/"false".
+STOPPED_EARLY = "stopped_early"
+#: Tag (after ``TAG``) of a run whose work a killed driver's last Tune snapshot never recorded.
+LOST_ON_RESTART = "lost_on_restart"
 #: Tags (after ``TAG``) that every trial and re-run carries, so the UI can group and filter by them.
 RUN_TAGS = ("sweep_id", "study", "kind", "dataset", "method")
 

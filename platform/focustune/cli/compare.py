@@ -31,8 +31,8 @@ def add_options(cmd: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from focustune_analysis.collect import HISTORY_METRICS, collect_runs
-    from focustune.sweeps.preflight import check_tracking_uri
-    from focustune.sweeps.summary_run import log_summary_run
+    from focustune.tracking.store_checks import check_tracking_uri
+    from focustune.tracking.summary_run import log_summary_run
     from focustune_analysis.report import build_report
 
     metric = args.metric.removeprefix("test_")

@@ -60,8 +60,8 @@ def _model_folder(model: str, store: str, download: str) -> Path:
         return bundle_folder(Path(model).expanduser())
     if ":" not in model:
         raise ConfigError(f"--model {model}: no such file or folder, and not an MLflow model URI ({MODEL_URI_FORMS})")
-    from focustune.sweeps.model_package import download_model
-    from focustune.sweeps.preflight import check_tracking_uri
+    from focustune.tracking.model_package import download_model
+    from focustune.tracking.store_checks import check_tracking_uri
 
     check_tracking_uri(store)
     return bundle_folder(download_model(model, store, download))

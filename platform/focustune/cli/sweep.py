@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     preflight.check_study_names(spec, list(spaces))
     warm_starts = {}
     if spec.warm_start:
-        from focustune.sweeps.warm_start import warm_start_configs
+        from focustune.tracking.warm_start import warm_start_configs
 
         warm_starts = warm_start_configs(spec.tracking, spec.warm_start, spaces)
     print(f"sweep of {', '.join(spec.methods)} on {', '.join(datasets)}: {spec.trials} trial(s) x {spec.epochs} "

@@ -126,8 +126,8 @@ def _model_logger(args: argparse.Namespace) -> Callable[[Any, dict[str, Any]], N
     before training, and return what logs the trained run (trainer, resolved hyperparameters); else None."""
     if not (args.log_model or args.register):
         return None
-    from focustune.sweeps.model_package import check_model_name, log_train_run
-    from focustune.sweeps.preflight import check_tracking_uri
+    from focustune.tracking.model_package import check_model_name, log_train_run
+    from focustune.tracking.store_checks import check_tracking_uri
 
     tracking = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking)
@@ -156,14 +156,18 @@ def _print_summary(result: Any, metric: str) -> None:
 
 def run_json(result: Any) -> dict[str, Any]:
     """The documented ``--output-json`` shape of a ``RunResult``."""
+    from dataclasses import asdict
+
+    from focustune.records import BEST_EPOCH, BEST_PHASE
+
     pick = lambda m: {k: m[k] for k in RECORD_METRICS}  # noqa: E731
     return _clean({
         "method": result.method, "dataset": result.dataset, "seed": result.seed, "epochs": result.epochs,
-        "seconds": result.seconds, "params": result.params, "data": result.data, "best_epoch": result.best_epoch,
-        "best_phase": result.best_phase, "val": pick(result.val), "test": pick(result.test),
+        "seconds": result.seconds, "params": result.params, "data": result.data, BEST_EPOCH: result.best_epoch,
+        BEST_PHASE: result.best_phase, "val": pick(result.val), "test": pick(result.test),
         "history": [{"epoch": h["epoch"], "phase": h["phase"], "train_loss": h["train_loss"], "val": pick(h["val"]),
                      **({"method": h["method"]} if h.get("method") else {})} for h in result.history],
-        "stages": {stage: {**best, "val": pick(best["val"]), "test": pick(best["test"])}
+        "stages": {stage: {**asdict(best), "val": pick(best.val), "test": pick(best.test)}
                    for stage, best in result.stages.items()},
     })
 

@@ -15,6 +15,6 @@ def add_options(cmd: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from focustune.sweeps.ui import serve
+    from focustune.tracking.ui import serve
 
     return serve(args.tracking_uri or default_tracking_uri(), args.host, args.port)

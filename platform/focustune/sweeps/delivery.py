@@ -6,7 +6,7 @@ or of its best search trial when there are no re-runs; they come from that trial
 checkpoint (the trainer's checkpoint holds the best epoch's weights). What was handed over is
 recorded in ``sweep.json``, so ``--resume`` finishes an interrupted hand-over and never repeats one;
 a driver killed after logging (or registering) a model but before ``sweep.json`` recorded it finds
-that model and its version again (:func:`~focustune.sweeps.model_package.log_run_model` is
+that model and its version again (:func:`~focustune.tracking.model_package.log_run_model` is
 idempotent per run), so nothing is logged or registered twice.
 """
 
@@ -22,7 +22,8 @@ from typing import Any
 from focustune.run_config import RunConfig
 from focustune.sweeps.spec import DatasetSpec, SweepSpec
 from focustune.sweeps.state import SweepState, filesystem
-from focustune.sweeps.trial_config import SEED_KEY, STUDY_KEY, resolve_trial
+from focustune.records import SEED_KEY, STUDY_KEY
+from focustune.sweeps.trial_config import resolve_trial
 from focustune.tracking_schema import CONFIG_ARTIFACT, split_study_key
 from focustune.training import CHECKPOINT_FILE
 
@@ -87,8 +88,8 @@ def deliver_models(spec: SweepSpec, state: SweepState, parents: dict[str, str], 
                    say: Callable[[str], None]) -> None:
     """Per study with a selected run and nothing handed over yet: write and log its configuration, log
     its model on the study run, register it when asked; record it all in the sweep state."""
-    from focustune.sweeps.model_package import log_run_model, print_lines
-    from focustune.sweeps.mlflow_queue import mlflow_client
+    from focustune.tracking.model_package import log_run_model, print_lines
+    from focustune.tracking.operations import mlflow_client
 
     data_specs = dict(zip(datasets, spec.datasets))  # labels are in the order of spec.datasets
     several = len(parents) > 1

@@ -5,29 +5,23 @@ Optuna study names. A problem is one ``ConfigError`` naming it."""
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from focustune.errors import ConfigError
+from focustune.network import reachable
 from focustune.methods import get_method, mechanism_epoch
 from focustune.spaces import SearchSpace, load_space
 from focustune.sweeps.spec import SweepSpec
 from focustune.sweeps.state import SweepState
-from focustune.sweeps.trial_config import NOT_HYPERPARAMETERS, STUDY_KEY, ResolvedTrial, resolve_trial
+from focustune.records import STUDY_KEY
+from focustune.sweeps.trial_config import NOT_HYPERPARAMETERS, ResolvedTrial, resolve_trial
+from focustune.tracking.store_checks import check_tracking_uri
 from focustune.tracking_schema import study_key
 
 # ---------------------------------------------------------------- services
-
-
-def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def check_address(address: str | None) -> None:
@@ -37,42 +31,8 @@ def check_address(address: str | None) -> None:
     parsed = urlparse(address if "://" in address else f"tcp://{address}")
     if not parsed.hostname or not parsed.port:
         raise ConfigError(f"--address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
-    if not _reachable(parsed.hostname, parsed.port):
+    if not reachable(parsed.hostname, parsed.port):
         raise ConfigError(f"--address {address}: no Ray cluster answers there (connection refused or timed out)")
-
-
-def check_tracking_uri(uri: str) -> None:
-    """Refuse an MLflow server that does not answer, a web server that is not MLflow's, or a tracking
-    URI of an unknown kind."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https"):
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        if not _reachable(parsed.hostname or "", port):
-            raise ConfigError(f"--tracking-uri {uri}: no MLflow server answers there")
-        if (answer := _health(uri)) is not None:
-            raise ConfigError(f"--tracking-uri {uri}: a server answers but is not an MLflow tracking server "
-                              f"(GET /health: {answer}); check the host, port and path")
-    elif parsed.scheme not in ("sqlite", "file", "") and not uri.startswith(("postgresql", "mysql", "databricks")):
-        raise ConfigError(f"--tracking-uri {uri}: unsupported scheme {parsed.scheme!r}")
-
-
-def _health(uri: str) -> str | None:
-    """None when ``uri`` answers MLflow's ``/health`` (or asks for credentials, as a guarded server
-    does, or its TLS certificate needs MLflow's own CA settings); else what it answered."""
-    import ssl
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
-            body = response.read(64).decode(errors="replace").strip()
-    except urllib.error.HTTPError as exc:
-        return None if exc.code in (401, 403) else f"HTTP {exc.code}"
-    except urllib.error.URLError as exc:
-        return None if isinstance(exc.reason, ssl.SSLError) else str(exc.reason)
-    except OSError as exc:  # a reset connection, a timeout
-        return str(getattr(exc, "reason", exc))
-    return None if body == "OK" else f"{body[:40]!r} instead of OK"
 
 
 def check_database(url: str) -> None:
@@ -87,7 +47,7 @@ def check_database(url: str) -> None:
         raise ConfigError(f"--optuna-storage {url}: not a database URL (e.g. sqlite:///optuna.db, "
                           "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB)") from None
     port = parsed.port or DATABASE_PORTS.get(parsed.get_backend_name())
-    if parsed.host and port and not _reachable(parsed.host, port):
+    if parsed.host and port and not reachable(parsed.host, port):
         raise ConfigError(f"--optuna-storage: no database server answers at {parsed.host}:{port} "
                           "(connection refused or timed out); start it or correct the URL")
 
@@ -231,7 +191,7 @@ def _check_names(spec: SweepSpec) -> None:
 def _check_outputs(spec: SweepSpec) -> None:
     """The registered-model name and the folder of ``--config-out``."""
     if spec.register is not None:
-        from focustune.sweeps.model_package import check_model_name
+        from focustune.tracking.model_package import check_model_name
 
         check_model_name(spec.register)
     if spec.config_out and not Path(spec.config_out).expanduser().resolve().parent.is_dir():

@@ -16,7 +16,8 @@ from typing import Any
 from ray import tune
 
 from focustune.sweeps.studies import RERUN, Attempt, Interval, utilisation
-from focustune.sweeps.trial_config import BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, OBJECTIVE, STUDY_KEY
+from focustune.records import (BUSY_SINCE, BUSY_UNTIL, DIVERGED, FAILED_REASON, FULL_BUDGET, KIND_KEY, NODE_ID, OBJECTIVE,
+                               STUDY_KEY)
 
 REDRAW_S = 1.0
 
@@ -69,8 +70,8 @@ class SweepProgress(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = dict(trial.last_result or {})
-        outcome = "failed" if result.get("diverged") else "done" if result.get(FULL_BUDGET) else "stopped"
-        self._end(trial, outcome, result.get("failed_reason"))
+        outcome = "failed" if result.get(DIVERGED) else "done" if result.get(FULL_BUDGET) else "stopped"
+        self._end(trial, outcome, result.get(FAILED_REASON))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, "failed", "the trial raised an error")
@@ -87,7 +88,7 @@ class SweepProgress(tune.Callback):
     def _record_busy(self, trial_id: str, result: dict) -> None:
         if BUSY_SINCE in result and BUSY_UNTIL in result:
             key = (trial_id, float(result[BUSY_SINCE]))
-            self.busy[key] = Interval(str(result.get("node_id", "?")), float(result[BUSY_SINCE]),
+            self.busy[key] = Interval(str(result.get(NODE_ID, "?")), float(result[BUSY_SINCE]),
                                       float(result[BUSY_UNTIL]))
 
     def _end(self, trial: Any, outcome: str, reason: str | None) -> None:

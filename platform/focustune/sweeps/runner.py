@@ -9,7 +9,7 @@ and Tune's experiment folder let ``--resume`` continue after the driver dies.
 
 The request is :mod:`~focustune.sweeps.spec`, checked by :mod:`~focustune.sweeps.preflight`; its
 record is :mod:`~focustune.sweeps.state`; Ray is :mod:`~focustune.sweeps.cluster`; what the Tune run
-says per study is :mod:`~focustune.sweeps.summaries`; MLflow is :mod:`~focustune.sweeps.study_runs`.
+says per study is :mod:`~focustune.sweeps.summaries`; MLflow is :mod:`~focustune.tracking.study_runs`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from focustune.sweeps.spec import SweepSpec
 from focustune.sweeps.state import SweepState
 from focustune.sweeps.studies import utilisation
 from focustune.sweeps.summaries import busy_intervals, study_summaries
-from focustune.sweeps.trial_config import OBJECTIVE, SEARCH_SEED, SEED_KEY
+from focustune.records import OBJECTIVE, SEED_KEY, STUDY_KEY
+from focustune.sweeps.trial_config import SEARCH_SEED, resolve_trial, tracked_params
 from focustune.tracking_schema import split_study_key, study_key
 
 # A trial worker process is kept for the next trial of the same resources: a fresh one costs
@@ -58,7 +59,7 @@ class Sweep:
         """Run (or resume) the sweep; returns per study key its summary (best config, re-runs)."""
         import ray
 
-        from focustune.sweeps.study_runs import StudyTracking
+        from focustune.tracking.study_runs import StudyTracking
         from focustune.sweeps.trainable import dataset_to_arrays
 
         init_ray(self.spec.address)
@@ -89,7 +90,8 @@ class Sweep:
         for key in keys:
             study = self.state.study(key)
             if study.get("best_config") is not None:
-                tracking.log_best(key, parents[key], study)
+                best = resolve_trial({**study["best_config"], STUDY_KEY: key})
+                tracking.log_best(parents[key], study, best.tracked_params)
         self.state.data["done"] = True
         self.state.save()
 
@@ -128,6 +130,7 @@ class Sweep:
 
         from focustune.sweeps.progress import SweepProgress, use_attempts
         from focustune.sweeps.search import TrialLedger
+        from focustune.sweeps.tune_tracking import TrackingCallback
 
         pend_one_trial_per_slot(slots)
         use_attempts(self.state.attempts())  # the live view's utilisation, as the final one
@@ -139,7 +142,8 @@ class Sweep:
         spec = self.spec
         search, scheduler = self._searcher(keys, warm_starts), self._scheduler(keys)
         budgets = {key: (spec.trials, spec.seeds) for key in keys}
-        callbacks = [TrialLedger(), tracking.callback(parents), SweepProgress(budgets, slots, self.out)]
+        runs = tracking.trial_runs(parents, params_for=tracked_params)
+        callbacks = [TrialLedger(), TrackingCallback(runs), SweepProgress(budgets, slots, self.out)]
         self._print(f"{len(keys)} studies at once: {spec.trials} search trial(s) x {spec.epochs} epoch(s) each, "
                     f"then {spec.seeds} seed re-run(s); {slot_count(slots)} trial "
                     f"slot(s); Optuna studies in {spec.optuna_url}")

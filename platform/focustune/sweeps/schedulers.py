@@ -14,10 +14,7 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from focustune.sweeps.studies import SEARCH
-from focustune.sweeps.trial_config import KIND_KEY, OBJECTIVE, STUDY_KEY
-
-#: Result keys: the trial's epoch, and the first epoch after which its method's mechanism has acted.
-EPOCH, MECHANISM_EPOCH = "epoch", "mechanism_epoch"
+from focustune.records import EPOCH, KIND_KEY, MECHANISM_EPOCH, OBJECTIVE, STUDY_KEY
 
 
 class PerStudyASHA(FIFOScheduler):

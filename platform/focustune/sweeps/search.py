@@ -18,7 +18,7 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from focustune.sweeps.studies import RERUN, Outcome, Study, StudyQueue, selection_score
-from focustune.sweeps.trial_config import FULL_BUDGET, KIND_KEY, OBJECTIVE, SEED_KEY, STUDY_KEY
+from focustune.records import DIVERGED, FULL_BUDGET, KIND_KEY, OBJECTIVE, SEED_KEY, STUDY_KEY
 
 if TYPE_CHECKING:  # the spaces module needs torch (through the declared hyperparameters); the searcher does not
     from focustune.spaces import Dimension, SearchSpace
@@ -159,7 +159,7 @@ class MultiStudySearch(Searcher):
         if live is None:
             return
         result = result or {}
-        failed = error or bool(result.get("diverged"))
+        failed = error or bool(result.get(DIVERGED))
         full = not failed and bool(result.get(FULL_BUDGET))
         self.ended[trial_id] = live
         if live.kind == RERUN:

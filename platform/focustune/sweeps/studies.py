@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from focustune.sweeps.trial_config import OBJECTIVE
+from focustune.records import OBJECTIVE
 from focustune.tracking_schema import DEFAULT_SELECTION_METRIC
 from focustune.tracking_schema import KIND_RERUN as RERUN
 from focustune.tracking_schema import KIND_TRIAL as SEARCH

@@ -8,8 +8,9 @@ from typing import Any
 
 from focustune.sweeps.state import checkpoint_location
 from focustune.sweeps.studies import RERUN, SEARCH, Interval, selection_score
-from focustune.sweeps.trial_config import (BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, OBJECTIVE, SEED_KEY,
-                                           STUDY_KEY, hyperparameters)
+from focustune.records import (BEST_EPOCH, BUSY_SINCE, BUSY_UNTIL, DIVERGED, FULL_BUDGET, KIND_KEY, NODE_ID, OBJECTIVE,
+                               SEED_KEY, STUDY_KEY, TRIAL_ID)
+from focustune.sweeps.trial_config import hyperparameters
 from focustune.tracking_schema import METRIC_NAMES
 
 Done = tuple[Any, dict[str, Any]]  # a completed trial: its Tune result and its final metrics
@@ -18,7 +19,7 @@ Done = tuple[Any, dict[str, Any]]  # a completed trial: its Tune result and its 
 def completed_metrics(result: Any) -> dict[str, Any] | None:
     """A trial's final metrics when it trained its full budget without diverging, else None."""
     m = result.metrics or {}
-    return m if result.error is None and m.get(FULL_BUDGET) and not m.get("diverged") else None
+    return m if result.error is None and m.get(FULL_BUDGET) and not m.get(DIVERGED) else None
 
 
 def busy_intervals(results: Any) -> list[Interval]:
@@ -30,7 +31,7 @@ def busy_intervals(results: Any) -> list[Interval]:
             continue
         frame = frame.dropna(subset=[BUSY_SINCE, BUSY_UNTIL])
         for since, group in frame.groupby(BUSY_SINCE):
-            intervals.append(Interval(str(group["node_id"].iloc[-1]), float(since), float(group[BUSY_UNTIL].max())))
+            intervals.append(Interval(str(group[NODE_ID].iloc[-1]), float(since), float(group[BUSY_UNTIL].max())))
     return intervals
 
 
@@ -48,7 +49,7 @@ def study_summary(results: list[Any]) -> dict[str, Any]:
     the seed re-runs and the selected run of one study's results."""
     searched = [r for r in results if r.config.get(KIND_KEY) == SEARCH]
     done = [(r, m) for r in searched if (m := completed_metrics(r)) is not None]
-    failed = [r for r in searched if r.error is not None or (r.metrics or {}).get("diverged")]
+    failed = [r for r in searched if r.error is not None or (r.metrics or {}).get(DIVERGED)]
     summary: dict[str, Any] = {"finished": len(done), "total": len(searched), "best_config": None,
                                "failed": len(failed), "stopped_early": len(searched) - len(done) - len(failed)}
     if done:
@@ -81,7 +82,7 @@ def selected_model(done: list[Done]) -> dict[str, Any] | None:
     result, metrics = max(done, key=lambda rm: selection_score(rm[1], rm[0].config))
     return {"kind": result.config.get(KIND_KEY), "seed": int(result.config.get(SEED_KEY, 0)),
             "config": hyperparameters(result.config),
-            "trial_id": metrics.get("trial_id"), "best_epoch": metrics.get("best_epoch"),
+            TRIAL_ID: metrics.get(TRIAL_ID), BEST_EPOCH: metrics.get(BEST_EPOCH),
             "checkpoint": checkpoint_location(result.checkpoint) if result.checkpoint else None,
             "val": {m: metrics.get(f"best_val_{m}") for m in METRIC_NAMES}}
 

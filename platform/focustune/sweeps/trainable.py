@@ -9,6 +9,7 @@ import os
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -16,11 +17,12 @@ import torch
 
 from focustune.data import ImageDataset, Split
 from focustune.errors import TrainingDiverged
+from focustune.records import BEST_EPOCH, TrialReport
 from focustune.tracking_schema import METRIC_NAMES
 from focustune.tracking_schema import (GPU_MEMORY_MB, GPU_PERCENT, TRIAL_CPU_CORES, TRIAL_CPU_PERCENT, TRIAL_MEMORY_MB)
 from focustune.training import Trainer
 
-from focustune.sweeps.trial_config import BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, OBJECTIVE, resolve_trial
+from focustune.sweeps.trial_config import resolve_trial
 
 
 def dataset_to_arrays(dataset: ImageDataset) -> dict[str, Any]:
@@ -48,34 +50,30 @@ def _scalars(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def epoch_metrics(trainer: Trainer, record: dict[str, Any]) -> dict[str, Any]:
-    """What a trial reports after an epoch (flat scalars, plus the method's diagnostics as a dict)."""
+def epoch_report(trainer: Trainer, record: dict[str, Any], **attempt: Any) -> TrialReport:
+    """What a trial reports after an epoch: progress, objective, phase, flat scalars, the method's
+    diagnostics; ``attempt``: the node, start epoch and busy times of this trial attempt."""
     best = trainer.best_score[0]
-    out: dict[str, Any] = {
-        "epoch": record["epoch"], "total_epochs": trainer.total_epochs, "train_loss": record["train_loss"],
-        "samples_per_s": record["samples_per_s"], "epoch_seconds": record["seconds"], "lr": record["lr"],
-        OBJECTIVE: best if math.isfinite(best) else 0.0, "phase": record["phase"],
-        **_scalars("val_", record["val"]),
-    }
-    if record.get("method"):
-        out["diagnostics"] = record["method"]
-    return out
+    scalars = {"train_loss": record["train_loss"], "samples_per_s": record["samples_per_s"],
+               "epoch_seconds": record["seconds"], "lr": record["lr"], **_scalars("val_", record["val"])}
+    return TrialReport(epoch=record["epoch"], total_epochs=trainer.total_epochs, phase=record["phase"],
+                       objective=best if math.isfinite(best) else 0.0, mechanism_epoch=trainer.mechanism_epoch,
+                       precision=trainer.precision, diagnostics=record.get("method") or None, scalars=scalars,
+                       **attempt)
 
 
-def final_metrics(trainer: Trainer) -> dict[str, Any]:
-    """Best-epoch validation and test metrics, reported with the last epoch."""
+def with_final(report: TrialReport, trainer: Trainer) -> TrialReport:
+    """``report`` of the last epoch plus the best epoch's validation and test scores (per stage for
+    phased methods), the test confusion matrix and the method's images."""
     result = trainer.result()
-    out = {"best_epoch": result.best_epoch, "best_phase": result.best_phase, "train_seconds": result.seconds,
-           FULL_BUDGET: True,
-           **_scalars("best_val_", result.val), **_scalars("test_", result.test),
-           "test_confusion_matrix": result.test["confusion_matrix"]}
+    scalars = {**report.scalars, **_scalars("best_val_", result.val), **_scalars("test_", result.test)}
     for stage, best in result.stages.items():  # phased methods: the best epoch before / after the mechanism acted
-        out.update({f"{stage}_best_epoch": best["best_epoch"], **_scalars(f"{stage}_best_val_", best["val"]),
-                    **_scalars(f"{stage}_test_", best["test"])})
+        scalars.update({f"{stage}_{BEST_EPOCH}": best.best_epoch, **_scalars(f"{stage}_best_val_", best.val),
+                        **_scalars(f"{stage}_test_", best.test)})
     images = trainer.method.images()
-    if images:
-        out["artifacts"] = {path: png_base64(image) for path, image in images.items()}
-    return out
+    return replace(report, full_budget=True, best_epoch=result.best_epoch, best_phase=result.best_phase,
+                   train_seconds=result.seconds, test_confusion_matrix=result.test["confusion_matrix"],
+                   artifacts={path: png_base64(image) for path, image in images.items()} or None, scalars=scalars)
 
 
 def png_base64(grid: torch.Tensor) -> str:
@@ -139,14 +137,16 @@ def run_trial(config: dict[str, Any], *, dataset_refs: dict[str, Any], cpus: flo
     usage = ResourceUse(cpus, device == "cuda") if system_metrics else None
 
     def report(trainer: Trainer, record: dict[str, Any]) -> None:
-        metrics = {**epoch_metrics(trainer, record), "node_id": node_id, "precision": trainer.precision,
-                   "start_epoch": started_at["epoch"], "mechanism_epoch": trainer.mechanism_epoch, BUSY_SINCE: began,
-                   **(usage.sample() if usage else {})}
-        if trainer.finished:
-            metrics.update(final_metrics(trainer))  # the best epoch's test scores: still the trial's work
+        sent = epoch_report(trainer, record, node_id=node_id, start_epoch=started_at["epoch"], busy_since=began,
+                            busy_until=math.nan)
+        if usage:
+            sent = replace(sent, scalars={**sent.scalars, **usage.sample()})
+        if trainer.finished:  # the best epoch's test scores: still the trial's work
+            sent = with_final(sent, trainer)
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(folder)
-            tune.report({**metrics, BUSY_UNTIL: time.time()}, checkpoint=tune.Checkpoint.from_directory(folder))
+            sent = replace(sent, busy_until=time.time())
+            tune.report(sent.to_result(), checkpoint=tune.Checkpoint.from_directory(folder))
 
     trainer = Trainer(trial.build_method(), trial.train_config, dataset, seed=trial.seed, device=device,
                       callback=report)
@@ -158,5 +158,6 @@ def run_trial(config: dict[str, Any], *, dataset_refs: dict[str, Any], cpus: flo
     try:
         trainer.fit()
     except TrainingDiverged as exc:  # a property of the configuration: retrying would diverge again
-        tune.report({"diverged": True, "failed_reason": str(exc), "epoch": trainer.epoch, "node_id": node_id,
-                     "total_epochs": trainer.total_epochs, OBJECTIVE: 0.0, BUSY_SINCE: began, BUSY_UNTIL: time.time()})
+        tune.report(TrialReport(epoch=trainer.epoch, total_epochs=trainer.total_epochs, objective=0.0, node_id=node_id,
+                                busy_since=began, busy_until=time.time(), diverged=True,
+                                failed_reason=str(exc)).to_result())

@@ -1,8 +1,8 @@
 """A trial's configuration and what it reports: the keys, defined once, and :func:`resolve_trial`,
 the one function that turns a trial's config into validated hyperparameters.
 
-A trial's config (Tune's ``config`` dict) holds hyperparameters plus three keys that are not:
-its seed, its study (``DATASET/METHOD``) and its kind (a search trial or a seed re-run). Plain
+A trial's config (Tune's ``config`` dict) holds hyperparameters plus three keys that are not
+(:mod:`focustune.records`): its seed, its study (``DATASET/METHOD``) and its kind. Plain
 Python (no Ray, no torch), so the study queue and the tracking side can import it cheaply.
 """
 
@@ -12,21 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from focustune.tracking_schema import OBJECTIVE, split_study_key  # noqa: F401  (a trial report key)
+from focustune.records import KIND_KEY, SEED_KEY, STUDY_KEY
+from focustune.tracking_schema import split_study_key
 
 if TYPE_CHECKING:
     from focustune.config import TrainConfig
 
-SEED_KEY, STUDY_KEY, KIND_KEY = "seed", "study", "kind"
 NOT_HYPERPARAMETERS = (SEED_KEY, STUDY_KEY, KIND_KEY)
 #: Every search trial trains with this seed; seed re-runs use 1..K (the same for every method).
 SEARCH_SEED = 0
 
-#: Keys of a trial's reports besides ``OBJECTIVE`` (``tracking_schema``): the flag on the last report of
-#: a trial that trained all its epochs, and the wall-clock times (s since the epoch) when this trial
-#: attempt started and of this report (its busy slot time).
-FULL_BUDGET = "full_budget"
-BUSY_SINCE, BUSY_UNTIL = "busy_since", "busy_until"
 
 
 def hyperparameters(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -74,3 +69,8 @@ def resolve_trial(config: Mapping[str, Any]) -> ResolvedTrial:
     train_config, method_params = resolve(get_method(method), hyperparameters(config))
     return ResolvedTrial(dataset=dataset, method=method, seed=int(config.get(SEED_KEY, SEARCH_SEED)),
                          kind=config.get(KIND_KEY), train_config=train_config, method_params=method_params)
+
+
+def tracked_params(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's MLflow params: its method, dataset, seed and every resolved hyperparameter."""
+    return resolve_trial(config).tracked_params

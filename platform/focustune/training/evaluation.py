@@ -24,6 +24,16 @@ Weights = dict[str, torch.Tensor]
 BEFORE_MECHANISM, AFTER_MECHANISM = STAGES
 
 
+@dataclass(frozen=True)
+class EpochEvaluation:
+    """One epoch's weights evaluated: the (1-based) epoch, its phase, its val and test metrics."""
+
+    best_epoch: int
+    best_phase: str
+    val: dict[str, Any]
+    test: dict[str, Any]
+
+
 @dataclass
 class RunResult:
     """The outcome of a run, in the shape ``focustune train --output-json`` writes."""
@@ -46,7 +56,7 @@ class RunResult:
     status: str = "finished"
     #: Phased methods only (a phase before the mechanism acts): per stage (``before_mechanism``,
     #: ``after_mechanism``) the best epoch within that stage, its phase and its val and test metrics.
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stages: dict[str, EpochEvaluation] = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -116,8 +126,8 @@ class BestEpochs:
             state = self.state if epoch == self.epoch else weights()
             self.stages[stage] = (score, epoch, state)
 
-    def evaluated(self, evaluate: Callable[[Weights | None, int], dict[str, Any]]
-                  ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    def evaluated(self, evaluate: Callable[[Weights | None, int], EpochEvaluation]
+                  ) -> tuple[EpochEvaluation, dict[str, EpochEvaluation]]:
         """(the best epoch's evaluation, stage -> its best epoch's) by ``evaluate(weights, epoch)``; the
         overall best is evaluated last (a stage whose best it is shares its evaluation)."""
         others = {stage: evaluate(state, epoch) for stage, (_, epoch, state) in self.stages.items()

@@ -30,7 +30,8 @@ from focustune.training import checkpoints
 from focustune.training.device import (amp_dtype, autocast, deterministic_algorithms, device_data_limit,
                                        precision_name, reserve_deterministic_workspace, seed_everything,
                                        select_device)
-from focustune.training.evaluation import BestEpochs, RunResult, Weights, finite, predict_probs, split_metrics
+from focustune.training.evaluation import (BestEpochs, EpochEvaluation, RunResult, Weights, finite, predict_probs,
+                                           split_metrics)
 from focustune.training.optimisers import Optimisation
 from focustune.transforms import augment_batch, normalise
 
@@ -302,17 +303,17 @@ class Trainer:
         return RunResult(
             method=self.method.name, dataset=self.dataset.name, seed=self.seed,
             epochs=self.total_epochs, seconds=self.elapsed,
-            params=flat_params(self.config, self.method.params), val=best["val"], test=best["test"],
-            history=self.history, best_epoch=best["best_epoch"], best_phase=best["best_phase"],
+            params=flat_params(self.config, self.method.params), val=best.val, test=best.test,
+            history=self.history, best_epoch=best.best_epoch, best_phase=best.best_phase,
             data=self.data_record(), stages=stages)
 
-    def _evaluate_weights(self, state: Weights | None, epoch: int) -> dict[str, Any]:
+    def _evaluate_weights(self, state: Weights | None, epoch: int) -> EpochEvaluation:
         """Load ``state`` (the weights after 0-based ``epoch``) and evaluate them on val and test."""
         if state is not None:
             self.model.load_state_dict(state)
             self.run.val_probs = None
-        return {"best_epoch": epoch + 1, "best_phase": self._phase_of(epoch + 1),
-                "val": self.evaluate(self.data.val), "test": self.evaluate(self.data.test)}
+        return EpochEvaluation(best_epoch=epoch + 1, best_phase=self._phase_of(epoch + 1),
+                               val=self.evaluate(self.data.val), test=self.evaluate(self.data.test))
 
     def _phase_of(self, epoch: int) -> str:
         """The recorded phase of (1-based) ``epoch``; "" when no epoch ran."""

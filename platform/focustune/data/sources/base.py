@@ -8,7 +8,6 @@ whose class is decorated with :func:`register_source`.
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from focustune.data.dataset import ImageDataset, Split
+from focustune.network import reachable
 from focustune.registry import Registry
 
 DEFAULT_DATA_DIR = Path(os.environ.get("FOCUSTUNE_DATA_DIR", Path.home() / ".medmnist"))
@@ -83,12 +83,9 @@ def split_from_numpy(images: np.ndarray, labels: np.ndarray) -> Split:
     return Split(tensor, torch.from_numpy(labels.reshape(-1).astype(np.int64)))
 
 
-def network_reachable(host: str, port: int = 443, timeout: float = 5.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+def network_reachable(host: str, port: int = 443) -> bool:
+    """Whether a download host answers (HTTPS by default)."""
+    return reachable(host, port, timeout=5.0)
 
 
 def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float],

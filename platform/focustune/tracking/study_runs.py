@@ -1,6 +1,6 @@
 """The sweep's MLflow side besides its trials: the experiment, one parent run per (dataset, method)
 study (its params, best configuration, seed re-runs' means and status), runs a killed driver left
-open, and the study runs' views (:mod:`focustune.sweeps.workbench`)."""
+open, and the study runs' views (:mod:`focustune.tracking.workbench`)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from focustune.sweeps import workbench
-from focustune.sweeps.mlflow_batches import log_batched
-from focustune.sweeps.mlflow_callback import MlflowTracking, tracked_params
-from focustune.sweeps.mlflow_queue import is_transport_error, mlflow_client
-from focustune.sweeps.trial_config import STUDY_KEY, resolve_trial
+from focustune.tracking import workbench
+from focustune.tracking.batches import log_batched
+from focustune.tracking.trial_runs import TrialRuns
+from focustune.tracking.operations import is_transport_error, mlflow_client
+from focustune.records import TRIAL_ID
 from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, FINISHED_TRIALS, KIND_STUDY,
-                                       SEEDS_MEAN_PREFIX, TAG, UTILISATION, source_tags, split_study_key)
+                                       LOST_ON_RESTART, SEEDS_MEAN_PREFIX, TAG, UTILISATION, source_tags, split_study_key)
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +63,18 @@ class StudyTracking:
                 self.client.log_inputs(run.info.run_id, datasets=[workbench.dataset_input(self.inputs[dataset])])
         return study["parent_run_id"]
 
-    def callback(self, parents: dict[str, str],
-                 params_for: Callable[[dict[str, Any]], dict[str, Any]] = tracked_params) -> MlflowTracking:
-        """The Tune callback that logs each trial as a run under its study's parent run."""
-        return MlflowTracking(self.spec.tracking, self.experiment_id, parents, self.sweep_tags, params_for,
-                              inputs=self.inputs)
+    def trial_runs(self, parents: dict[str, str],
+                   params_for: Callable[[dict[str, Any]], dict[str, Any]]) -> TrialRuns:
+        """Each trial as a run under its study's parent run, with ``params_for(config)`` as its params."""
+        return TrialRuns(self.spec.tracking, self.experiment_id, parents, self.sweep_tags, params_for,
+                         inputs=self.inputs)
 
-    def log_best(self, key: str, parent: str, study: dict[str, Any]) -> None:
-        """The study's best objective, finished-trial count and best configuration (every resolved
-        hyperparameter, as ``best.*`` params) on its run."""
-        best = resolve_trial({**study["best_config"], STUDY_KEY: key})
+    def log_best(self, parent: str, study: dict[str, Any], best_params: dict[str, Any]) -> None:
+        """The study's best objective, finished-trial count and best configuration (``best_params``:
+        every resolved hyperparameter, as ``best.*`` params) on its run."""
         log_batched(self.client, parent,
                     {BEST_OBJECTIVE: float(study["best_objective"]), FINISHED_TRIALS: float(study["finished"])},
-                    params={f"{BEST_PARAM_PREFIX}{k}": v for k, v in best.tracked_params.items()})
+                    params={f"{BEST_PARAM_PREFIX}{k}": v for k, v in best_params.items()})
 
     def close_orphans(self, known_trials: set[str]) -> int:
         """End as KILLED, tagged ``lost_on_restart``, the runs of this sweep's trials that a killed
@@ -84,9 +83,9 @@ class StudyTracking:
         run. Returns how many were closed."""
         query = (f"tags.`{TAG}sweep_id` = '{self.state.data['sweep_id']}' and tags.`{TAG}kind` != '{KIND_STUDY}'")
         orphans = [r for r in self.client.search_runs([self.experiment_id], filter_string=query, max_results=5000)
-                   if r.data.tags.get(TAG + "trial_id") not in known_trials and r.info.status in ("RUNNING", "FINISHED")]
+                   if r.data.tags.get(TAG + TRIAL_ID) not in known_trials and r.info.status in ("RUNNING", "FINISHED")]
         for run in orphans:
-            self.client.set_tag(run.info.run_id, TAG + "lost_on_restart", "true")
+            self.client.set_tag(run.info.run_id, TAG + LOST_ON_RESTART, "true")
             self.client.set_terminated(run.info.run_id, status="KILLED")
         return len(orphans)
 
@@ -105,7 +104,7 @@ class StudyTracking:
         self.client.set_terminated(parent, status=status)
 
     def log_study_views(self, parents: dict[str, str]) -> None:
-        """Each study run's description, summary and figures (:mod:`focustune.sweeps.workbench`); an
+        """Each study run's description, summary and figures (:mod:`focustune.tracking.workbench`); an
         unreachable MLflow only costs them (a warning: ``--resume`` adds them later)."""
         try:
             workbench.log_study_views(self.client, self.spec.experiment, self.spec.tracking, parents,

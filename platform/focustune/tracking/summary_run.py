@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from focustune.sweeps.mlflow_batches import log_batched
+from focustune.tracking.batches import log_batched
 from focustune.tracking_schema import KIND_SUMMARY, LEADERBOARD_TABLE, METRIC_NAMES, NOTE_TAG, TAG, source_tags
 from focustune_analysis.collect import Collection
 from focustune_analysis.report import Report, slug

@@ -1,9 +1,9 @@
-"""The Tune callback that mirrors each trial of a sweep into one MLflow run nested under its study's run.
+"""Each trial of a sweep mirrored into one MLflow run nested under its study's run.
 
-Tune's events become queued operations (:mod:`focustune.sweeps.mlflow_queue`), so Tune's event loop
-never waits for MLflow (with many slots it would delay every trial start). The queue and the
-trial-to-run map are part of the callback's state, so Tune's experiment checkpoint carries them
-across a driver restart. A trial's run is also found again by its ``focustune.trial_id`` tag, so a
+The tuning layer hands over Tune's events (``sweeps/tune_tracking.py``); each becomes a queued
+operation (:mod:`focustune.tracking.operations`), so Tune's event loop never waits for MLflow (with
+many slots it would delay every trial start). The queue and the trial-to-run map are part of the
+state Tune's experiment checkpoint carries across a driver restart. A trial's run is also found again by its ``focustune.trial_id`` tag, so a
 restored trial never gets a second run. Run, tag and metric names come from
 :mod:`focustune.tracking_schema`.
 """
@@ -16,22 +16,13 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from ray import tune
-
-from focustune.sweeps import workbench
-from focustune.sweeps.mlflow_batches import log_batched
-from focustune.sweeps.mlflow_queue import EndRun, LogEpoch, Operation, OperationQueue, StartRun, mlflow_client
-from focustune.sweeps.trial_config import (BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, SEED_KEY, STUDY_KEY,
-                                           resolve_trial)
-from focustune.tracking_schema import (CONFUSION_ARTIFACT, FINAL_PREFIXES, KIND_RERUN, PARENT_TAG, TAG, source_tags,
-                                      split_study_key)
-
-SKIP_KEYS = {BUSY_SINCE, BUSY_UNTIL, "mechanism_epoch", "phase", "best_phase", "diagnostics", "artifacts",
-             "test_confusion_matrix", "done", "full_budget", "node_id", "precision", "trial_id", "date", "hostname",
-             "node_ip", "pid", "config", "experiment_tag", "checkpoint_dir_name",
-             "should_checkpoint", "timestamp", "time_this_iter_s", "time_total_s", "time_since_restore",
-             "iterations_since_restore", "training_iteration", "failed_reason", "diverged"}
-
+from focustune.tracking import workbench
+from focustune.tracking.batches import log_batched
+from focustune.tracking.operations import EndRun, LogEpoch, Operation, OperationQueue, StartRun, mlflow_client
+from focustune.records import (BEST_EPOCH, EPOCH, FAILED_REASON, KIND_KEY, SEED_KEY, STUDY_KEY, TRAIN_SECONDS,
+                               TRIAL_ID, TrialReport)
+from focustune.tracking_schema import (CONFUSION_ARTIFACT, FINAL_PREFIXES, KIND_RERUN, PARENT_TAG, STOPPED_EARLY, TAG,
+                                      source_tags, split_study_key)
 
 def flatten_diagnostics(diagnostics: dict[str, Any], prefix: str = "diag.") -> dict[str, float]:
     """Method diagnostics -> scalar metrics (lists become one metric per index)."""
@@ -49,33 +40,26 @@ def flatten_diagnostics(diagnostics: dict[str, Any], prefix: str = "diag.") -> d
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
-def scalar_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """The numeric entries of a Tune result worth logging as metrics."""
-    out = {k: float(v) for k, v in result.items()
-           if k not in SKIP_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
-           and math.isfinite(float(v))}
-    if isinstance(result.get("diagnostics"), dict):
-        out.update(flatten_diagnostics(result["diagnostics"]))
+def scalar_metrics(report: TrialReport) -> dict[str, float]:
+    """What a trial's run logs as metrics from one report: its scalars and its method's diagnostics."""
+    out = report.logged_scalars()
+    if report.diagnostics:
+        out.update(flatten_diagnostics(dict(report.diagnostics)))
     return out
 
 
-def tracked_params(config: dict[str, Any]) -> dict[str, Any]:
-    """A trial's MLflow params: its method, dataset, seed and every resolved hyperparameter."""
-    return resolve_trial(config).tracked_params
-
-
-class MlflowTracking(OperationQueue, tune.Callback):
-    """Tune callback that mirrors each trial into one MLflow run nested under its study's run.
+class TrialRuns(OperationQueue):
+    """Each trial as one MLflow run nested under its study's run.
 
     ``parents``: study key -> parent run id; ``tags``: tags every run gets (sweep id, epochs, ...);
     each run also gets its study, kind, dataset and method from its config; ``params_for``: a
-    trial's config -> its params (:func:`tracked_params`).
+    trial's config -> its params (every resolved hyperparameter).
     """
 
     RUNTIME: ClassVar[tuple[str, ...]] = (*OperationQueue.RUNTIME, "_client")
 
     def __init__(self, tracking_uri: str, experiment_id: str, parents: dict[str, str], tags: dict[str, str],
-                 params_for: Callable[[dict[str, Any]], dict[str, Any]] = tracked_params,
+                 params_for: Callable[[dict[str, Any]], dict[str, Any]],
                  retry_interval_s: float = 5.0, final_flush_s: float = 120.0,
                  inputs: dict[str, dict[str, str]] | None = None):
         super().__init__(tracking_uri, retry_interval_s)
@@ -99,40 +83,39 @@ class MlflowTracking(OperationQueue, tune.Callback):
             self._client = mlflow_client(self.tracking_uri)
         return self._client
 
-    # ---------------------------------------------------------------- Tune events
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._enqueue(StartRun(trial.trial_id, dict(trial.config)))
+    # ---------------------------------------------------------------- a trial's events
+    def trial_started(self, trial_id: str, config: dict[str, Any]) -> None:
+        self._enqueue(StartRun(trial_id, dict(config)))
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        epoch = int(result.get("epoch", 0))
-        if epoch <= self.logged_epoch.get(trial.trial_id, 0):
+    def epoch_reported(self, trial_id: str, result: dict[str, Any]) -> None:
+        report = TrialReport.from_result(result)
+        if report.epoch <= self.logged_epoch.get(trial_id, 0):
             return  # an epoch re-run after a restore was logged already
-        self.logged_epoch[trial.trial_id] = epoch
-        metrics = {k: v for k, v in scalar_metrics(result).items() if not k.startswith(FINAL_PREFIXES)}
-        if result.get("diagnostics"):
-            self.diagnostics.setdefault(trial.trial_id, []).append({"epoch": epoch, **result["diagnostics"]})
-        self._enqueue(LogEpoch(trial.trial_id, metrics, epoch))
+        self.logged_epoch[trial_id] = report.epoch
+        metrics = {k: v for k, v in scalar_metrics(report).items() if not k.startswith(FINAL_PREFIXES)}
+        if report.diagnostics:
+            self.diagnostics.setdefault(trial_id, []).append({EPOCH: report.epoch, **report.diagnostics})
+        self._enqueue(LogEpoch(trial_id, metrics, report.epoch))
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        result = dict(trial.last_result or {})
-        files = self._artifacts(trial.trial_id, result)
-        if result.get("diverged"):
-            reason = {"failed_reason": result.get("failed_reason", "")}
-            self._enqueue(EndRun(trial.trial_id, "FAILED", reason, {}, files))
+    def trial_completed(self, trial_id: str, last_result: dict[str, Any]) -> None:
+        report = TrialReport.from_result(last_result)
+        files = self._artifacts(trial_id, report)
+        if report.diverged:
+            self._enqueue(EndRun(trial_id, "FAILED", {FAILED_REASON: report.failed_reason}, {}, files))
             return
-        stopped = not result.get(FULL_BUDGET)
-        final = {k: v for k, v in scalar_metrics(result).items() if k.startswith(FINAL_PREFIXES)}
-        final.update({k: float(result[k]) for k in ("best_epoch", "train_seconds") if k in result})
-        tags = {"stopped_early": str(stopped).lower(), "node_id": str(result.get("node_id", "")),
-                **{key: str(result.get(key, "")) for key in ("precision", "mechanism_epoch", "best_phase")}}
-        self._enqueue(EndRun(trial.trial_id, "KILLED" if stopped else "FINISHED", tags, final, files))
+        stopped = not report.full_budget
+        final = {k: v for k, v in scalar_metrics(report).items() if k.startswith(FINAL_PREFIXES)}
+        final.update({k: float(v) for k, v in ((BEST_EPOCH, report.best_epoch), (TRAIN_SECONDS, report.train_seconds))
+                      if v is not None})
+        tags = {STOPPED_EARLY: str(stopped).lower(), **report.tags()}
+        self._enqueue(EndRun(trial_id, "KILLED" if stopped else "FINISHED", tags, final, files))
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        reason = str(getattr(trial, "error_file", "") or "trial raised an error")
-        self._enqueue(EndRun(trial.trial_id, "FAILED", {"failed_reason": reason[:500]}, {},
-                             self._artifacts(trial.trial_id, dict(trial.last_result or {}))))
+    def trial_errored(self, trial_id: str, reason: str, last_result: dict[str, Any]) -> None:
+        self._enqueue(EndRun(trial_id, "FAILED", {FAILED_REASON: reason[:500]}, {},
+                             self._artifacts(trial_id, TrialReport.from_result(last_result))))
 
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
+    def finish(self) -> None:
+        """Send what is queued (waiting up to ``final_flush_s`` for an unreachable server), then stop."""
         self.stop(wait_s=self.final_flush_s)
 
     # ---------------------------------------------------------------- state for restores
@@ -148,14 +131,13 @@ class MlflowTracking(OperationQueue, tune.Callback):
             self.diagnostics = dict(state.get("diagnostics", {}))
 
     # ---------------------------------------------------------------- sending
-    def _artifacts(self, trial_id: str, result: dict) -> dict[str, Any]:
+    def _artifacts(self, trial_id: str, report: TrialReport) -> dict[str, Any]:
         files: dict[str, Any] = {}
         if self.diagnostics.get(trial_id):
             files["diagnostics.json"] = self.diagnostics[trial_id]
-        if "test_confusion_matrix" in result:
-            files[CONFUSION_ARTIFACT] = {"test": result["test_confusion_matrix"]}
-        for name, data in (result.get("artifacts") or {}).items():
-            files[name] = data
+        if report.test_confusion_matrix is not None:
+            files[CONFUSION_ARTIFACT] = {"test": report.test_confusion_matrix}
+        files.update(report.artifacts or {})
         return files
 
     def _apply(self, op: Operation) -> None:
@@ -174,7 +156,7 @@ class MlflowTracking(OperationQueue, tune.Callback):
             return
         study = config[STUDY_KEY]
         dataset, method = split_study_key(study)
-        tags = {PARENT_TAG: self.parents[study], TAG + "trial_id": trial_id, TAG + "stopped_early": "false",
+        tags = {PARENT_TAG: self.parents[study], TAG + TRIAL_ID: trial_id, TAG + STOPPED_EARLY: "false",
                 **source_tags("sweep"),
                 **{TAG + k: v for k, v in {**self.tags, "study": study, "kind": config[KIND_KEY],
                                            "dataset": dataset, "method": method}.items()}}
@@ -186,7 +168,7 @@ class MlflowTracking(OperationQueue, tune.Callback):
             self.client.log_inputs(run.info.run_id, datasets=[workbench.dataset_input(self.inputs[dataset])])
 
     def _find_run(self, trial_id: str) -> str | None:
-        query = f"tags.`{TAG}trial_id` = '{trial_id}' and tags.`{TAG}sweep_id` = '{self.tags['sweep_id']}'"
+        query = f"tags.`{TAG}{TRIAL_ID}` = '{trial_id}' and tags.`{TAG}sweep_id` = '{self.tags['sweep_id']}'"
         found = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
         return found[0].info.run_id if found else None
 

@@ -26,7 +26,7 @@ from focustune.environment import restored_environment
 from focustune.errors import ConfigError
 from focustune.inference import ModelCard, Predictor, load_bundle, make_bundle
 from focustune.run_config import RunConfig
-from focustune.sweeps.mlflow_batches import log_batched
+from focustune.tracking.batches import log_batched
 from focustune.tracking_schema import (CHAMPION_ALIAS, CONFIG_ARTIFACT, FINAL_PREFIXES, KIND_TRAIN, METRIC_NAMES,
                                        MODEL_ARTIFACT, TAG, VAL_TAG_PREFIX)
 

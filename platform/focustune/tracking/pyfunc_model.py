@@ -6,6 +6,6 @@ own copy, which comes first on ``sys.path`` (an installed focustune is not neede
 
 from mlflow.models import set_model
 
-from focustune.sweeps.model_package import FocusTuneModel
+from focustune.tracking.model_package import FocusTuneModel
 
 set_model(FocusTuneModel())

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from focustune.errors import ConfigError
-from focustune.sweeps.mlflow_queue import mlflow_client
+from focustune.tracking.operations import mlflow_client
 from focustune.tracking_schema import BEST_PARAM_PREFIX, KIND_STUDY, TAG, split_study_key
 
 

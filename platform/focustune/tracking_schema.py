@@ -8,15 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
-#: The scalar classification metrics of every evaluation (``focustune.metrics``), in report order;
-#: an evaluation also has ``per_class_recall`` and ``confusion_matrix``.
-METRIC_NAMES = ("acc", "balanced_acc", "macro_f1", "auc", "worst_class_recall")
-#: The metrics of a ``train --output-json`` record's ``val``/``test`` (and what reproductions read from it).
-RECORD_METRICS = ("acc", "balanced_acc", "macro_f1", "auc", "per_class_recall")
-#: The validation metric that picks a run's best epoch (and ranks trials) unless one is configured.
-DEFAULT_SELECTION_METRIC = "balanced_acc"
-#: A trial's reported best validation score so far (its selection metric): what Optuna and ASHA see,
-#: and a per-epoch metric of its MLflow run.
+# The metric names, derived from the table of metrics (``metric_table``): the scalar metrics in
+# report order, a ``train --output-json`` record's metrics, the default selection metric.
+from focustune.metric_table import DEFAULT_SELECTION_METRIC, METRIC_NAMES, RECORD_METRICS  # noqa: F401
+
+#: A trial's reported best validation score so far (its selection metric, times its row's ``sign``
+#: so that higher is better): what Optuna and ASHA see, and a per-epoch metric of its MLflow run.
 OBJECTIVE = "objective"
 #: The MLflow store a command uses when given no ``--tracking-uri``: ``mlflow.db`` in the working folder.
 DEFAULT_STORE_FILE = "mlflow.db"

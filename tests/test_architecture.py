@@ -15,7 +15,8 @@ ROOTS = (REPO / "platform", REPO / "analysis")
 #: Bottom-up; a module may import only its own layer and those below it.
 LAYERS = ("shared", "core", "analysis", "tracking", "sweeps", "cli")
 SHARED = {"focustune", "focustune.tracking_schema", "focustune.files", "focustune.text_table", "focustune.errors",
-          "focustune.yaml_files", "focustune.registry", "focustune.params", "focustune.records", "focustune.network"}
+          "focustune.yaml_files", "focustune.registry", "focustune.params", "focustune.records", "focustune.network",
+          "focustune.metric_table"}
 
 
 def layer_of(module: str) -> str:

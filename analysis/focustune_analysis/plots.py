@@ -15,11 +15,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from focustune.files import write_atomic
+from focustune.metric_table import metric_label
 from focustune_analysis.references import references_for
 from focustune_analysis.stats import Ranking
-
-LABELS = {"acc": "accuracy", "balanced_acc": "balanced accuracy", "macro_f1": "macro-F1", "auc": "AUC",
-          "worst_class_recall": "worst-class recall"}
 
 
 def label(metric: str) -> str:
@@ -27,9 +25,7 @@ def label(metric: str) -> str:
     for prefix, word in (("best_val_", "best validation "), ("val_", "validation "), ("test_", "test ")):
         if metric.startswith(prefix):
             return word + label(metric[len(prefix):])
-    if metric.startswith("recall_class_"):
-        return f"recall of class {metric[len('recall_class_'):]}"
-    return LABELS.get(metric, metric.replace("_", " "))
+    return metric_label(metric)
 
 
 class Palette:

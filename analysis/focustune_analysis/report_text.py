@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from focustune.tracking_schema import KIND_TRIAL
+from focustune.tracking_schema import KIND_TRIAL, METRIC_NAMES
 from focustune_analysis.collect import SELECTED_RERUN, SELECTED_TRIAL, Collection
 from focustune_analysis.phases import SELECTION_LABELS, phase_sentence
 from focustune_analysis.plots import label
@@ -85,7 +85,7 @@ def _references_sentence(dataset: str, board: pd.DataFrame) -> str | None:
         return None
     ours = board[(board["dataset"] == dataset) & (board["source"] != "published")]
     parts = []
-    for metric in ("acc", "auc"):
+    for metric in METRIC_NAMES:
         values = [r.metrics[metric] for r in refs if metric in r.metrics]
         if not values or ours[metric].isna().all():
             continue

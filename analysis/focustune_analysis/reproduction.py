@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 
 from focustune.records import BEST_PHASE
-from focustune.tracking_schema import RECORD_METRICS
+from focustune.tracking_schema import METRIC_NAMES, RECORD_METRICS
 from focustune_analysis.stats import Estimate, estimate, holm, paired_test, small_sample_note
 
 #: The scalar test metrics of a ``focustune train --output-json`` record.
-SCALAR_RECORD_METRICS = tuple(m for m in RECORD_METRICS if m != "per_class_recall")
+SCALAR_RECORD_METRICS = tuple(m for m in RECORD_METRICS if m in METRIC_NAMES)
 #: The metrics each arm is tested on against the baseline arm (paired by seed).
 TESTED_METRICS = ("acc", "balanced_acc")
 INTERVAL = ("95% Student-t interval over seeds, clipped to the quantity's range ([0, 1] for accuracies, recalls "

@@ -8,11 +8,9 @@ from typing import Any
 
 from focustune import params
 from focustune.errors import ConfigError
+from focustune.metric_table import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
 from focustune.models import HEADS, MODELS
 from focustune.params import hp
-from focustune.tracking_schema import DEFAULT_SELECTION_METRIC
-
-SELECTION_METRICS = ("balanced_acc", "acc", "macro_f1", "auc", "worst_class_recall")
 
 
 @dataclass

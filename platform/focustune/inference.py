@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,11 @@ import torch
 
 from focustune.errors import DataError
 from focustune.files import write_atomic
+from focustune.metric_table import (DEFAULT_SELECTION_METRIC, DEFAULT_THRESHOLD_METRIC, THRESHOLD_METRICS, Metric,
+                                    metric_row)
 from focustune.transforms import NORMALISATION, normalise
 
 WEIGHTS_FILE, CARD_FILE = "weights.pt", "model.json"
-#: Metrics a binary threshold can be calibrated for (AUC does not depend on a threshold).
-THRESHOLD_METRICS = ("balanced_acc", "acc", "macro_f1", "worst_class_recall")
-DEFAULT_THRESHOLD_METRIC = "balanced_acc"
 PREDICT_BATCH = 1024
 
 
@@ -45,14 +44,15 @@ class ModelCard:
     normalisation: dict[str, float] = field(default_factory=lambda: dict(NORMALISATION))
     #: Binary tasks: predict class 1 when its probability is at least this (None: argmax).
     threshold: float | None = None
-    threshold_metric: str | None = None  # the validation metric the threshold maximises
+    threshold_metric: str | None = None  # the validation metric the threshold optimises
     threshold_val_score: float | None = None
 
     def describe(self) -> str:
         text = (f"{self.config['method']} on {self.config['dataset']}: {len(self.class_names)} classes, "
                 f"{self.channels} channel(s), {self.image_size} px")
         if self.threshold is not None:
-            text += (f"; decision threshold {self.threshold:.4f} on P({self.class_names[1]}), maximising "
+            aim = "maximising" if metric_row(str(self.threshold_metric)).higher_is_better else "minimising"
+            text += (f"; decision threshold {self.threshold:.4f} on P({self.class_names[1]}), {aim} "
                      f"validation {self.threshold_metric}")
         return text
 
@@ -64,6 +64,46 @@ def threshold_metric_for(selection_metric: str) -> str:
     return selection_metric if selection_metric in THRESHOLD_METRICS else DEFAULT_THRESHOLD_METRIC
 
 
+@dataclass(frozen=True)
+class BinaryCounts:
+    """A binary task's confusion counts at each candidate threshold (class 1 predicted at or above it)."""
+
+    tp: np.ndarray
+    fp: np.ndarray
+    positives: int
+    negatives: int
+
+    @property
+    def fn(self) -> np.ndarray:
+        return self.positives - self.tp
+
+    @property
+    def tn(self) -> np.ndarray:
+        return self.negatives - self.fp
+
+    @property
+    def recall1(self) -> np.ndarray:
+        return self.tp / max(self.positives, 1)
+
+    @property
+    def recall0(self) -> np.ndarray:
+        return self.tn / max(self.negatives, 1)
+
+
+def _f1(hit: np.ndarray, miss_a: np.ndarray, miss_b: np.ndarray) -> np.ndarray:
+    """One class's F1 from its hits and the two kinds of misses (0 where it has none of the three)."""
+    return np.divide(2 * hit, 2 * hit + miss_a + miss_b, out=np.zeros(len(hit)), where=2 * hit + miss_a + miss_b > 0)
+
+
+#: Each thresholdable metric of the table at every candidate threshold, by its name.
+BINARY_SCORES: dict[str, Callable[[BinaryCounts], np.ndarray]] = {
+    "acc": lambda c: (c.tp + c.tn) / max(c.positives + c.negatives, 1),
+    "balanced_acc": lambda c: (c.recall0 + c.recall1) / 2,
+    "macro_f1": lambda c: (_f1(c.tp, c.fp, c.fn) + _f1(c.tn, c.fn, c.fp)) / 2,
+    "worst_class_recall": lambda c: np.minimum(c.recall0, c.recall1),
+}
+
+
 def threshold_scores(positive_probs: np.ndarray, labels: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """(thresholds, scores): ``metric`` on the binary ``labels`` when class 1 is predicted for a
     probability >= threshold; candidates are 0.5 and the midpoints between distinct probabilities."""
@@ -72,27 +112,26 @@ def threshold_scores(positive_probs: np.ndarray, labels: np.ndarray, metric: str
     distinct = np.unique(p)
     thresholds = np.unique(np.concatenate([(distinct[:-1] + distinct[1:]) / 2, [0.5]]))
     pos, neg = np.sort(p[labels == 1]), np.sort(p[labels != 1])
-    tp = len(pos) - np.searchsorted(pos, thresholds, side="left")
-    fp = len(neg) - np.searchsorted(neg, thresholds, side="left")
-    fn, tn = len(pos) - tp, len(neg) - fp
-    recall1, recall0 = tp / max(len(pos), 1), tn / max(len(neg), 1)
-    f1 = lambda hit, miss_a, miss_b: np.divide(2 * hit, 2 * hit + miss_a + miss_b,  # noqa: E731
-                                               out=np.zeros(len(thresholds)), where=2 * hit + miss_a + miss_b > 0)
-    scores = {"balanced_acc": (recall0 + recall1) / 2, "acc": (tp + tn) / max(len(p), 1),
-              "worst_class_recall": np.minimum(recall0, recall1),
-              "macro_f1": (f1(tp, fp, fn) + f1(tn, fn, fp)) / 2}[metric]
-    return thresholds, scores
+    counts = BinaryCounts(tp=len(pos) - np.searchsorted(pos, thresholds, side="left"),
+                          fp=len(neg) - np.searchsorted(neg, thresholds, side="left"),
+                          positives=len(pos), negatives=len(neg))
+    return thresholds, BINARY_SCORES[metric](counts)
+
+
+def best_threshold(thresholds: np.ndarray, scores: np.ndarray, metric: Metric) -> tuple[float, float]:
+    """(threshold, score) of the best of ``scores`` in ``metric``'s direction; among equal scores the
+    threshold nearest 0.5 (so argmax stays unless another threshold does better)."""
+    oriented = metric.sign * scores
+    best = np.flatnonzero(oriented >= oriented.max() - 1e-12)
+    chosen = best[np.argmin(np.abs(thresholds[best] - 0.5))]
+    return float(thresholds[chosen]), float(scores[chosen])
 
 
 def calibrate_threshold(positive_probs: np.ndarray, labels: np.ndarray, metric: str) -> tuple[float, float]:
-    """(threshold, validation score): the threshold maximising ``metric``; among equal scores the one
-    nearest 0.5 (so argmax stays unless another threshold does better)."""
+    """(threshold, validation score): the threshold optimising ``metric`` (:func:`best_threshold`)."""
     if metric not in THRESHOLD_METRICS:
         raise ValueError(f"no threshold calibration for {metric!r}; use one of {THRESHOLD_METRICS}")
-    thresholds, scores = threshold_scores(positive_probs, labels, metric)
-    best = np.flatnonzero(scores >= scores.max() - 1e-12)
-    chosen = best[np.argmin(np.abs(thresholds[best] - 0.5))]
-    return float(thresholds[chosen]), float(scores[chosen])
+    return best_threshold(*threshold_scores(positive_probs, labels, metric), metric_row(metric))
 
 
 # ---------------------------------------------------------------- converting inputs
@@ -198,7 +237,7 @@ def make_bundle(folder: str | os.PathLike, state: dict[str, torch.Tensor], confi
     """Save the weights ``state`` of a model trained with ``config`` (a RunConfig mapping) on ``dataset``;
     ``val`` are its best-epoch validation metrics. A binary task's threshold is calibrated on the
     validation split for the run's selection metric (balanced accuracy when that is AUC)."""
-    selection = str(config["params"].get("selection_metric", DEFAULT_THRESHOLD_METRIC))
+    selection = str(config["params"].get("selection_metric", DEFAULT_SELECTION_METRIC))
     card = ModelCard(config=config, class_names=[str(c) for c in dataset.class_names], channels=dataset.channels,
                      image_size=dataset.image_size, task=dataset.task, selection_metric=selection,
                      val={k: float(v) for k, v in val.items() if isinstance(v, (int, float))})

@@ -20,8 +20,8 @@ MECHANISM_EPOCH, BEST_EPOCH, BEST_PHASE = "mechanism_epoch", "best_epoch", "best
 FULL_BUDGET, DIVERGED, FAILED_REASON = "full_budget", "diverged", "failed_reason"
 BUSY_SINCE, BUSY_UNTIL = "busy_since", "busy_until"
 TOTAL_EPOCHS, START_EPOCH, TRAIN_SECONDS = "total_epochs", "start_epoch", "train_seconds"
-#: A trial's reported best validation score so far (its selection metric): what Optuna and ASHA see,
-#: and a per-epoch metric of its MLflow run.
+#: A trial's reported best validation score so far (its selection metric, times its row's ``sign`` in
+#: ``metric_table`` so that higher is better): what Optuna and ASHA see, and a per-epoch metric of its run.
 OBJECTIVE = "objective"
 #: Ray Tune's id of a trial, in its results (and the ``focustune.trial_id`` tag of the trial's run).
 TRIAL_ID = "trial_id"

@@ -8,13 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
-#: The scalar classification metrics of every evaluation (``focustune.metrics``), in report order;
-#: an evaluation also has ``per_class_recall`` and ``confusion_matrix``.
-METRIC_NAMES = ("acc", "balanced_acc", "macro_f1", "auc", "worst_class_recall")
-#: The metrics of a ``train --output-json`` record's ``val``/``test`` (and what reproductions read from it).
-RECORD_METRICS = ("acc", "balanced_acc", "macro_f1", "auc", "per_class_recall")
-#: The validation metric that picks a run's best epoch (and ranks trials) unless one is configured.
-DEFAULT_SELECTION_METRIC = "balanced_acc"
+# The metric names, derived from the table of metrics (``metric_table``): the scalar metrics in
+# report order, a ``train --output-json`` record's metrics, the default selection metric.
+from focustune.metric_table import DEFAULT_SELECTION_METRIC, METRIC_NAMES, RECORD_METRICS  # noqa: F401
+
 #: The MLflow store a command uses when given no ``--tracking-uri``: ``mlflow.db`` in the working folder.
 DEFAULT_STORE_FILE = "mlflow.db"
 TRACKING_URI_HELP = (f"MLflow store for tracking and the model registry: a server (http://HOST:PORT) or a "

@@ -7,15 +7,16 @@ import argparse
 
 from focustune.cli import options
 from focustune.errors import ConfigError
+from focustune.metric_table import CLASS_METRIC_PATTERNS, DEFAULT_SELECTION_METRIC
 from focustune.tracking_schema import METRIC_NAMES, default_tracking_uri, ui_hint
 
 
 def add_options(cmd: argparse.ArgumentParser) -> None:
     options.add_experiment(cmd, "MLflow experiment of the sweep (its --experiment)", required=True)
     options.add_tracking_uri(cmd)
-    cmd.add_argument("--metric", default="balanced_acc",
-                     help=f"test metric to compare: {', '.join(METRIC_NAMES)}, recall_class_<i> "
-                          "(default balanced_acc)")
+    cmd.add_argument("--metric", default=DEFAULT_SELECTION_METRIC,
+                     help=f"test metric to compare: {', '.join((*METRIC_NAMES, *CLASS_METRIC_PATTERNS))} "
+                          f"(default {DEFAULT_SELECTION_METRIC})")
     cmd.add_argument("--baseline", default="erm", help="method every other method is tested against")
     cmd.add_argument("--out", default="report", help="folder for report.md, report.html, figures/ and CSVs")
     cmd.add_argument("--target-fraction", type=float, default=0.95,

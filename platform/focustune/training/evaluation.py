@@ -12,12 +12,14 @@ import torch
 
 from focustune.data import Split
 from focustune.errors import TrainingDiverged
+from focustune.metric_table import Metric, metric_row
 from focustune.metrics import classification_metrics
 from focustune.tracking_schema import STAGES
 from focustune.training.checkpoints import to_device
 from focustune.transforms import normalise
 
-#: (selection metric, tie-breaker) of an epoch's validation metrics; higher is better.
+#: (selection metric, its tie-breaker) of an epoch's validation metrics, each times its row's ``sign``:
+#: higher is better.
 Score = tuple[float, float]
 Weights = dict[str, torch.Tensor]
 #: The two stages of a phased method's run: epochs before its mechanism first acted, and after.
@@ -86,19 +88,23 @@ def split_metrics(split: Split, probs: torch.Tensor) -> dict[str, Any]:
     return classification_metrics(split.labels.cpu().numpy(), probs.cpu().numpy())
 
 
-def selection_score(val: dict[str, Any], metric: str) -> Score:
-    """(selection metric, tie-breaker): ties, common with few validation samples, go to AUC
-    (or to balanced accuracy when AUC is the selection metric); NaN ranks lowest."""
-    secondary = "balanced_acc" if metric == "auc" else "auc"
-    as_score = lambda v: -math.inf if math.isnan(v) else v  # noqa: E731
-    return as_score(val[metric]), as_score(val[secondary])
+def selection_score(val: dict[str, Any], metric: Metric) -> Score:
+    """(selection metric, tie-breaker) of validation metrics ``val``, each oriented by its row's
+    direction: ties, common with few validation samples, go to the row's ``tie_breaker``."""
+    return _oriented(val, metric), _oriented(val, metric_row(metric.tie_breaker))
+
+
+def _oriented(val: dict[str, Any], metric: Metric) -> float:
+    """``metric``'s value in ``val`` times its sign (higher is better); NaN ranks lowest."""
+    value = val[metric.name]
+    return -math.inf if math.isnan(value) else metric.sign * value
 
 
 class BestEpochs:
     """The best epoch on validation so far (its score and weights) and, for a phased method (its
     mechanism first acts after epoch ``mechanism_epoch`` > 1), the best epoch of each stage."""
 
-    def __init__(self, selection_metric: str, mechanism_epoch: int):
+    def __init__(self, selection_metric: Metric, mechanism_epoch: int):
         self.selection_metric, self.mechanism_epoch = selection_metric, mechanism_epoch
         self.score: Score = (-math.inf, -math.inf)
         self.epoch = -1  # 0-based; -1 before any epoch

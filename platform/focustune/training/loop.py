@@ -25,6 +25,7 @@ from focustune.data import ImageDataset, Split
 from focustune.data.streaming import DeviceBatches
 from focustune.errors import TrainingDiverged
 from focustune.methods.base import EpochStats, Method, Phase, RunContext, mechanism_epoch
+from focustune.metric_table import METRICS, metric_row
 from focustune.models import Classifier, build_model, seeded_init
 from focustune.training import checkpoints
 from focustune.training.device import (amp_dtype, autocast, deterministic_algorithms, device_data_limit,
@@ -50,11 +51,10 @@ def phase_at(phases: list[Phase], epoch: int) -> tuple[int, Phase, int]:
 
 def progress_line(record: dict[str, Any], total_epochs: int) -> str:
     """The log line of an epoch's ``record``."""
-    val = record["val"]
+    val = " ".join(f"{m.short_name} {record['val'][m.name]:.4f}" for m in METRICS if m.short_name)
     mark = " *" if record["best"] else ""
     return (f"epoch {record['epoch']:>3}/{total_epochs} [{record['phase']}] "
-            f"loss {record['train_loss']:.4f}  val acc {val['acc']:.4f} bal_acc {val['balanced_acc']:.4f} "
-            f"f1 {val['macro_f1']:.4f} auc {val['auc']:.4f}  {record['samples_per_s']:,.0f} samples/s{mark}")
+            f"loss {record['train_loss']:.4f}  val {val}  {record['samples_per_s']:,.0f} samples/s{mark}")
 
 
 class Trainer:
@@ -82,7 +82,7 @@ class Trainer:
         self.model = self._new_model(phase_index=0)
         self.phases = method.phases(config)
         self.optimisation = Optimisation(config, self.phases, self.device, self.amp_dtype == torch.float16)
-        self.best = BestEpochs(config.selection_metric, self.mechanism_epoch)
+        self.best = BestEpochs(metric_row(config.selection_metric), self.mechanism_epoch)
         self.epoch = 0  # next epoch to run
         self.history: list[dict[str, Any]] = []
         self.elapsed = 0.0  # seconds of training and validation, across resumes

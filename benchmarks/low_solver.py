@@ -7,9 +7,10 @@ the quadratic program
 
 with CVXOPT (dense P = 2 lam I, G = -I, h = 0, A = 1', b = M; maxiters 20, abstol = reltol =
 feastol = 1e-4), on the host, with g copied from the device. Its solution is the Euclidean
-projection that ``focustune.methods.low.low_weights`` computes exactly. Contenders per batch:
+projection that ``focustune.methods.low.low_deviations`` computes exactly (as deviations from 1, the
+weights LOW trains with being ``1 + low_deviations(g, lam)``). Contenders per batch:
 
-* ``ours``: ``low_weights(g, lam)`` on the device, float32 as in training (and float64 for the
+* ``ours``: ``1 + low_deviations(g, lam)`` on the device, float32 as in training (and float64 for the
   difference);
 * ``cvxopt_reference``: the QP as above with the reference's settings (time and difference);
 * ``cvxopt_tight``: the same QP with tolerances 1e-14 and up to 200 iterations, for a fair
@@ -98,12 +99,12 @@ def run_case(batch: int, lam: float, classes: int, repeats: int, device: str, se
     import numpy as np
     import torch
 
-    from focustune.methods.low import low_weights
+    from focustune.methods.low import low_deviations
 
     generator = torch.Generator().manual_seed(seed)
     sync = device.startswith("cuda")
     contenders = {
-        "ours": lambda g: low_weights(g, lam),
+        "ours": lambda g: 1.0 + low_deviations(g, lam),
         "cvxopt_reference": lambda g: cvxopt_weights(g, lam, REFERENCE_OPTIONS),
         "cvxopt_tight": lambda g: cvxopt_weights(g, lam, TIGHT_OPTIONS),
         "qpsolvers_cvxopt": lambda g: qpsolvers_weights(g, lam),
@@ -130,7 +131,7 @@ def run_case(batch: int, lam: float, classes: int, repeats: int, device: str, se
             statuses[name][status] += 1
         for name in diffs:
             diffs[name].append(float(np.abs(ours - np.asarray(out[name])).max()))
-        exact64 = low_weights(g.double(), lam).cpu().numpy()
+        exact64 = (1.0 + low_deviations(g.double(), lam)).cpu().numpy()
         float64_vs_tight.append(float(np.abs(exact64 - np.asarray(out["cvxopt_tight"])).max()))
         objective = lambda w: lam * w @ w - (g.double().cpu().numpy() + lam) @ w  # noqa: E731
         objective_excess.append(float(objective(exact64) - objective(np.asarray(out["cvxopt_tight"]))))
@@ -185,7 +186,7 @@ def main() -> None:
     reached = worst_speedup >= 50 and worst_diff <= 1e-4
     fast_enough = sorted({c["batch"] for c in cases if c["speedup"]["cvxopt_reference"]["median"] >= 50}
                          - {c["batch"] for c in cases if c["speedup"]["cvxopt_reference"]["median"] < 50})
-    print(f"\nours = low_weights on {device} in float32 (as in training); weights sum to the batch size, "
+    print(f"\nours = 1 + low_deviations on {device} in float32 (as in training); weights sum to the batch size, "
           f"so |Δw| is in units of the uniform weight 1. Tight tolerance {TIGHT:g}; reference settings "
           f"{REFERENCE_OPTIONS}; 'ref. not optimal' = reference solves that stopped at maxiters.")
     worst_objective = max(c["max_objective_ours_minus_tight"] for c in cases)

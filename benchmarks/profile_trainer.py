@@ -6,7 +6,8 @@ Two views of a training epoch on PneumoniaMNIST (small CNN, batch 128, Adam):
    generator, after ``_begin_epoch``) driven through the same steps as ``Trainer._train_epoch``,
    with a timer around each step: drawing the epoch's batch indices, indexing + normalising the
    uint8 batch, augmentation, forward, the method's work (per-sample loss and weighting: LOW's
-   gradient norms and projection), backward, optimiser step, and the per-class loss bookkeeping.
+   gradient norms and projection), backward, optimiser step, the method's ``end_step`` (LOW's weight
+   statistics), and the per-class loss bookkeeping.
    On a GPU every timer synchronises first (which serialises the GPU, so the split is an
    attribution, not the trainer's own overlap). The instrumented epoch's total is compared with
    an untimed ``Trainer._train_epoch`` run interleaved with it, to show the split is representative.
@@ -30,7 +31,7 @@ from typing import Any
 import common
 
 STEPS = ("batch indices", "index + normalise", "augment", "forward", "method (loss + weights)", "zero_grad",
-         "backward", "optimiser step", "bookkeeping")
+         "backward", "optimiser step", "method (end of step)", "bookkeeping")
 
 
 class Timers:
@@ -90,6 +91,8 @@ def instrumented_epoch(trainer: Any, epoch: int, sync: bool) -> dict[str, float]
         trainer.scaler.update()
         timers.mark("optimiser step")
         losses = losses.detach()
+        method.end_step(y, losses)
+        timers.mark("method (end of step)")
         loss_sum.index_add_(0, y, losses.float())
         count.index_add_(0, y, torch.ones_like(losses, dtype=torch.float32))
         timers.mark("bookkeeping")

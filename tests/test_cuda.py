@@ -17,8 +17,8 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuB
 
 from conftest import make_dataset  # noqa: E402
 from focustune.config import resolve  # noqa: E402
-from focustune.fastgan import FastGAN  # noqa: E402
 from focustune.methods import get_method, method_names  # noqa: E402
+from focustune.methods.mdgan.fastgan import FastGAN  # noqa: E402
 from focustune.training import Trainer, deterministic_algorithms  # noqa: E402
 
 pytestmark = [pytest.mark.cuda,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from focustune.fastgan import (
+from focustune.methods.mdgan.fastgan import (
     Discriminator,
     FastGAN,
     Generator,

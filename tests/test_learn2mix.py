@@ -172,20 +172,19 @@ def test_checkpoint_restore_continues_identically(tmp_path):
 def record_batches(method):
     """Wrap ``method``'s per-batch hooks: per batch, its targets, per-sample losses and alpha before and after."""
     seen = []
-    own_losses, own_batch_loss = method.sample_losses, method.batch_loss
+    own_losses, own_end_step = method.sample_losses, method.end_step
 
     def sample_losses(logits, targets):
         losses = own_losses(logits, targets)
         seen.append({"targets": targets.clone(), "losses": losses.detach().clone()})
         return losses
 
-    def batch_loss(logits, targets, losses):
+    def end_step(targets, losses):
         seen[-1]["alpha_before"] = method.alpha.clone()
-        loss = own_batch_loss(logits, targets, losses)
+        own_end_step(targets, losses)
         seen[-1]["alpha_after"] = method.alpha.clone()
-        return loss
 
-    method.sample_losses, method.batch_loss = sample_losses, batch_loss
+    method.sample_losses, method.end_step = sample_losses, end_step
     return seen
 
 
@@ -233,6 +232,25 @@ def test_per_batch_update_moves_alpha_once_per_batch_under_sam():
     method._move_alpha = lambda targets, losses: moves.append(1) or own(targets, losses)
     trainer.fit()
     assert len(moves) == math.ceil(58 / 16)
+
+
+def test_per_batch_update_under_sam_moves_alpha_from_each_steps_first_pass_only():
+    method, trainer = build(make_dataset((40, 12, 6)), epochs=1, mixing_rate=0.5, update_every="batch",
+                            optimizer="sam", lr=0.05)
+    alpha = method.alpha.clone()
+    passes = record_batches(method)
+    trainer.fit()
+    assert len(passes) == 2 * math.ceil(58 / 16)
+    share = alpha.clone()
+    for first, second in zip(passes[::2], passes[1::2]):
+        assert torch.equal(first["targets"], second["targets"])
+        assert not torch.equal(first["losses"], second["losses"])  # the perturbed weights' losses differ
+        assert torch.equal(second["alpha_before"], alpha)  # nothing moved alpha between steps
+        mean, seen = class_means([first], 3)
+        share = updated_loss_share(share, mean, seen)
+        alpha = alpha + 0.5 * (share - alpha)
+        torch.testing.assert_close(second["alpha_after"], alpha)
+        alpha = second["alpha_after"]
 
 
 def test_per_batch_update_refuses_images_streamed_from_host_memory():

@@ -10,7 +10,7 @@ from conftest import make_dataset, without_timings
 from focustune.config import resolve
 from focustune.losses import class_balanced_weights, focal_loss
 from focustune.methods import get_method
-from focustune.methods.low import (cross_entropy_gradient_norms, logit_gradient_norms, low_weights,
+from focustune.methods.low import (cross_entropy_gradient_norms, logit_gradient_norms, low_deviations,
                                    project_to_scaled_simplex)
 from focustune.training import Trainer
 
@@ -35,13 +35,13 @@ def random_g(m: int, seed: int) -> torch.Tensor:
 def test_weights_match_a_general_qp_solver(lam, m):
     for seed in range(3):
         g = random_g(m, seed)
-        np.testing.assert_allclose(low_weights(g, lam).numpy(), qp_weights(g.numpy(), lam), atol=1e-5)
+        np.testing.assert_allclose((1 + low_deviations(g, lam)).numpy(), qp_weights(g.numpy(), lam), atol=1e-5)
 
 
 @pytest.mark.parametrize("lam", LAMBDAS)
 def test_kkt_conditions_hold(lam):
     g = random_g(40, seed=7)
-    w = low_weights(g, lam)
+    w = 1 + low_deviations(g, lam)
     assert (w >= 0).all()
     assert w.sum().item() == pytest.approx(40, abs=1e-9)
     stationarity = g - 2 * lam * (w - 1)
@@ -61,20 +61,20 @@ def test_projection_is_batched_row_by_row():
 
 def test_weights_approach_uniform_as_lambda_grows():
     g = random_g(32, seed=3)
-    deviations = [(low_weights(g, lam) - 1).abs().max().item() for lam in (0.01, 0.1, 1.0, 10.0, 1000.0)]
+    deviations = [low_deviations(g, lam).abs().max().item() for lam in (0.01, 0.1, 1.0, 10.0, 1000.0)]
     assert deviations == sorted(deviations, reverse=True)
     assert deviations[-1] < 1e-3
     lam = 10.0  # no weight clipped: the closed form w = 1 + (g - mean g) / (2 lam)
-    torch.testing.assert_close(low_weights(g, lam), 1 + (g - g.mean()) / (2 * lam))
+    torch.testing.assert_close(1 + low_deviations(g, lam), 1 + (g - g.mean()) / (2 * lam))
 
 
 def test_small_lambda_zeroes_easy_samples_and_keeps_the_order_of_g():
     g = torch.tensor([0.01, 0.02, 0.05, 1.2, 1.5, 1.9], dtype=torch.float64)
-    w = low_weights(g, 0.1)
+    w = 1 + low_deviations(g, 0.1)
     assert (w[:3] == 0).all() and (w[3:] > 0).all()
     assert (w.diff() >= 0).all()
     assert w[-1] > w[3]
-    hardest_only = low_weights(g, 1e-3)  # in the limit, the whole batch weight on the hardest sample
+    hardest_only = 1 + low_deviations(g, 1e-3)  # in the limit, the whole batch weight on the hardest sample
     torch.testing.assert_close(hardest_only, torch.tensor([0, 0, 0, 0, 0, 6.0], dtype=torch.float64))
 
 
@@ -124,7 +124,7 @@ def test_base_loss_variants_weight_their_own_loss_and_gradient(base_loss):
     torch.testing.assert_close(losses, expected)
 
     g = logit_gradient_norms(logits, targets, lambda z, y: method.sample_losses(z, y))
-    weights = low_weights(g, 0.05)
+    weights = 1 + low_deviations(g, 0.05)
     loss = method.batch_loss(logits, targets, losses)
     torch.testing.assert_close(loss, (weights * expected).mean())
     # The weights are constants: d loss / d z_j = w_j / M * d loss_j / d z_j.
@@ -145,6 +145,22 @@ def test_trains_end_to_end_and_logs_weight_statistics():
         assert stats["weight_std"] > 0 and 0 <= stats["zero_weight_share"] < 1
         assert len(stats["class_weight_mean"]) == 3
     assert method.class_count.sum().item() == 0  # accumulators are reset after every epoch
+
+
+def test_under_sam_the_weight_statistics_count_each_optimiser_step_once():
+    method, trainer = build_low(make_dataset(), epochs=2, lam=0.1, optimizer="sam", lr=0.05)
+    counted = []
+    own_end_epoch = method.end_epoch
+
+    def end_epoch(stats, run):
+        counted.append((method.class_count.clone(), stats.class_count))
+        return own_end_epoch(stats, run)
+
+    method.end_epoch = end_epoch
+    trainer.fit()
+    assert len(counted) == 2
+    for weights_counted, samples_trained in counted:
+        torch.testing.assert_close(weights_counted, samples_trained)  # not twice: SAM's two passes are one step
 
 
 class StopAfter(Exception):
@@ -189,7 +205,8 @@ def test_weight_spread_of_nearly_uniform_weights_is_reported_exactly():
         logits, targets = random_batch(64, 3, seed)
         losses = method.sample_losses(logits, targets)
         method.batch_loss(logits, targets, losses)
-        expected.append(low_weights(cross_entropy_gradient_norms(logits, targets).double(), 2.5e4))
+        method.end_step(targets, losses)
+        expected.append(1 + low_deviations(cross_entropy_gradient_norms(logits, targets).double(), 2.5e4))
     spread = torch.cat(expected).std(unbiased=False).item()
     assert 5e-6 < spread < 5e-5
     stats = method.end_epoch(None, trainer.run)
@@ -204,7 +221,7 @@ def test_authors_code_unit_scales_lambda_by_the_square_of_the_actual_batch_size(
         logits, targets = random_batch(m, 3, seed=m)
         z = logits.clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(F.cross_entropy(z, targets), z)  # batch mean, as the authors' code
-        code_weights = low_weights(grad.pow(2).sum(1), 0.1)
+        code_weights = 1 + low_deviations(grad.pow(2).sum(1), 0.1)
         losses = code_method.sample_losses(logits, targets)
         torch.testing.assert_close(code_method.batch_loss(logits, targets, losses), (code_weights * losses).mean())
         assert code_method.lam_per_sample(m) == pytest.approx(0.1 * m * m)
@@ -213,7 +230,7 @@ def test_authors_code_unit_scales_lambda_by_the_square_of_the_actual_batch_size(
     ours, _ = build_low(make_dataset(), lam=0.1)
     logits, targets = random_batch(256, 3, seed=0)
     losses = ours.sample_losses(logits, targets)
-    weights = low_weights(cross_entropy_gradient_norms(logits, targets), 0.1)
+    weights = 1 + low_deviations(cross_entropy_gradient_norms(logits, targets), 0.1)
     torch.testing.assert_close(ours.batch_loss(logits, targets, losses), (weights * losses).mean())
     assert (weights - 1).abs().max() > 0.5  # the same lambda in our units reweights strongly
 

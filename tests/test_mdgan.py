@@ -9,9 +9,9 @@ from conftest import make_dataset
 from focustune import params
 from focustune.config import resolve
 from focustune.errors import ConfigError
-from focustune.fastgan import FastGAN
 from focustune.methods import RunContext, get_method
 from focustune.methods.mdgan import CHECK_SAMPLES, MDGAN, class_accuracies, worst_classes
+from focustune.methods.mdgan.fastgan import FastGAN
 from focustune.models import SpinalHead, build_model
 from focustune.models.spinal_head import ProgressiveSpinalHead
 from focustune.spaces import load_space

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from conftest import without_timings
 from focustune.config import resolve
@@ -192,6 +193,28 @@ def test_nesterov_momentum_reaches_the_optimiser(optimizer, tiny_dataset):
                                                        "momentum": 0.9, "lr": 0.05, "epochs": 1})
     trainer.fit()
     assert trainer.optimizer.param_groups[0]["nesterov"] is True
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "sam"])
+@pytest.mark.parametrize("name", method_names())
+def test_end_step_follows_every_optimiser_step_exactly_once(name, optimizer, tiny_dataset):
+    """SAM runs two forward passes (two batch_loss calls) per step; end_step still comes once per step."""
+    trainer = _trainer(name, tiny_dataset, overrides={"optimizer": optimizer, "lr": 0.05, "epochs": 3})
+    events = []
+    own_end_step = trainer.method.end_step
+    trainer.method.end_step = lambda targets, losses: events.append("end_step") or own_end_step(targets, losses)
+
+    def stepped(stepped_optimizer, args, kwargs):  # SAM steps its base optimiser once per step
+        if stepped_optimizer in (trainer.optimizer, getattr(trainer.optimizer, "base_optimizer", None)):
+            events.append("step")
+
+    hook = register_optimizer_step_post_hook(stepped)
+    try:
+        trainer.fit()
+    finally:
+        hook.remove()
+    steps = events.count("step")
+    assert steps >= trainer.total_epochs and events == ["step", "end_step"] * steps
 
 
 @pytest.mark.parametrize("overrides", [{"nesterov": True, "optimizer": "adam"},

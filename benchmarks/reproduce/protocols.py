@@ -134,7 +134,7 @@ FIVE_RUNS = (1, 2, 3, 4, 5)
 #: IMET as the paper runs it on PneumoniaMNIST: 2,800 samples per iteration, error rates on an equal-class subsample.
 IMET_PAPER = _sets(iterations=3, sample_count=2800, error_sample="balanced")
 #: 2,000 GAN steps of batch 16 per class (FastGAN's reference: 50,000 of batch 8, hours per class on a CPU);
-#: 1,000 already give recognisable chest X-rays (methods/mdgan.py), and every run reports its GAN check.
+#: 1,000 already give recognisable chest X-rays (methods/mdgan/), and every run reports its GAN check.
 MDGAN = _sets(finetune_epochs=4, gan_steps=2000, gan_batch_size=16)
 MDGAN_QUICK = _sets(finetune_epochs=1, gan_steps=5)
 

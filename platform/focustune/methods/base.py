@@ -145,7 +145,7 @@ class Method:
     # ---- per epoch / per batch --------------------------------------------
     def epoch_batches(self, epoch: int, data: Split, run: RunContext) -> Iterable[torch.Tensor]:
         """Index tensors into ``data``, one per batch. With the data on the device the trainer takes the
-        next one only after the batch before has been trained on (its :meth:`batch_loss` called), so a
+        next one only after the batch before has been trained on (its :meth:`end_step` called), so a
         generator may compose each batch from what the previous one taught; streamed data (kept in host
         memory) draws every batch of the epoch first, to gather them ahead."""
         return shuffled_batches(len(data), run.config.batch_size, run.generator)
@@ -155,8 +155,13 @@ class Method:
         return F.cross_entropy(logits.float(), targets, reduction="none")
 
     def batch_loss(self, logits: torch.Tensor, targets: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
-        """Combine per-sample losses into the loss to minimise; the plain mean by default."""
+        """Combine per-sample losses into the loss to minimise; the plain mean by default. Called once
+        per forward pass: twice per optimiser step under SAM (see :meth:`end_step`)."""
         return losses.mean()
+
+    def end_step(self, targets: torch.Tensor, losses: torch.Tensor) -> None:
+        """Called once per optimiser step, after it, with the batch's targets and the per-sample losses
+        of the step's first forward pass (detached); state that moves once per step moves here."""
 
     def end_epoch(self, stats: EpochStats, run: RunContext) -> dict[str, Any]:
         """Called after each epoch's training; returns diagnostics to log (plain Python values).

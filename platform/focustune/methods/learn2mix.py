@@ -15,7 +15,8 @@ larger share. When alpha moves (``update_every``):
   batches are a generator: the trainer asks for the next one after training on the one before, see
   ``Method.epoch_batches``; no host synchronisation per batch); each class's samples are walked cyclically through one permutation
   per epoch, as in the authors' code. It needs the training images on the device (not streamed
-  from host memory), and SAM's second forward pass of a batch does not move alpha again.
+  from host memory). Alpha moves in ``end_step``, once per optimiser step, from the losses of its
+  first forward pass (SAM's second pass of a batch does not move it again).
 
 Our reading, where the paper and its public code leave details open:
 - A class whose share would round to zero samples would get loss 0 and never be sampled again; so
@@ -188,11 +189,11 @@ class Learn2Mix(Method):
 
     def _device_batches(self, data: Split, run: RunContext) -> Iterator[torch.Tensor]:
         """The epoch's ceil(N/B) index tensors, each composed on the device when the trainer asks for it,
-        from the alpha that :meth:`batch_loss` of the batch before moved."""
+        from the alpha that :meth:`end_step` of the batch before moved."""
         sizes = torch.bincount(data.labels, minlength=run.num_classes)
         members, starts = grouped_by_class(data.labels, run.generator), sizes.cumsum(0) - sizes
         position = torch.zeros_like(sizes)
-        self.count_sum, self.composed, self.last_targets = torch.zeros_like(sizes), 0, None
+        self.count_sum, self.composed = torch.zeros_like(sizes), 0
         for _ in range(math.ceil(len(data) / self.batch_size)):
             counts = class_counts(self.alpha, self.batch_size, self.params.min_per_class, self.available)
             batch = composed_batch(counts, members, starts, sizes, position, self.batch_size)
@@ -201,13 +202,10 @@ class Learn2Mix(Method):
             self.composed += 1
             yield batch
 
-    def batch_loss(self, logits: torch.Tensor, targets: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
-        """The plain mean; with update_every=batch, alpha moves from this batch's class-wise mean losses,
-        which compose the next batch (once per batch: SAM's second pass changes nothing)."""
-        if self.per_batch and targets is not self.last_targets:
-            self.last_targets = targets
-            self._move_alpha(targets, losses.detach())
-        return losses.mean()
+    def end_step(self, targets: torch.Tensor, losses: torch.Tensor) -> None:
+        """update_every=batch: alpha moves from this step's class-wise mean losses; it composes the next batch."""
+        if self.per_batch:
+            self._move_alpha(targets, losses)
 
     def _move_alpha(self, targets: torch.Tensor, losses: torch.Tensor) -> None:
         """alpha <- alpha + gamma * (L~ - alpha), L~ from this batch's class-wise mean losses (device only)."""

@@ -18,7 +18,8 @@ The unit of lam (``lam_unit``):
   {1, 0.5, 0.1, 0.01} was presumably run in these units.
 g is taken with respect to the logits, for whichever base loss the method wraps; the weights are
 constants for the backward pass. ``weight_std`` in the epoch diagnostics says how far LOW moved
-the weights from uniform at all.
+the weights from uniform at all; the diagnostics count each optimiser step once, with the weights
+of its last forward pass (under SAM the second, whose gradient the step applies).
 """
 
 from __future__ import annotations
@@ -76,11 +77,6 @@ def low_deviations(g: torch.Tensor, lam: float) -> torch.Tensor:
     return simplex_deviations(g / (2.0 * lam), float(g.shape[-1]))
 
 
-def low_weights(g: torch.Tensor, lam: float) -> torch.Tensor:
-    """LOW sample weights (see :func:`low_deviations`)."""
-    return 1.0 + low_deviations(g, lam)
-
-
 def cross_entropy_gradient_norms(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """||softmax(z_j) - onehot(y_j)||^2 per sample: the squared cross-entropy logit gradient, in [0, 2]."""
     probs = torch.softmax(logits.detach().float(), dim=1)
@@ -120,6 +116,8 @@ class LOW(Method):
     name = "low"
     summary = "LOW (Santiago et al. 2021): per-batch optimal sample weights from logit-gradient norms"
     Params = LOWParams
+    #: w - 1 of the latest forward pass (set by batch_loss), added to the statistics by end_step
+    step_deviations: torch.Tensor
 
     def setup(self, run: RunContext) -> None:
         self.class_weights = (class_balanced_weights(run.class_counts)
@@ -148,14 +146,15 @@ class LOW(Method):
         return self.params.lam * (batch_size ** 2 if self.params.lam_unit == "authors_code" else 1)
 
     def batch_loss(self, logits: torch.Tensor, targets: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        """The mean of the losses weighted by 1 + :func:`low_deviations` of this pass's g."""
         lam = self.lam_per_sample(int(targets.shape[0]))
-        deviations = low_deviations(self.gradient_norms(logits, targets), lam).detach()
-        weights = 1.0 + deviations
-        self._accumulate(deviations, weights, targets)
-        return (weights * losses).mean()
+        self.step_deviations = low_deviations(self.gradient_norms(logits, targets), lam).detach()
+        return ((1.0 + self.step_deviations) * losses).mean()
 
-    def _accumulate(self, deviations: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor) -> None:
-        """Add a batch's weights to the epoch's device-side statistics (SAM's second pass counts too)."""
+    def end_step(self, targets: torch.Tensor, losses: torch.Tensor) -> None:
+        """Add the step's weights (its last pass's) to the epoch's device-side statistics."""
+        deviations = self.step_deviations
+        weights = 1.0 + deviations
         d = deviations.to(self.deviation_moments.dtype)
         self.deviation_moments += torch.stack([d.sum(), d.pow(2).sum(), (weights == 0).sum().to(d.dtype)])
         self.class_weight_sum.index_add_(0, targets, weights)

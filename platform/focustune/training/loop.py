@@ -170,11 +170,14 @@ class Trainer:
         return self.method.batch_loss(logits.float(), y, losses), losses
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimisation step; returns the unweighted per-sample losses (detached)."""
+        """One optimisation step, then the method's ``end_step``; returns the unweighted per-sample
+        losses of the step's first forward pass (detached)."""
         self.optimisation.zero_grad()
         loss, losses = self._forward_loss(x, y)
         self.optimisation.step(self.model, loss, lambda: self._forward_loss(x, y)[0])
-        return losses.detach()
+        losses = losses.detach()
+        self.method.end_step(y, losses)
+        return losses
 
     def _train_epoch(self, epoch: int, phase: Phase) -> tuple[EpochStats, int]:
         self.model.train()

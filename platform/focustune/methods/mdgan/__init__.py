@@ -12,8 +12,9 @@ overrides them). The head is ours (``spinal``: two halves of the features feed a
 layers); the paper's is Progressive SpinalNet with SELU, ``head=spinal_selu``
 (:mod:`focustune.models.spinal_head`).
 
-Each GAN trains for ``gan_steps`` steps, or ``gan_epochs`` passes over its class's training images
-when that is set. FastGAN's own reference training (Liu et al. 2021) runs 50,000 steps of batch 8;
+The GAN is :mod:`focustune.methods.mdgan.fastgan`, in this method's package: mdgan's helper, not a
+method. Each GAN trains for ``gan_steps`` steps, or ``gan_epochs`` passes over its class's training
+images when that is set. FastGAN's own reference training (Liu et al. 2021) runs 50,000 steps of batch 8;
 the default, 1,000 steps of batch 16, is what fits a CPU: on PneumoniaMNIST's normal class (364
 images) 100 steps gave blurred blobs, 600 chest outlines, 1,000 recognisable chest X-rays, of which
 a 3-epoch classifier labelled 57% as normal (56% of the real ones). The method measures this on
@@ -54,8 +55,8 @@ import torch
 from focustune.config import TrainConfig
 from focustune.data import ImageDataset, Split
 from focustune.errors import ConfigError
-from focustune.fastgan import MAX_IMAGE_SIZE, FastGAN, sample_grid
 from focustune.methods.base import EpochStats, Method, Phase, RunContext
+from focustune.methods.mdgan.fastgan import MAX_IMAGE_SIZE, FastGAN, sample_grid
 from focustune.methods.registry import register
 from focustune.params import hp
 

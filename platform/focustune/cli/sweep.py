@@ -24,13 +24,15 @@ SUMMARY_COLUMNS = ["dataset", "method", "trials", "best_val", *TEST_COLUMNS, "se
 
 def add_sweep_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--methods", help="comma-separated methods, e.g. erm,focal,low")
-    cmd.add_argument("--space", action="append", metavar="METHOD=FILE", help="a method's own search space file")
+    cmd.add_argument("--space", action="append", metavar="METHOD=FILE",
+                     help="a method's own search space file (it extends search_spaces/_shared.yaml)")
     options.add_sweep_options(cmd)
 
 
 def add_tune_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--method", required=True)
-    cmd.add_argument("--space", help="search space file (default: search_spaces/<method>.yaml)")
+    cmd.add_argument("--space", help="search space file, extending search_spaces/_shared.yaml "
+                     "(default: search_spaces/<method>.yaml)")
     options.add_sweep_options(cmd)
 
 

@@ -19,7 +19,8 @@ import pandas as pd
 from focustune.config import TrainConfig
 from focustune.errors import ConfigError
 from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, FINAL_PREFIXES, FINISHED_TRIALS, KIND_RERUN,
-                                       KIND_STUDY, KIND_TRIAL, METRIC_NAMES, OBJECTIVE, PARENT_TAG, TAG, default_tracking_uri)
+                                       KIND_STUDY, KIND_TRIAL, METRIC_NAMES, OBJECTIVE, PARENT_TAG, TAG,
+                                       default_tracking_uri)
 
 HP_PREFIX = "hp."
 # Params that identify a run rather than configure it.

@@ -30,7 +30,7 @@ from typing import Any
 
 
 from focustune import params
-from focustune.config import TrainConfig
+from focustune.config import MethodClass, TrainConfig
 from focustune.errors import ConfigError
 from focustune.yaml_files import read_yaml
 
@@ -57,7 +57,8 @@ class Dimension:
             value = int(float(text)) if self.type == "int" else float(text)
         except ValueError:
             return None
-        return value if self.low <= value <= self.high else None
+        inside = self.low is not None and self.high is not None and self.low <= value <= self.high
+        return value if inside else None
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def space_path(method: str) -> Path:
     return default_space_dir() / f"{method}.yaml"
 
 
-def _declared(method_cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
+def _declared(method_cls: MethodClass) -> dict[str, tuple[dataclasses.Field, Any]]:
     out = {}
     for cls in (TrainConfig, method_cls.Params):
         types = params.field_types(cls)
@@ -122,7 +123,7 @@ def _check_against_declared(dim: Dimension, declared: dict, where: str) -> None:
                           f"(known: {', '.join(sorted(declared))})")
     f, kind = declared[dim.name]
     spec = params.spec_of(f)
-    candidates = list(dim.values) if dim.values is not None else [dim.low, dim.high]
+    candidates = list(dim.values) if dim.values is not None else [b for b in (dim.low, dim.high) if b is not None]
     for value in candidates:
         coerced = params._coerce(dim.name, int(value) if dim.type == "int" else value, kind)
         try:
@@ -134,7 +135,7 @@ def _check_against_declared(dim: Dimension, declared: dict, where: str) -> None:
             raise ConfigError(f"{where}: {dim.name}.when names unknown key {key}")
 
 
-def parse_space(data: Any, method_cls: type, dataset: str | None = None, where: str = "space") -> SearchSpace:
+def parse_space(data: Any, method_cls: MethodClass, dataset: str | None = None, where: str = "space") -> SearchSpace:
     """Validate a loaded YAML document for ``method_cls`` (applying ``dataset``'s overrides)."""
     if not isinstance(data, dict) or not isinstance(data.get("space"), dict):
         raise ConfigError(f"{where}: expected a mapping with a 'space' mapping")
@@ -160,7 +161,7 @@ def parse_space(data: Any, method_cls: type, dataset: str | None = None, where: 
     return SearchSpace(method_cls.name, dims, where)
 
 
-def load_space(method_cls: type, path: str | Path | None = None, dataset: str | None = None) -> SearchSpace:
+def load_space(method_cls: MethodClass, path: str | Path | None = None, dataset: str | None = None) -> SearchSpace:
     """Load and validate ``path`` (default: the method's file in ``search_spaces/``)."""
     path = Path(path) if path else space_path(method_cls.name)
     return parse_space(read_yaml(path, "search space file"), method_cls, dataset, where=str(path))

@@ -84,7 +84,8 @@ class StudyTracking:
         run. Returns how many were closed."""
         query = (f"tags.`{TAG}sweep_id` = '{self.state.data['sweep_id']}' and tags.`{TAG}kind` != '{KIND_STUDY}'")
         orphans = [r for r in self.client.search_runs([self.experiment_id], filter_string=query, max_results=5000)
-                   if r.data.tags.get(TAG + "trial_id") not in known_trials and r.info.status in ("RUNNING", "FINISHED")]
+                   if r.data.tags.get(TAG + "trial_id") not in known_trials
+                   and r.info.status in ("RUNNING", "FINISHED")]
         for run in orphans:
             self.client.set_tag(run.info.run_id, TAG + "lost_on_restart", "true")
             self.client.set_terminated(run.info.run_id, status="KILLED")

@@ -101,7 +101,7 @@ def hardware(device: str | None = None) -> dict[str, Any]:
     for name in ("ray", "optuna", "mlflow", "numpy", "cvxopt", "qpsolvers", "torchvision", "medmnist"):
         try:
             info[name] = __import__(name).__version__
-        except Exception:  # not installed or no version attribute
+        except (ImportError, AttributeError):  # not installed or no version attribute
             pass
     return info
 

@@ -6,7 +6,8 @@ trial j on worker j mod C, and the wall time from the common start is measured. 
 what a real sweep adds (Ray, Optuna, MLflow: about 17 s fixed and 0.2 s per trial on the CPU
 machine, benchmarks/README.md) and the seed re-runs. With fewer trials or epochs (``--quick``,
 ``--trials``, ``--epochs``) it prints an estimate for the full size: the measured wall scaled
-linearly in trials and, for the per-epoch part of each trial (all but mdgan's GAN training), in epochs. Goal on an H100-class GPU: <= 2 minutes.
+linearly in trials and, for the per-epoch part of each trial (all but mdgan's GAN training), in epochs.
+Goal on an H100-class GPU: <= 2 minutes.
 
     python benchmarks/comparison_wall.py                       # 6 x 20 x 20 on 8 workers
     python benchmarks/comparison_wall.py --concurrency 16 --trials 10 --epochs 5
@@ -45,13 +46,15 @@ def main() -> None:
     estimate = measured["wall_s"] * scale
     rows = []
     for method in methods:
-        seconds = [t["seconds"] for t in measured["per_trial"] if t["method"] == method]
+        trials = [t for t in measured["per_trial"] if t["method"] == method]
+        seconds = [t["seconds"] for t in trials]
         rows.append({"method": method, "trials": len(seconds), "trial s": common.spread(common.summary(seconds), 2),
-                     "test bal. acc (mean)": f"{sum(t['test_balanced_acc'] for t in measured['per_trial'] if t['method'] == method) / len(seconds):.3f}"})
+                     "test bal. acc (mean)": f"{sum(t['test_balanced_acc'] for t in trials) / len(seconds):.3f}"})
     print()
     print(common.table(rows, ["method", "trials", "trial s", "test bal. acc (mean)"]))
-    print(f"\n{len(specs)} trials ({len(methods)} methods x {args.trials} x {args.epochs} epochs) on {args.concurrency} "
-          f"workers: {measured['wall_s']:.1f} s wall (start-up {measured['startup_s']:.1f} s, not counted)")
+    print(f"\n{len(specs)} trials ({len(methods)} methods x {args.trials} x {args.epochs} epochs) on "
+          f"{args.concurrency} workers: {measured['wall_s']:.1f} s wall "
+          f"(start-up {measured['startup_s']:.1f} s, not counted)")
     if scale != 1:
         print(f"estimate for {len(methods)} x {FULL_TRIALS} x {FULL_EPOCHS} (scaled from this run): {estimate:.0f} s")
     print(f"goal: <= {GOAL_SECONDS:.0f} s -> {'reached' if estimate <= GOAL_SECONDS else 'MISSED'}"

@@ -207,7 +207,8 @@ def run_sweep(dataset: str, data_dir: str, trials: int, epochs: int, concurrency
         costs = trial_costs(f"sqlite:///{workdir / 'mlflow.db'}", workdir / "runs")
     lines = logged["lines"]
     started = first_line_time(lines, "sweep of")  # printed after imports and the dataset load
-    searching = next((t for t, line in lines if "studies at once" in line), None)  # after ray.init, ray.put, MLflow parents
+    # after ray.init, ray.put, MLflow parents
+    searching = next((t for t, line in lines if "studies at once" in line), None)
     last_trial = max((t for t, line in lines if line.startswith(f"[{dataset}/erm] search")), default=None)
     overheads = [c["overhead_s"] for c in costs if c["overhead_s"] is not None]
     search_s = (last_trial or 0) - (searching or 0)

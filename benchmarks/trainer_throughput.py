@@ -86,7 +86,7 @@ class UsualLoop:
     def data_only(self) -> float:
         """Samples per second of the loader alone (decoding, ToTensor, Normalize, collation)."""
         tick, seen = time.perf_counter(), 0
-        for inputs, targets in self.loader:
+        for inputs, _targets in self.loader:
             inputs.to(self.device)
             seen += inputs.shape[0]
         return seen / (time.perf_counter() - tick)

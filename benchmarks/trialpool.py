@@ -70,7 +70,7 @@ def _read_until(process: subprocess.Popen, start: str) -> str:
 def worker(plan: dict[str, Any]) -> None:
     """One worker: set up, say READY, wait for GO, run its trials, print a JSON report."""
     sys.path.insert(0, str(HERE))
-    import common  # noqa: F401  (puts the checkout's platform/ on the path)
+    import common  # puts the checkout's platform/ on the path
     import torch
 
     from focustune.config import resolve

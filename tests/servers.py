@@ -91,7 +91,7 @@ def stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        if wait_until(lambda: not (members & set(_processes())), wait):
+        if wait_until(lambda: not (members & set(_processes())), wait):  # noqa: B023 - called before the loop moves on
             break
     try:
         proc.wait(timeout=5)

@@ -254,7 +254,7 @@ def test_leaderboard_matches_hand_computed_mean_se_and_t_interval(cmp):
     assert mdgan["n"] == 1 and mdgan["source"] == "best search trial" and math.isnan(mdgan["balanced_acc_se"])
     assert "lam=" in board.loc[("tiny", "low"), "config"] and "lr=" in board.loc[("tiny", "low"), "config"]
     ours = leaderboard(cmp).query("dataset == 'tiny'")
-    assert list(ours["method"])[0] == "low"  # sorted by the primary metric
+    assert ours["method"].iloc[0] == "low"  # sorted by the primary metric
 
 
 def test_published_reference_rows_appear_for_known_datasets(cmp):
@@ -494,7 +494,8 @@ def test_missing_database_is_a_config_error(tmp_path):
 
 # imet (mechanism from epoch 3) per seed: (best epoch, its phase, test balanced acc, after-mechanism test or None =
 # not logged); seeds 1 and 3 selected an epoch of iteration 0. mdgan's seed 1 logged no after-mechanism metrics.
-PHASED = {"imet": {1: (2, "iteration_0", 0.80, 0.60), 2: (4, "iteration_1", 0.75, None), 3: (1, "iteration_0", 0.82, 0.62)},
+PHASED = {"imet": {1: (2, "iteration_0", 0.80, 0.60), 2: (4, "iteration_1", 0.75, None),
+                   3: (1, "iteration_0", 0.82, 0.62)},
           "mdgan": {1: (2, "pretrain", 0.90, None), 2: (3, "finetune", 0.70, 0.70), 3: (4, "finetune", 0.72, 0.72)}}
 
 

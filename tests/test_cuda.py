@@ -15,11 +15,11 @@ import torch
 
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before its first use here
 
-from conftest import make_dataset  # noqa: E402
-from focustune.config import resolve  # noqa: E402
-from focustune.methods import get_method, method_names  # noqa: E402
-from focustune.methods.mdgan.fastgan import FastGAN  # noqa: E402
-from focustune.training import Trainer, deterministic_algorithms  # noqa: E402
+from conftest import make_dataset
+from focustune.config import resolve
+from focustune.methods import get_method, method_names
+from focustune.methods.mdgan.fastgan import FastGAN
+from focustune.training import Trainer, deterministic_algorithms
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -76,7 +76,7 @@ def test_bad_npz_is_refused(tmp_path, replace, message):
 def test_npz_with_pickled_object_is_refused(tmp_path):
     path = tmp_path / "obj.npz"
     np.savez(path, train_images=np.array([object()], dtype=object))
-    with pytest.raises(DataError, match="cannot read|lacks"):
+    with pytest.raises(DataError, match=r"cannot read|lacks"):
         load_npz(path)
 
 
@@ -138,7 +138,7 @@ def test_missing_medmnist_file_without_network_says_where(tmp_path, monkeypatch)
 
 
 def test_multilabel_flag_is_refused():
-    with pytest.raises(DataError, match="unknown dataset 'chestmnist'|not a supported"):
+    with pytest.raises(DataError, match=r"unknown dataset 'chestmnist'|not a supported"):
         load_dataset("chestmnist")
 
 

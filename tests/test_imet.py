@@ -225,12 +225,12 @@ def test_test_split_is_not_an_option():
 
 def test_errors_measured_once_per_iteration_unless_early_stopping():
     run, calls = fake_run(epochs=6)
-    method, phases = started(run, iterations=3)  # iterations of 2 epochs: measured after epochs 2 and 4
+    method, _phases = started(run, iterations=3)  # iterations of 2 epochs: measured after epochs 2 and 4
     for epoch in range(6):
         finish_epoch(method, epoch, run)
     assert len(calls) == 2
     run, calls = fake_run(epochs=6, patience=2)
-    method, phases = started(run, iterations=3)
+    method, _phases = started(run, iterations=3)
     for epoch in range(6):
         finish_epoch(method, epoch, run)
     assert len(calls) == 5  # after every epoch but the last: an iteration may be cut short

@@ -113,7 +113,7 @@ def build_low(dataset, **overrides):
 @pytest.mark.parametrize("base_loss", ["ce", "weighted_ce", "focal"])
 def test_base_loss_variants_weight_their_own_loss_and_gradient(base_loss):
     dataset = make_dataset()
-    method, trainer = build_low(dataset, base_loss=base_loss, gamma=1.5, lam=0.05)
+    method, _trainer = build_low(dataset, base_loss=base_loss, gamma=1.5, lam=0.05)
     gen = torch.Generator().manual_seed(2)
     logits = (torch.randn(12, 3, generator=gen) * 2).requires_grad_(True)
     targets = torch.randint(0, 3, (12,), generator=gen)
@@ -236,7 +236,7 @@ def test_authors_code_unit_scales_lambda_by_the_square_of_the_actual_batch_size(
 
 
 def test_authors_code_unit_trains_and_reports_a_nonzero_spread_every_epoch():
-    method, trainer = build_low(make_dataset(), epochs=2, lam=100.0, lam_unit="authors_code")
+    _method, trainer = build_low(make_dataset(), epochs=2, lam=100.0, lam_unit="authors_code")
     for record in trainer.fit().history:
         stats = record["method"]
         assert 0 < stats["weight_std"] < 1e-4  # lambda 100 * 16^2: weights within ~1e-4 of 1

@@ -111,14 +111,16 @@ def test_binary_bundle_calibrates_its_threshold_and_predicts_with_it(tmp_path):
     run_config = {"method": "erm", "dataset": "tiny", "params": flat_params(config, params)}
     card = make_bundle(tmp_path / "b", trainer.best_state, run_config, data, result.val)
     assert card.threshold is not None and card.threshold_metric == "balanced_acc"
-    assert (card.channels, card.image_size, card.class_names, card.normalisation) == (1, 12, ["c0", "c1"], NORMALISATION)
+    expected = (1, 12, ["c0", "c1"], NORMALISATION)
+    assert (card.channels, card.image_size, card.class_names, card.normalisation) == expected
     predictor = load_bundle(tmp_path / "b")
     probs = predictor.probabilities(data.val.images)
     np.testing.assert_allclose(probs, trainer.predict_probs(data.val.images).numpy(), atol=2e-2)  # trainer: maybe bf16
     decided = predictor.decide(probs)
     assert (decided == (probs[:, 1] >= card.threshold)).all()
     recall = [(decided[data.val.labels.numpy() == c] == c).mean() for c in (0, 1)]
-    assert np.mean(recall) == pytest.approx(card.threshold_val_score) and card.threshold_val_score >= result.val["balanced_acc"]
+    assert np.mean(recall) == pytest.approx(card.threshold_val_score)
+    assert card.threshold_val_score >= result.val["balanced_acc"]
 
 
 def test_multi_class_bundle_has_no_threshold(tmp_path, tiny_dataset):
@@ -154,8 +156,8 @@ def test_several_studies_get_their_own_names_and_files(tmp_path):
     from focustune.sweeps.delivery import config_locations, registered_name
     from focustune.sweeps.spec import DatasetSpec, SweepSpec
 
-    spec = SweepSpec(datasets=[DatasetSpec(dataset="a"), DatasetSpec(dataset="b")], methods=["erm"], storage=str(tmp_path),
-                     experiment="x", config_out="out/best.yaml")
+    spec = SweepSpec(datasets=[DatasetSpec(dataset="a"), DatasetSpec(dataset="b")], methods=["erm"],
+                     storage=str(tmp_path), experiment="x", config_out="out/best.yaml")
     assert registered_name("m", "data/set/erm", several=True) == "m-data-set-erm"
     assert registered_name("m", "a/erm", several=False) == "m"
     assert config_locations(spec, "a/erm", several=True) == [f"{tmp_path}/x/configs/a__erm.yaml",

@@ -45,7 +45,7 @@ def test_method_params_are_validated():
     assert focal.gamma == 1.5 and focal.alpha is None
     with pytest.raises(ConfigError, match="gamma"):
         resolve(get_method("focal"), {"gamma": "-1"})
-    with pytest.raises(ConfigError, match="unknown hyperparameter.*gamma"):
+    with pytest.raises(ConfigError, match=r"unknown hyperparameter.*gamma"):
         resolve(get_method("erm"), {"gamma": "2"})
 
 

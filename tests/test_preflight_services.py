@@ -73,7 +73,7 @@ def nothing_written(folder: Path) -> None:
 
 
 def test_missing_bucket_is_refused_and_nothing_is_created(s3, data, work, capsys, monkeypatch):
-    endpoint, bucket, env = s3
+    _endpoint, bucket, env = s3
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     refused(["sweep", "--dataset", str(data), *SWEEP, "--storage", "s3://no-such-bucket/runs"],

@@ -24,7 +24,8 @@ def focustune(folder: Path, log: str, *args: str, timeout: float = 300) -> tuple
 
 
 def no_local_store(folder: Path) -> None:
-    assert not (folder / "mlflow.db").exists() and not (folder / "mlruns").exists(), sorted(p.name for p in folder.iterdir())
+    assert not (folder / "mlflow.db").exists() and not (folder / "mlruns").exists(), sorted(
+        p.name for p in folder.iterdir())
 
 
 def test_train_register_predict_compare_on_a_server(tmp_path):

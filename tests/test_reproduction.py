@@ -15,17 +15,17 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks" / "reproduce"))
-import run as reproduce  # noqa: E402
-from monitor import TEST_MONITOR, train_monitored  # noqa: E402
-from protocols import CLAIMS  # noqa: E402
+import run as reproduce
+from monitor import TEST_MONITOR, train_monitored
+from protocols import CLAIMS
 
-from focustune import params  # noqa: E402
-from focustune.cli import build_parser  # noqa: E402
-from focustune.config import resolve  # noqa: E402
-from focustune.methods import get_method  # noqa: E402
-from focustune_analysis.reproduction import TEST_CURVE, summarise_claim  # noqa: E402
-from focustune_analysis.reproduction_verdicts import combine, grade_comparison, readme_block  # noqa: E402
-from focustune_analysis.stats import holm  # noqa: E402
+from focustune import params
+from focustune.cli import build_parser
+from focustune.config import resolve
+from focustune.methods import get_method
+from focustune_analysis.reproduction import TEST_CURVE, summarise_claim
+from focustune_analysis.reproduction_verdicts import combine, grade_comparison, readme_block
+from focustune_analysis.stats import holm
 
 HOST = {"cpu": "test", "python": "3", "precision": ["float32"]}
 
@@ -389,8 +389,8 @@ def test_intervals_of_bounded_metrics_stay_inside_their_range(tmp_path):
     arms = summary["settings"][setting]["arms"]
     recall = arms["imet (errors on val)"]["test"]["per_class_recall"][1]
     assert recall["high"] == 1.0 and recall["clipped"] and recall["mean"] + recall["half_width"] > 1  # t alone: > 1
-    assert all(0.0 <= e[k] <= 1.0 for arm in arms.values() for e in arm["test"]["per_class_recall"] + [arm["test"]["acc"]]
-               for k in ("low", "high"))
+    assert all(0.0 <= e[k] <= 1.0 for arm in arms.values()
+               for e in arm["test"]["per_class_recall"] + [arm["test"]["acc"]] for k in ("low", "high"))
     assert all(-1.0 <= row[k] <= 1.0 for row in summary["claim_tests"] for k in ("diff_low", "diff_high"))
     assert "clipped" in summary["interval"] and summary["interval"] in (tmp_path / "summary.md").read_text()
 

@@ -17,8 +17,8 @@ import pytest
 
 from focustune.training import cpu_has_native_bf16
 from focustune.tracking_schema import CONFUSION_ARTIFACT
-from servers import (command_line, family, free_port, mlflow_server, ray_cluster, start, stop_group, sweep_command, tiny_npz,
-                     wait_until)
+from servers import (command_line, family, free_port, mlflow_server, ray_cluster, start, stop_group, sweep_command,
+                     tiny_npz, wait_until)
 
 pytestmark = pytest.mark.slow
 

@@ -134,7 +134,8 @@ def test_end_epoch_shares_the_trainers_validation_predictions(tiny_dataset):
     assert len(method.pairs) == len(history)
     for (shared, fresh), record in zip(method.pairs, history):
         torch.testing.assert_close(shared, fresh)  # the model after this epoch, not a stale one
-        assert record["val"]["acc"] == pytest.approx((shared.argmax(1) == tiny_dataset.val.labels).float().mean().item())
+        accuracy = (shared.argmax(1) == tiny_dataset.val.labels).float().mean().item()
+        assert record["val"]["acc"] == pytest.approx(accuracy)
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(method.pairs, method.pairs[1:]))
 
 
@@ -240,7 +241,7 @@ def test_training_data_stays_on_device_without_copies(tiny_dataset):
     assert trainer.data.train.images.device == trainer.device
 
 
-# ---------------------------------------------------------------- devices (the CPU side; tests/test_cuda.py runs on a GPU)
+# ------------------------------------------------------------- devices (the CPU side; tests/test_cuda.py runs on a GPU)
 
 def test_a_checkpoint_loads_for_a_training_device_other_than_the_cpu(tiny_dataset, tmp_path, monkeypatch):
     """RNG states must reach torch as CPU tensors whatever the device: loading must not map them onto it.

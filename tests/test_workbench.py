@@ -147,7 +147,7 @@ def test_ui_refuses_a_missing_store_a_server_and_a_taken_port(tmp_path, capsys, 
         taken.listen()
         port = taken.getsockname()[1]
         assert main(["ui", "--port", str(port)]) == 2 and "already in use" in capsys.readouterr().err
-        with pytest.raises(ConfigError, match="1..65535"):
+        with pytest.raises(ConfigError, match=r"1\.\.65535"):
             ui.choose_port("127.0.0.1", 0)
 
 

@@ -26,7 +26,7 @@ _EXPORTS = {
     "stats": ["estimate", "friedman_nemenyi", "holm", "paired_test", "small_sample_note", "wilcoxon_floor"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_MODULE_OF)
+__all__ = sorted(_MODULE_OF)  # noqa: PLE0605 - sorted() returns a list
 
 
 def __getattr__(name: str) -> Any:

@@ -95,7 +95,8 @@ def weight_spread(record: dict) -> float | None:
 def stage_table(runs: list[dict]) -> dict[str, Any]:
     """Phased runs: how many selected an epoch before the mechanism acted, and both stages' test metrics."""
     out: dict[str, Any] = {"selected_before_mechanism": sum(
-        r["best_epoch"] == r["stages"]["before_mechanism"]["best_epoch"] for r in runs if "before_mechanism" in r["stages"])}
+        r["best_epoch"] == r["stages"]["before_mechanism"]["best_epoch"]
+        for r in runs if "before_mechanism" in r["stages"])}
     for stage in ("before_mechanism", "after_mechanism"):
         found = [r["stages"][stage] for r in runs if stage in r["stages"]]
         out[stage] = {"best_epoch": [s["best_epoch"] for s in found],
@@ -203,7 +204,8 @@ def augmented_classes(arms: dict[str, dict[int, dict]], baseline: str) -> dict[s
         if not seeds:
             continue
         cls = {s: augmented_class(runs[s]) for s in seeds}
-        recall = lambda r, s, stage: r["stages"][stage]["test"]["per_class_recall"][cls[s]]  # noqa: E731
+        # (B023: the lambda reads this iteration's cls, and is called in it)
+        recall = lambda r, s, stage: r["stages"][stage]["test"]["per_class_recall"][cls[s]]  # noqa: E731, B023
         before = [recall(runs[s], s, "before_mechanism") for s in seeds]
         after = [recall(runs[s], s, "after_mechanism") for s in seeds]
         base = [arms[baseline][s]["test"]["per_class_recall"][cls[s]] for s in seeds if s in arms.get(baseline, {})]

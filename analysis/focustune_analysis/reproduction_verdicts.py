@@ -121,7 +121,8 @@ def _family(tests: list[dict[str, Any]], claimed_effect: float | None) -> tuple[
     grades = [grade_comparison(row, claimed_effect) for row in tests]
     if not tests:
         return NOT_REPRODUCED, "no paired runs of the compared arms"
-    size = f"; claimed effect {claimed_effect:.3f}" if claimed_effect is not None else "; the claim states no effect size"
+    size = (f"; claimed effect {claimed_effect:.3f}" if claimed_effect is not None
+            else "; the claim states no effect size")
     parts = [f"{r['setting']}: {r['arm']}{_stage(r)} - {r['versus']} {_metric_label(r['metric'])} {_num(r['diff'])} "
              f"[{_num(r['diff_low'])}, {_num(r['diff_high'])}], Holm p={_num(r['t_p_holm'])} ({g})"
              for r, g in zip(tests, grades)]
@@ -129,7 +130,8 @@ def _family(tests: list[dict[str, Any]], claimed_effect: float | None) -> tuple[
 
 
 #: How a claim's compared quantity reads in a verdict line.
-METRIC_LABELS = {"acc": "test accuracy", "error": "test error", "augmented_recall": "test recall of the augmented class",
+METRIC_LABELS = {"acc": "test accuracy", "error": "test error",
+                 "augmented_recall": "test recall of the augmented class",
                  "epochs_to_target": "epochs to the target test accuracy"}
 
 
@@ -186,7 +188,8 @@ def markdown(summary: dict[str, Any]) -> str:
              *_claim_test_lines(summary.get("claim_tests", [])),
              f"Intervals: {summary.get('interval', 'Student-t 95% intervals over seeds')}.", "",
              f"Runs: {summary['runs']}, {summary.get('wall_s', 0) / 60:.1f} minutes of wall time in all "
-             f"({', '.join(summary['host']['precision'])} on {summary['host']['cpu']}, shared){' (QUICK: not meaningful)' if summary['quick'] else ''}.", "",
+             f"({', '.join(summary['host']['precision'])} on {summary['host']['cpu']}, shared)"
+             f"{' (QUICK: not meaningful)' if summary['quick'] else ''}.", "",
              f"![{_figure_caption(summary)}]({FIGURE})", ""]
     for label, setting in summary["settings"].items():
         lines += [f"## {label}", "", "| arm | n | test acc | test balanced acc | test error (%) | selected epochs |",
@@ -196,7 +199,8 @@ def markdown(summary: dict[str, Any]) -> str:
                          f"{_fmt(t['test']['balanced_acc'])} | {_fmt(t['test']['error'], 100, 2)} | "
                          f"{', '.join(f'{e} ({p})' for e, p in zip(t['best_epoch'], t[BEST_PHASE]))} |")
         lines += ["", "Paired by seed against the baseline (test accuracy; Holm-corrected t-test):", "",
-                  "| arm | versus | n | difference [95% CI] | t p | Holm p | Wilcoxon p |", "|---|---|---|---|---|---|---|"]
+                  "| arm | versus | n | difference [95% CI] | t p | Holm p | Wilcoxon p |",
+                  "|---|---|---|---|---|---|---|"]
         lines += [_diff_row(r) for r in setting["versus_baseline"]["acc"]]
         lines.append("")
         lines += (_grid_lines(setting) + _stage_lines(setting) + _reach_lines(setting) + _augmented_lines(setting)
@@ -242,8 +246,9 @@ def _claim_test_lines(tests: list[dict[str, Any]]) -> list[str]:
              "| setting | arm | versus | test metric | n | difference [95% CI] | t p | Holm p |",
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['setting']} | {r['arm']}{_stage(r)} | {r['versus']} | {r['metric']}"
-              f"{' (lower is better)' if r['lower_is_better'] else ''} | {r['n']} | {_num(r['diff'])} [{_num(r['diff_low'])}, {_num(r['diff_high'])}] | {_num(r['t_p'])} | "
-              f"{_num(r['t_p_holm'])} |" for r in tests]
+              f"{' (lower is better)' if r['lower_is_better'] else ''} | {r['n']} | {_num(r['diff'])} "
+              f"[{_num(r['diff_low'])}, {_num(r['diff_high'])}] | {_num(r['t_p'])} | {_num(r['t_p_holm'])} |"
+              for r in tests]
     return lines + [""]
 
 
@@ -284,7 +289,8 @@ def _reach_lines(setting: dict[str, Any]) -> list[str]:
              "that reached it):", "",
              "| arm | reached | epochs | per seed |", "|---|---|---|---|"]
     lines += [f"| {arm} | {r['reached']}/{len(r['per_seed'])} | {_fmt(r, 1, 1)} | "
-              f"{', '.join(str(v) if v is not None else '-' for v in r['per_seed'].values())} |" for arm, r in reach.items()]
+              f"{', '.join(str(v) if v is not None else '-' for v in r['per_seed'].values())} |"
+              for arm, r in reach.items()]
     return lines + [""]
 
 

@@ -237,10 +237,10 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
         name="mdgan-medmnist", paper="mistake-driven GAN augmentation (ICLR 2022 submission)",
         claim="\"By employing Generative Adversarial Networks (GANs) to augment these deficit classes, we finetune the "
               "model towards a balanced performance among the different classes and an overall better performance on "
-              "the whole dataset\" (abstract; issue 17 reads its Table 1 as gains over the same model trained without the "
-              "mistake-driven augmentation); tested on the augmented class's test recall and on the overall test accuracy "
-              "after the fine-tuning, both against an equal-budget erm control with the same head, SAM, learning rate "
-              "and epochs",
+              "the whole dataset\" (abstract; issue 17 reads its Table 1 as gains over the same model trained without "
+              "the mistake-driven augmentation); tested on the augmented class's test recall and on the overall test "
+              "accuracy after the fine-tuning, both against an equal-budget erm control with the same head, SAM, "
+              "learning rate and epochs",
         data="medmnist",
         settings=(Setting("PneumoniaMNIST (30% training subset)", "pneumoniamnist", ("--imbalance", "classes=0,1:0.3")),
                   # 546 training images: SAM at lr 0.05 learns the malignant class only after ~35-55 epochs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 from focustune import params
 from focustune.errors import ConfigError
@@ -36,7 +36,8 @@ class TrainConfig:
                                help="validation metric that picks the best epoch")
     patience: int = hp(0, low=0, high=10_000, help="early stopping after this many epochs "
                                                     "without improvement (0 = off)")
-    amp: bool = hp(True, help="mixed precision: bf16 autocast on CUDA (fp16 where bf16 is missing) and on CPUs with native bf16 (AVX512-BF16, AMX); false: float32 everywhere")
+    amp: bool = hp(True, help="mixed precision: bf16 autocast on CUDA (fp16 where bf16 is missing) and on CPUs with "
+                              "native bf16 (AVX512-BF16, AMX); false: float32 everywhere")
     deterministic: bool = hp(False, help="deterministic algorithms (torch.use_deterministic_algorithms) during "
                                          "training: bitwise-repeatable runs on a GPU, somewhat slower; "
                                          "CPU runs are repeatable either way")
@@ -54,7 +55,19 @@ class TrainConfig:
 SHARED_KEYS = tuple(f.name for f in fields(TrainConfig))
 
 
-def resolve(method_cls: type, overrides: Mapping[str, Any] | None = None) -> tuple[TrainConfig, Any]:
+class MethodClass(Protocol):
+    """What :func:`resolve` and the search spaces read of a method class (a subclass of
+    :class:`focustune.methods.base.Method`, which cannot be named here: the methods import this module)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def Params(self) -> type[Any]: ...
+    @property
+    def defaults(self) -> dict[str, Any]: ...
+
+
+def resolve(method_cls: MethodClass, overrides: Mapping[str, Any] | None = None) -> tuple[TrainConfig, Any]:
     """Split ``overrides`` between the shared config and the method's params; validate both.
 
     The method's ``defaults`` (its preferred shared settings, e.g. SAM for mdgan) apply first;

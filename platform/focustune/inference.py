@@ -182,7 +182,8 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, card: ModelCard, device: str | torch.device | None = None):
         self.card = card
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        # the ignore: torch's overloads of Module.to leave out (device, memory_format=), which it accepts
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
 
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor, batch_size: int = PREDICT_BATCH) -> np.ndarray:
@@ -233,7 +234,7 @@ def load_bundle(folder: str | os.PathLike, device: str | torch.device | None = N
 
 
 def make_bundle(folder: str | os.PathLike, state: dict[str, torch.Tensor], config: dict[str, Any], dataset: Any,
-                val: dict[str, float]) -> ModelCard:
+                val: dict[str, Any]) -> ModelCard:
     """Save the weights ``state`` of a model trained with ``config`` (a RunConfig mapping) on ``dataset``;
     ``val`` are its best-epoch validation metrics. A binary task's threshold is calibrated on the
     validation split for the run's selection metric (balanced accuracy when that is AUC)."""

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from focustune import params
-from focustune.config import TrainConfig
+from focustune.config import MethodClass, TrainConfig
 from focustune.errors import ConfigError
 from focustune.yaml_files import read_yaml
 
@@ -80,7 +80,8 @@ class Dimension:
             value = int(float(text)) if self.type == "int" else float(text)
         except ValueError:
             return None
-        return value if self.low <= value <= self.high else None
+        inside = self.low is not None and self.high is not None and self.low <= value <= self.high
+        return value if inside else None
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class _Ranges:
         return set(self.space).union(*self.datasets.values())
 
     def for_dataset(self, dataset: str | None) -> dict[str, Dimension]:
-        return {**self.space, **self.datasets.get(dataset, {})}
+        return {**self.space, **(self.datasets.get(dataset, {}) if dataset is not None else {})}
 
 
 def _declared(*classes: type) -> dict[str, tuple[dataclasses.Field, Any]]:
@@ -164,7 +165,7 @@ def _check_against_declared(dim: Dimension, declared: dict, where: str) -> None:
                           f"(known: {', '.join(sorted(declared))})")
     f, kind = declared[dim.name]
     spec = params.spec_of(f)
-    candidates = list(dim.values) if dim.values is not None else [dim.low, dim.high]
+    candidates = list(dim.values) if dim.values is not None else [b for b in (dim.low, dim.high) if b is not None]
     for value in candidates:
         coerced = params._coerce(dim.name, int(value) if dim.type == "int" else value, kind)
         try:
@@ -228,7 +229,7 @@ def _dropped(drop: Any, shared: _Ranges, own: _Ranges, where: str) -> set[str]:
     return set(drop)
 
 
-def parse_space(data: Any, method_cls: type, dataset: str | None = None, where: str = "space") -> SearchSpace:
+def parse_space(data: Any, method_cls: MethodClass, dataset: str | None = None, where: str = "space") -> SearchSpace:
     """Validate a loaded method file for ``method_cls``: the shared base extended by it, with both
     files' entries for ``dataset``."""
     data = _document(data, METHOD_FILE_KEYS, where)
@@ -243,7 +244,7 @@ def parse_space(data: Any, method_cls: type, dataset: str | None = None, where: 
     return SearchSpace(method_cls.name, {**dims, **inherited}, where)
 
 
-def load_space(method_cls: type, path: str | Path | None = None, dataset: str | None = None) -> SearchSpace:
+def load_space(method_cls: MethodClass, path: str | Path | None = None, dataset: str | None = None) -> SearchSpace:
     """Load and validate ``path`` (default: the method's file in ``search_spaces/``) over the shared base."""
     path = Path(path) if path else space_path(method_cls.name)
     return parse_space(read_yaml(path, "search space file"), method_cls, dataset, where=str(path))

@@ -105,7 +105,8 @@ def summary_rows(summary: dict[str, dict[str, Any]], seeds: int) -> list[dict[st
         reruns = [r for r in study.get("reruns", []) if r.get("ok")]
         if not seeds and study.get("best_trial_test"):
             reruns = [{**study["best_trial_test"], "ok": True}]  # no re-runs: the best search trial itself
-        values = lambda name: [float(r[name]) for r in reruns if r.get(name) is not None]  # noqa: E731
+        # (B023: the lambda reads this iteration's reruns, and is called in it)
+        values = lambda name: [float(r[name]) for r in reruns if r.get(name) is not None]  # noqa: E731, B023
         rows.append({"dataset": dataset, "method": method,
                      "trials": f"{study.get('finished', '?')}/{study.get('total', '?')}",
                      "best_val": "-" if study.get("best_objective") is None else f"{study['best_objective']:.4f}",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -43,10 +42,10 @@ class WeightedCE(Method):
 @dataclass
 class FocalParams:
     gamma: float = hp(2.0, low=0.0, high=10.0, help="focusing parameter (0 = cross-entropy)")
-    alpha: Optional[float] = hp(None, low=0.0, high=1.0,
-                                help="class weighting: weight = alpha * inverse class frequency + (1 - alpha), "
-                                     "normalised to a mean sample weight of 1; none = off; 1 = inverse class "
-                                     "frequency, the class-weighted focal loss of learn2mix's App. C.2")
+    alpha: float | None = hp(None, low=0.0, high=1.0,
+                             help="class weighting: weight = alpha * inverse class frequency + (1 - alpha), "
+                                  "normalised to a mean sample weight of 1; none = off; 1 = inverse class "
+                                  "frequency, the class-weighted focal loss of learn2mix's App. C.2")
 
 
 @register

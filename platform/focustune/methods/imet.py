@@ -135,7 +135,8 @@ def equal_class_subsample(labels: torch.Tensor, num_classes: int, generator: tor
 def class_error_rates(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float]:
     """Per-class share of argmax misclassifications (0 for a class absent from ``labels``); one host read."""
     wrong = (probs.argmax(dim=1) != labels).float()
-    errors = wrong.new_zeros(num_classes).index_add_(0, labels, wrong)  # bincount with weights has no deterministic CUDA kernel
+    # index_add_, not bincount with weights: that has no deterministic CUDA kernel
+    errors = wrong.new_zeros(num_classes).index_add_(0, labels, wrong)
     totals = torch.bincount(labels, minlength=num_classes).float()
     errors, totals = torch.stack([errors, totals]).tolist()
     return [e / max(n, 1.0) for e, n in zip(errors, totals)]
@@ -210,6 +211,7 @@ class IMET(Method):
             probs, labels = run.val_predictions(), run.val.labels
         else:
             split = run.probe if self.params.error_split == "probe" else run.train
+            assert split is not None  # uses_probe() asked the trainer for the probe split
             probs, labels = run.predict(split.images), split.labels
         if self.params.error_sample == "balanced":
             keep = equal_class_subsample(labels, run.num_classes, run.generator)

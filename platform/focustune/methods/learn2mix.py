@@ -13,7 +13,8 @@ larger share. When alpha moves (``update_every``):
 - ``batch`` (the authors' public code): after every batch, from that batch's class-wise mean losses;
   each batch is then composed from the updated alpha. All of it stays on the device (the epoch's
   batches are a generator: the trainer asks for the next one after training on the one before, see
-  ``Method.epoch_batches``; no host synchronisation per batch); each class's samples are walked cyclically through one permutation
+  ``Method.epoch_batches``; no host synchronisation per batch); each class's samples are walked cyclically
+  through one permutation
   per epoch, as in the authors' code. It needs the training images on the device (not streamed
   from host memory). Alpha moves in ``end_step``, once per optimiser step, from the losses of its
   first forward pass (SAM's second pass of a batch does not move it again).
@@ -150,6 +151,8 @@ class Learn2Mix(Method):
     name = "learn2mix"
     summary = "Learn2Mix: batch class proportions move towards the normalised class-wise losses"
     Params = Learn2MixParams
+    #: the targets of the batch whose losses last moved alpha (a SAM step's second pass does not again)
+    last_targets: torch.Tensor | None
 
     def setup(self, run: RunContext) -> None:
         counts = run.class_counts

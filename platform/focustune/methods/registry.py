@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from focustune.registry import Registry
 
-M = TypeVar("M", bound=type)
+if TYPE_CHECKING:
+    from focustune.methods.base import Method
 
-METHODS: Registry[type] = Registry("method")
+M = TypeVar("M", bound="type[Method]")
+
+METHODS: Registry[type[Method]] = Registry("method")
 
 
 def register(cls: M) -> M:
     """Class decorator: make a :class:`~focustune.methods.base.Method` available by its ``name``."""
-    return METHODS.add(cls.name, cls)
+    METHODS.add(cls.name, cls)
+    return cls
 
 
-def get_method(name: str) -> type:
+def get_method(name: str) -> type[Method]:
     """The method class registered as ``name``."""
     return METHODS.get(name)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from focustune.registry import Registry
 
 BackboneFactory = Callable[[int, int], tuple[nn.Module, int]]
 HeadFactory = Callable[[int, int], nn.Module]
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 MODELS: Registry[BackboneFactory] = Registry("model")
 HEADS: Registry[HeadFactory] = Registry("head")
@@ -73,8 +75,9 @@ def averaging_matrix(size_in: int, size_out: int, like: torch.Tensor) -> torch.T
     return (window / window.sum(dim=1, keepdim=True)).to(like.dtype)
 
 
-def pool_by_matrices(x: torch.Tensor, output_size: int | tuple[int | None, int | None]) -> torch.Tensor:
-    """Adaptive average pooling of [N, C, H, W] as two matrix products (deterministic backward on CUDA)."""
+def pool_by_matrices(x: torch.Tensor, output_size: int | tuple[int | None, int | None] | None) -> torch.Tensor:
+    """Adaptive average pooling of [N, C, H, W] as two matrix products (deterministic backward on CUDA); a
+    size of None keeps the input's, as in ``nn.AdaptiveAvgPool2d``."""
     out_h, out_w = output_size if isinstance(output_size, tuple) else (output_size, output_size)
     h, w = x.shape[-2:]
     return averaging_matrix(h, out_h or h, x) @ x @ averaging_matrix(w, out_w or w, x).T
@@ -93,7 +96,7 @@ class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
         return super().forward(x)
 
 
-def with_deterministic_pools(module: nn.Module) -> nn.Module:
+def with_deterministic_pools(module: ModuleT) -> ModuleT:
     """Replace every ``nn.AdaptiveAvgPool2d`` inside ``module`` (e.g. torchvision's) by :class:`AdaptiveAvgPool2d`."""
     for name, child in module.named_children():
         if type(child) is nn.AdaptiveAvgPool2d:

@@ -22,7 +22,8 @@ OPTION_KEYS = {"methods": "methods", "trials": "trials", "epochs": "epochs", "se
                "scheduler": "scheduler", "experiment": "experiment", "tracking_uri": "tracking_uri",
                "address": "address", "storage": "storage", "optuna_storage": "optuna_storage",
                "warm_start": "warm_start", "cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per_trial",
-               "max_concurrent": "max_concurrent", "wait_for_nodes": "wait_for_nodes", **{key: key for key in SHAPING_KEYS},  # the data options
+               "max_concurrent": "max_concurrent", "wait_for_nodes": "wait_for_nodes",
+               **{key: key for key in SHAPING_KEYS},  # the data options
                "spaces": "space", "set": "set", "register": "register", "config_out": "config_out",
                "system_metrics": "system_metrics"}
 PLAN_KEYS = {"datasets", *OPTION_KEYS}

@@ -16,8 +16,8 @@ from typing import Any
 from ray import tune
 
 from focustune.sweeps.studies import RERUN, Attempt, Interval, utilisation
-from focustune.records import (BUSY_SINCE, BUSY_UNTIL, DIVERGED, FAILED_REASON, FULL_BUDGET, KIND_KEY, NODE_ID, OBJECTIVE,
-                               STUDY_KEY)
+from focustune.records import (BUSY_SINCE, BUSY_UNTIL, DIVERGED, FAILED_REASON, FULL_BUDGET, KIND_KEY, NODE_ID,
+                               OBJECTIVE, STUDY_KEY)
 
 REDRAW_S = 1.0
 

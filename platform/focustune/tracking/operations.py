@@ -202,7 +202,7 @@ class OperationQueue:
                     op = self.queue[0]
                 try:
                     self._apply(op)
-                except Exception as exc:  # sorted below: an outage waits, anything else fails this operation
+                except Exception as exc:  # noqa: BLE001 - sorted below: outages wait, the rest fail this operation
                     if is_transport_error(exc):
                         self._went_down(exc)
                         return

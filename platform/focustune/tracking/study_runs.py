@@ -14,7 +14,8 @@ from focustune.tracking.trial_runs import TrialRuns
 from focustune.tracking.operations import is_transport_error, mlflow_client
 from focustune.records import TRIAL_ID
 from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, FINISHED_TRIALS, KIND_STUDY,
-                                       LOST_ON_RESTART, SEEDS_MEAN_PREFIX, TAG, UTILISATION, source_tags, split_study_key)
+                                       LOST_ON_RESTART, SEEDS_MEAN_PREFIX, TAG, UTILISATION, source_tags,
+                                       split_study_key)
 
 log = logging.getLogger(__name__)
 

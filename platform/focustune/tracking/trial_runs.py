@@ -3,9 +3,9 @@
 The tuning layer hands over Tune's events (``sweeps/tune_tracking.py``); each becomes a queued
 operation (:mod:`focustune.tracking.operations`), so Tune's event loop never waits for MLflow (with
 many slots it would delay every trial start). The queue and the trial-to-run map are part of the
-state Tune's experiment checkpoint carries across a driver restart. A trial's run is also found again by its ``focustune.trial_id`` tag, so a
-restored trial never gets a second run. Run, tag and metric names come from
-:mod:`focustune.tracking_schema`.
+state Tune's experiment checkpoint carries across a driver restart. A trial's run is also found
+again by its ``focustune.trial_id`` tag, so a restored trial never gets a second run. Run, tag and
+metric names come from :mod:`focustune.tracking_schema` and :mod:`focustune.records`.
 """
 
 from __future__ import annotations

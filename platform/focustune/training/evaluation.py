@@ -129,7 +129,7 @@ class BestEpochs:
             return
         stage = AFTER_MECHANISM if epoch + 1 >= self.mechanism_epoch else BEFORE_MECHANISM
         if stage not in self.stages or score > self.stages[stage][0]:
-            state = self.state if epoch == self.epoch else weights()
+            state = self.state if epoch == self.epoch and self.state is not None else weights()
             self.stages[stage] = (score, epoch, state)
 
     def evaluated(self, evaluate: Callable[[Weights | None, int], EpochEvaluation]

@@ -106,7 +106,7 @@ class Trainer:
         self.batch_source = DeviceBatches(self.device, self.streamed)
         self.data = dataclasses.replace(dataset, train=train).to(self.device, images=not self.streamed)
         self.probe = probe.to(self.device) if probe is not None else None
-        if self.streamed:
+        if self.streamed and limit is not None:
             self.log(f"dataset images ({dataset.image_bytes / 2**30:.2f} GiB) exceed the device data limit "
                      f"({limit / 2**30:.2f} GiB): kept in host memory, batches streamed")
 
@@ -130,7 +130,8 @@ class Trainer:
             model = build_model(self.config.model, self.dataset.channels, self.dataset.num_classes,
                                 self.dataset.image_size, head=self.config.head)
         # channels-last: 1.3-1.5x faster convolutions and pooling on CPU (benchmarks/profile_trainer.py)
-        return model.to(self.device, memory_format=torch.channels_last)
+        # (torch's overloads of Module.to leave out (device, memory_format=), which it accepts)
+        return model.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:

@@ -41,14 +41,14 @@ def build_optimizer(config: TrainConfig, params: Iterable[torch.nn.Parameter], l
                     device: torch.device) -> torch.optim.Optimizer:
     """``config.optimizer`` over ``params`` at learning rate ``lr``; fused kernels on CUDA."""
     # fused CUDA kernels: faster, and GradScaler (fp16) steps them without a host read per batch
-    fused = {"fused": True} if device.type == "cuda" else {}
+    fused = True if device.type == "cuda" else None  # None: torch's default (not False, which turns foreach off)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay, **fused)
+        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay, fused=fused)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, **fused)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, fused=fused)
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=config.momentum, nesterov=config.nesterov,
-                               weight_decay=config.weight_decay, **fused)
+                               weight_decay=config.weight_decay, fused=fused)
     from pytorch_optimizer import SAM
 
     return SAM(params, torch.optim.SGD, rho=config.sam_rho, lr=lr, momentum=config.momentum,
@@ -94,7 +94,13 @@ class Optimisation:
 
     @property
     def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+        return self._built().param_groups[0]["lr"]
+
+    def _built(self) -> torch.optim.Optimizer:
+        """The optimiser in use (:meth:`prepare` builds it before each epoch)."""
+        if self.optimizer is None:
+            raise RuntimeError("no optimiser yet: prepare() builds one before training")
+        return self.optimizer
 
     def build(self, model: torch.nn.Module, index: int) -> None:
         """A new optimiser for phase ``index``, its schedule spanning the phases it serves."""
@@ -118,14 +124,14 @@ class Optimisation:
         if self._saved is None:
             return
         state, self._saved = self._saved, None
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._built().load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
 
     def zero_grad(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
+        self._built().zero_grad(set_to_none=True)
 
     def step(self, model: torch.nn.Module, loss: torch.Tensor, loss_again: Callable[[], torch.Tensor]) -> None:
         """Minimise ``loss`` (gradients not computed yet); SAM also needs ``loss_again`` (a fresh forward)."""
@@ -133,7 +139,7 @@ class Optimisation:
             sam_step(self.optimizer, model, loss, loss_again)
             return
         self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
+        self.scaler.step(self._built())
         self.scaler.update()
 
     def end_epoch(self) -> None:

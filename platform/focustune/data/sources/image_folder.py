@@ -101,7 +101,8 @@ def load_image_folder(root: str | os.PathLike, size: int = DEFAULT_FOLDER_SIZE, 
         shown = ", ".join(str(p) for p in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
         warnings.warn(f"skipped {len(skipped)} unreadable image file(s): {shown}", stacklevel=2)
     dataset = ImageDataset(name=root.name, class_names=names, source=str(root),
-                           task="binary-class" if len(names) == 2 else "multi-class", **splits)
+                           task="binary-class" if len(names) == 2 else "multi-class",
+                           train=splits["train"], val=splits["val"], test=splits["test"])
     if skipped:
         dataset.notes.append(f"skipped {len(skipped)} unreadable image file(s)")
     return dataset.validate()

@@ -85,7 +85,8 @@ def load_npz(path: str | os.PathLike, name: str | None = None, class_names: list
         top = max(int(splits[s].labels.max()) for s in SPLITS if len(splits[s]))
         class_names = [str(i) for i in range(top + 1)]
     dataset = ImageDataset(name=name or path.stem, class_names=class_names, source=str(path),
-                           task="binary-class" if len(class_names) == 2 else "multi-class", **splits)
+                           task="binary-class" if len(class_names) == 2 else "multi-class",
+                           train=splits["train"], val=splits["val"], test=splits["test"])
     if mapped:
         dataset.notes.append(f"images ({image_bytes / 2**30:.2f} GiB) memory-mapped from an extraction "
                              f"under {cache_dir or CACHE_DIR}")

@@ -48,7 +48,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -121,7 +121,7 @@ class MDGAN(Method):
     #: As in the paper: SAM and a SpinalNet head (ours; the paper's Progressive SpinalNet with SELU is
     #: ``spinal_selu``). SAM steps with SGD, which needs a larger learning rate than the shared
     #: default (Adam's 1e-3).
-    defaults = {"optimizer": "sam", "head": "spinal", "lr": 0.05}
+    defaults: ClassVar[dict[str, Any]] = {"optimizer": "sam", "head": "spinal", "lr": 0.05}
 
     def __init__(self, params: MDGANParams | None = None):
         super().__init__(params)
@@ -175,6 +175,7 @@ class MDGAN(Method):
         """Per-class accuracy on the selection split (validation or the probe split)."""
         if self.params.selection_split == "val":
             return self._val_accuracies(run)
+        assert run.probe is not None  # uses_probe() asked the trainer for it
         predictions = run.predict(run.probe.images).argmax(dim=1)
         return class_accuracies(predictions, run.probe.labels, run.num_classes)
 

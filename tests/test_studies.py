@@ -22,7 +22,8 @@ from focustune.sweeps.preflight import study_grace
 from focustune.sweeps.schedulers import PerStudyASHA
 from focustune.sweeps.search import DefineByRun, MultiStudySearch, study_queue
 from focustune.sweeps.studies import RERUN, SEARCH, Interval, utilisation
-from focustune.records import BUSY_SINCE, BUSY_UNTIL, FULL_BUDGET, KIND_KEY, OBJECTIVE, SEED_KEY, STUDY_KEY
+from focustune.records import (BUSY_SINCE, BUSY_UNTIL, EPOCH, FULL_BUDGET, KIND_KEY, MECHANISM_EPOCH, NODE_ID,
+                               OBJECTIVE, SEED_KEY, STUDY_KEY)
 
 A, B = "alpha/erm", "beta/erm"
 
@@ -194,7 +195,7 @@ def trial(trial_id: str, study: str, kind: str = SEARCH) -> SimpleNamespace:
 
 
 def report(scheduler: PerStudyASHA, t: SimpleNamespace, epoch: int, score: float, mechanism: int = 1) -> str:
-    return scheduler.on_trial_result(None, t, {"epoch": epoch, OBJECTIVE: score, "mechanism_epoch": mechanism})
+    return scheduler.on_trial_result(None, t, {EPOCH: epoch, OBJECTIVE: score, MECHANISM_EPOCH: mechanism})
 
 
 def test_trials_of_different_studies_never_meet_in_the_same_rung():
@@ -347,8 +348,8 @@ def drive_progress(stream: io.StringIO) -> SweepProgress:
     progress = SweepProgress({A: (2, 1), B: (2, 1)}, {"node": 2}, stream)
     t = SimpleNamespace(trial_id="t1", config={STUDY_KEY: A, KIND_KEY: SEARCH}, last_result=None)
     progress.on_trial_start(0, [], t)
-    progress.on_trial_result(0, [], t, {OBJECTIVE: 0.7, BUSY_SINCE: 100.0, BUSY_UNTIL: 110.0, "node_id": "node"})
-    t.last_result = {FULL_BUDGET: True, BUSY_SINCE: 100.0, BUSY_UNTIL: 112.0, "node_id": "node"}
+    progress.on_trial_result(0, [], t, {OBJECTIVE: 0.7, BUSY_SINCE: 100.0, BUSY_UNTIL: 110.0, NODE_ID: "node"})
+    t.last_result = {FULL_BUDGET: True, BUSY_SINCE: 100.0, BUSY_UNTIL: 112.0, NODE_ID: "node"}
     progress.on_trial_complete(0, [], t)
     return progress
 
@@ -370,7 +371,7 @@ def test_the_live_view_of_a_resumed_sweep_counts_each_driver_runs_own_node(monke
     restored = drive_progress(io.StringIO())  # the first driver's node "node", busy 100-112 (of 2 slots)
     restored.slots = {"node": 2}  # the restored callback keeps the first driver's slots
     live.use_attempts([Attempt(99.0, {"node": 2}), Attempt(200.0, {"new": 1})])
-    restored._record_busy("t2", {BUSY_SINCE: 300.0, BUSY_UNTIL: 312.0, "node_id": "new"})
+    restored._record_busy("t2", {BUSY_SINCE: 300.0, BUSY_UNTIL: 312.0, NODE_ID: "new"})
     usage = restored.usage()
     assert usage["nodes"] == {"node": pytest.approx(0.5), "new": pytest.approx(1.0)}
     assert usage["overall"] == pytest.approx(24 / (2 * 12 + 1 * 12)) and usage["span_s"] == pytest.approx(24)
@@ -385,3 +386,27 @@ def test_progress_redraws_one_table_in_place_on_a_terminal():
     last = frames[-1].splitlines()
     assert [line.split()[0] for line in last[:2]] == [A, B] and last[2].startswith("utilisation 50%")
     assert "search 1/2" in last[0] and "search 0/2" in last[1]
+
+
+def test_a_dataset_travels_to_the_trials_whole():
+    """Every field of the dataset reaches a trial (the object store's copy), notes and profile included,
+    and its splits arrive as numpy arrays that a worker reads without copying."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from conftest import make_dataset
+    from focustune.sweeps.trainable import dataset_from_arrays, dataset_to_arrays
+
+    dataset = dataclasses.replace(make_dataset(), notes=["a note"], imbalance="step")
+    stored = dataset_to_arrays(dataset)
+    assert all(isinstance(array, np.ndarray) for split in ("train", "val", "test") for array in stored[split])
+    back = dataset_from_arrays(stored)
+    for f in dataclasses.fields(dataset):
+        mine, theirs = getattr(dataset, f.name), getattr(back, f.name)
+        if f.name in ("train", "val", "test"):
+            assert torch.equal(mine.images, theirs.images) and torch.equal(mine.labels, theirs.labels)
+        else:
+            assert mine == theirs, f.name
+    assert back.train.images.data_ptr() == stored["train"][0].ctypes.data  # the stored memory, not a copy

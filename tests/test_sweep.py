@@ -204,7 +204,7 @@ def test_warm_start_tries_an_earlier_sweeps_best_configurations_first(tmp_path, 
 def test_diverging_trials_fail_with_reason_and_the_sweep_goes_on(tmp_path, tiny):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     space = tmp_path / "explode.yaml"
-    space.write_text("method: erm\nspace:\n  lr: {type: choice, values: [10.0]}\n")
+    space.write_text("method: erm\nspace:\n  lr: {type: choice, values: [10.0]}\ndrop: [weight_decay, batch_size]\n")
     done = run_sweep(tmp_path, "--dataset", str(tiny), "--methods", "erm,oversample", "--trials", "1",
                      "--seeds", "1", "--space", f"erm={space}", "--set", "optimizer=sgd", "--set", "momentum=0.99",
                      "--tracking-uri", uri,

@@ -9,13 +9,14 @@ import os
 import tempfile
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from focustune.data import ImageDataset, Split
+from focustune.data.dataset import SPLITS
 from focustune.errors import TrainingDiverged
 from focustune.records import BEST_EPOCH, TrialReport
 from focustune.tracking_schema import METRIC_NAMES
@@ -26,22 +27,20 @@ from focustune.sweeps.trial_config import resolve_trial
 
 
 def dataset_to_arrays(dataset: ImageDataset) -> dict[str, Any]:
-    """Numpy arrays + metadata: what goes into Ray's object store once per sweep (zero-copy reads)."""
-    arrays = {f"{s}_{k}": getattr(dataset.split(s), k).numpy() for s in ("train", "val", "test")
-              for k in ("images", "labels")}
-    return {"arrays": arrays, "name": dataset.name, "class_names": list(dataset.class_names),
-            "task": dataset.task, "source": dataset.source, "imbalance": dataset.imbalance}
+    """What goes into Ray's object store once per sweep: every field of the dataset as it is, its
+    splits as numpy arrays (which workers read zero-copy)."""
+    stored = {f.name: getattr(dataset, f.name) for f in fields(dataset)}
+    stored.update({s: (stored[s].images.numpy(), stored[s].labels.numpy()) for s in SPLITS})
+    return stored
 
 
 def dataset_from_arrays(stored: dict[str, Any]) -> ImageDataset:
-    """Rebuild tensors that share the object store's read-only memory (the trainer never writes them)."""
-    a = stored["arrays"]
+    """The dataset again, its tensors sharing the object store's read-only memory (the trainer never
+    writes them)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "The given NumPy array is not writable"
-        split = lambda s: Split(torch.from_numpy(a[f"{s}_images"]), torch.from_numpy(a[f"{s}_labels"]))  # noqa: E731
-        return ImageDataset(name=stored["name"], class_names=stored["class_names"], train=split("train"),
-                            val=split("val"), test=split("test"), task=stored["task"], source=stored["source"],
-                            imbalance=stored["imbalance"])
+        splits = {s: Split(*(torch.from_numpy(a) for a in stored[s])) for s in SPLITS}
+    return ImageDataset(**{**stored, **splits})
 
 
 def _scalars(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:

@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,10 @@ import pytest
 
 from focustune.cli import compare as compare_command
 from focustune.errors import ConfigError
+from focustune.records import KIND_KEY, SEED_KEY, STUDY_KEY, TrialReport
 from focustune.tracking.summary_run import log_summary_run
-from focustune.tracking_schema import CONFUSION_ARTIFACT
+from focustune.tracking.trial_runs import TrialRuns
+from focustune.tracking_schema import study_key
 from focustune_analysis import (build_report, collect_runs, compare_to_baseline, cross_dataset_table, epochs_to_target,
                                 friedman_nemenyi, holm, leaderboard, mean_curves,
                                 pairwise_comparisons, param_importance, rank_across_datasets, search_progress,
@@ -33,10 +36,12 @@ CURVE = (0.5, 0.8, 0.9, 0.88)  # validation curve shape: 95% of its best (0.855)
 
 
 class Logger:
-    """Writes runs the way the sweep does; start times are explicit so trial order is known."""
+    """Writes runs as the sweep does (trials and re-runs through its own writer); start times are
+    explicit so trial order is known."""
 
     def __init__(self, client, experiment_id: str, sweep_id: str = "sweep1"):
         self.client, self.experiment_id, self.sweep_id = client, experiment_id, sweep_id
+        self.uri = client.tracking_uri
         self.clock = 1_700_000_000_000
 
     def _tick(self) -> int:
@@ -62,46 +67,55 @@ class Logger:
 
     def run(self, parent: str, dataset: str, method: str, kind: str, seed: int, hp: dict, status: str = "FINISHED",
             test: float | None = None, val: float | None = None, epochs: int = len(CURVE),
-            extra_tags: dict | None = None, finals: dict | None = None) -> str:
-        """One trial or re-run; ``test``/``val`` set every test_/best_val_ metric (plus OFFSETS);
-        ``finals`` adds or replaces final metrics (``best_epoch``, ``after_mechanism_*``, ...)."""
-        from mlflow.entities import Metric, Param
-
-        tags = {**self._tags(dataset, method, kind), "mlflow.parentRunId": parent, "focustune.trial_id": f"t{seed}",
-                "focustune.stopped_early": str(status == "KILLED").lower(), "focustune.node_id": "node",
-                **(extra_tags or {})}
-        if status == "FAILED":
-            tags["focustune.failed_reason"] = "training diverged (NaN loss)"
-        run = self.client.create_run(self.experiment_id, start_time=self._tick(), tags=tags,
-                                     run_name=f"{method}-{kind}-{seed}")
-        run_id = run.info.run_id
+            finals: dict | None = None, mechanism_epoch: int = 1, best_phase: str = "train") -> str:
+        """One trial or re-run, written by the sweep's own writer (:class:`TrialRuns`) from the reports a
+        trial makes; ``test``/``val`` set every test_/best_val_ metric (plus OFFSETS); ``finals`` adds or
+        replaces final metrics (``best_epoch``, ``after_mechanism_*``, ...)."""
+        trial_id = f"t{self._tick()}"
         params = {"method": method, "dataset": dataset, "seed": seed, "epochs": len(CURVE), "batch_size": 64,
                   "optimizer": "adam", "selection_metric": "balanced_acc", **hp}
+        writer = TrialRuns(self.uri, self.experiment_id, {study_key(dataset, method): parent},
+                           {"sweep_id": self.sweep_id, "epochs": str(len(CURVE)), "scheduler": "asha"},
+                           params_for=lambda config: params)
+        writer._client = ClockedClient(self.client, self._tick)  # explicit start times: the trial order is known
+        writer.trial_started(trial_id, {STUDY_KEY: study_key(dataset, method), KIND_KEY: kind, SEED_KEY: seed})
         level = val if val is not None else (test if test is not None else 0.5)
-        metrics = []
+        report = None
         for epoch in range(1, epochs + 1):
-            value = level * CURVE[epoch - 1] / max(CURVE)
-            metrics += [Metric(f"val_{m}", value, self.clock, epoch) for m in OFFSETS]
-            metrics += [Metric("train_loss", 1.0 / epoch, self.clock, epoch),
-                        Metric("objective", level * max(CURVE[:epoch]) / max(CURVE), self.clock, epoch),
-                        Metric("epoch", float(epoch), self.clock, epoch)]
+            value, best = level * CURVE[epoch - 1] / max(CURVE), level * max(CURVE[:epoch]) / max(CURVE)
+            report = TrialReport(epoch=epoch, total_epochs=len(CURVE), objective=best,
+                                 busy_since=0.0, busy_until=0.0, node_id="node", mechanism_epoch=mechanism_epoch,
+                                 scalars={"train_loss": 1.0 / epoch, **{f"val_{m}": value for m in OFFSETS}})
+            writer.epoch_reported(trial_id, report.to_result())
         if status == "FINISHED":
-            for m, offset in OFFSETS.items():
-                if test is not None:
-                    metrics.append(Metric(f"test_{m}", test + offset, self.clock, epochs))
-                metrics.append(Metric(f"best_val_{m}", level + offset, self.clock, epochs))
-            if test is not None:
-                metrics += [Metric("test_recall_class_0", test + 0.1, self.clock, epochs),
-                            Metric("test_recall_class_1", test - 0.1, self.clock, epochs)]
-            finals = {"best_epoch": 3.0, **(finals or {})}
-            metrics = [m for m in metrics if m.key not in finals]
-            metrics += [Metric(k, float(v), self.clock, epochs) for k, v in finals.items()]
-        self.client.log_batch(run_id, metrics=metrics,
-                              params=[Param(k, "none" if v is None else str(v)) for k, v in params.items()])
-        if status == "FINISHED" and kind == "seed_rerun":
-            self.client.log_dict(run_id, {"test": [[8, 2], [1, 9]]}, CONFUSION_ARTIFACT)
-        self.client.set_terminated(run_id, status)
-        return run_id
+            scalars = {**{f"best_val_{m}": level + offset for m, offset in OFFSETS.items()},
+                       **({f"test_{m}": test + offset for m, offset in OFFSETS.items()} if test is not None else {}),
+                       **({"test_recall_class_0": test + 0.1, "test_recall_class_1": test - 0.1} if test is not None
+                          else {})}
+            finals = {"best_epoch": 3, **(finals or {})}
+            best_epoch = int(finals.pop("best_epoch"))
+            report = replace(report, full_budget=True, best_epoch=best_epoch, best_phase=best_phase,
+                             scalars={**report.scalars, **scalars, **finals},
+                             test_confusion_matrix=[[8, 2], [1, 9]] if kind == "seed_rerun" else None)
+        elif status == "FAILED":
+            report = replace(report, diverged=True, failed_reason="training diverged (NaN loss)")
+        if status != "RUNNING":
+            writer.trial_completed(trial_id, report.to_result())
+        assert writer.stop(wait_s=10) and not writer.failed
+        return writer.runs[trial_id]
+
+
+class ClockedClient:
+    """An MLflow client whose new runs start at the times ``tick`` gives (all else is the client's)."""
+
+    def __init__(self, client, tick):
+        self._client, self._tick = client, tick
+
+    def create_run(self, *args, **kwargs):
+        return self._client.create_run(*args, start_time=self._tick(), **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
 
 
 ERM = [0.70, 0.74, 0.68, 0.72, 0.75, 0.69]  # test balanced accuracy of erm's seeds 1..6
@@ -510,7 +524,7 @@ def phased(tmp_path_factory):
     parent = logger.study("tiny", "erm", {"lr": 1e-3})
     for seed in (1, 2, 3):
         logger.run(parent, "tiny", "erm", "seed_rerun", seed, {"lr": 1e-3}, test=ERM[seed - 1],
-                   extra_tags={"focustune.mechanism_epoch": "1", "focustune.best_phase": "train"})
+                   mechanism_epoch=1, best_phase="train")
     for method, seeds in PHASED.items():
         parent = logger.study("tiny", method, {"lr": 1e-3})
         for seed, (epoch, phase, test, after) in seeds.items():
@@ -519,7 +533,7 @@ def phased(tmp_path_factory):
                 finals.update({"after_mechanism_best_epoch": max(epoch, 3), "after_mechanism_test_balanced_acc": after,
                                "after_mechanism_best_val_balanced_acc": 0.5})
             logger.run(parent, "tiny", method, "seed_rerun", seed, {"lr": 1e-3}, test=test, finals=finals,
-                       extra_tags={"focustune.mechanism_epoch": "3", "focustune.best_phase": phase})
+                       mechanism_epoch=3, best_phase=phase)
     return uri, collect_runs("phased", uri)
 
 

@@ -38,3 +38,10 @@ def test_the_study_queue_search_and_scheduling_import_without_torch():
             "focustune.sweeps.progress, focustune.sweeps.trial_config; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_analysis_reads_runs_without_torch():
+    """``focustune_analysis.collect`` (what ``compare`` and the notebooks import) loads no torch."""
+    code = "import sys, focustune_analysis.collect, focustune.records; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

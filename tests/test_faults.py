@@ -24,6 +24,8 @@ import pytest
 from servers import (free_port, mlflow_server, s3_client, s3_endpoint, start, stop_group, sweep_command, tcp_proxy,
                      tiny_npz, wait_until)
 
+from focustune.records import StudyRecord
+
 pytestmark = pytest.mark.slow
 
 TRIALS, SEEDS = 3, 2
@@ -149,7 +151,7 @@ def test_killed_driver_restarted_mlflow_and_unreachable_s3_lose_and_duplicate_no
         # one model logged on the study run, registered once, as the champion
         models = client.search_logged_models([experiment], filter_string=f"source_run_id = '{study_run.info.run_id}'")
         assert len(models) == 1, [(m.model_id, m.status) for m in models]
-        assert state["studies"]["tiny/erm"]["model"]["uri"] == f"models:/{models[0].model_id}"
+        assert StudyRecord.from_json(state["studies"]["tiny/erm"]).model.uri == f"models:/{models[0].model_id}"
         versions = client.search_model_versions(f"name = '{MODEL}'")
         assert [str(v.version) for v in versions] == ["1"] and versions[0].source == f"models:/{models[0].model_id}"
         assert str(client.get_registered_model(MODEL).aliases["champion"]) == "1"

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO, make_dataset
+from focustune.records import StudyRecord
 from focustune.cli import main
 from focustune.config import flat_params, resolve
 from focustune.errors import DataError
@@ -250,6 +251,7 @@ def test_a_hand_over_interrupted_before_sweep_json_is_saved_logs_and_registers_n
 
     from focustune.sweeps.delivery import deliver_models
     from focustune.sweeps.spec import DatasetSpec, SweepSpec
+    from focustune.records import SelectedRun
     from focustune.sweeps.state import SweepState
     from focustune.training import CHECKPOINT_FILE
 
@@ -264,9 +266,10 @@ def test_a_hand_over_interrupted_before_sweep_json_is_saved_logs_and_registers_n
     client = MlflowClient(tracking_uri=uri)
     parent = client.create_run(client.create_experiment("crash")).info.run_id
     state = SweepState.open(spec)
-    state.study("tiny/erm").update({"best_config": {"epochs": 1}, "selected": {
-        "kind": "trial", "seed": 0, "config": {"epochs": 1}, "checkpoint": str(workdir / "ckpt"),
-        "val": {"balanced_acc": 0.5}}})
+    study = state.study("tiny/erm")
+    study.best_config = {"epochs": 1}
+    study.selected = SelectedRun(kind="trial", seed=0, config={"epochs": 1}, checkpoint=str(workdir / "ckpt"),
+                                 val={"balanced_acc": 0.5})
     state.save()
 
     def killed(*_):
@@ -276,13 +279,13 @@ def test_a_hand_over_interrupted_before_sweep_json_is_saved_logs_and_registers_n
     with pytest.raises(KeyboardInterrupt):
         deliver_models(spec, state, {"tiny/erm": parent}, {"tiny": data}, lambda line: None)
     resumed = SweepState.open(spec)  # what --resume reads: no model recorded
-    assert "model" not in resumed.study("tiny/erm")
+    assert resumed.study("tiny/erm").model is None
     said = []
     deliver_models(spec, resumed, {"tiny/erm": parent}, {"tiny": data}, said.append)
-    assert SweepState.open(spec).study("tiny/erm")["model"]["registered"]["version"] == "1"
+    assert SweepState.open(spec).study("tiny/erm").model.registered["version"] == "1"
     experiment = client.get_run(parent).info.experiment_id
     models = client.search_logged_models([experiment], filter_string=f"source_run_id = '{parent}'")
-    assert len(models) == 1 and resumed.study("tiny/erm")["model"]["uri"] == f"models:/{models[0].model_id}"
+    assert len(models) == 1 and resumed.study("tiny/erm").model.uri == f"models:/{models[0].model_id}"
     assert [str(v.version) for v in client.search_model_versions("name = 'crashed'")] == ["1"]
     assert str(client.get_registered_model("crashed").aliases["champion"]) == "1"
     assert any("crashed version 1" in line for line in said)
@@ -361,23 +364,23 @@ def test_tune_hands_over_a_configuration_and_a_registered_model(tmp_path):
     out = run(tune, "tune.log")
     assert "registered mine version 1" in out and "champion -> version 1" in out
     state = json.loads((tmp_path / "focustune_runs" / "focustune" / "sweep.json").read_text())
-    study = state["studies"]["mine/focal"]
-    selected = study["selected"]
-    assert selected["kind"] == "seed_rerun" and selected["seed"] in (1, 2)
-    best_rerun = max(study["reruns"], key=lambda r: r["best_val_balanced_acc"])
-    assert selected["val"]["balanced_acc"] == best_rerun["best_val_balanced_acc"]
+    study = StudyRecord.from_json(state["studies"]["mine/focal"])
+    selected = study.selected
+    assert selected.kind == "seed_rerun" and selected.seed in (1, 2)
+    best_rerun = max(study.reruns, key=lambda r: r.scores["best_val_balanced_acc"])
+    assert selected.val["balanced_acc"] == best_rerun.scores["best_val_balanced_acc"]
 
     config = read_run_config(tmp_path / "best_config.yaml")
     assert config == read_run_config(tmp_path / "focustune_runs" / "focustune" / "configs" / "mine__focal.yaml")
-    assert (config.method, config.dataset, config.seed) == ("focal", str(data), selected["seed"])
-    assert config.params == flat_params(*resolve(get_method("focal"), selected["config"]))
+    assert (config.method, config.dataset, config.seed) == ("focal", str(data), selected.seed)
+    assert config.params == flat_params(*resolve(get_method("focal"), selected.config))
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    parent = client.get_run(study["parent_run_id"])
+    parent = client.get_run(study.parent_run_id)
     assert "run_config.yaml" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     version = client.get_model_version_by_alias("mine", "champion")
     assert version.run_id == parent.info.run_id
-    assert float(version.tags["focustune.val_balanced_acc"]) == selected["val"]["balanced_acc"]
+    assert float(version.tags["focustune.val_balanced_acc"]) == selected.val["balanced_acc"]
 
     run([sys.executable, "-m", "focustune.cli", "train", "--config", "best_config.yaml", "--quiet",
          "--output-json", "again.json"], "train.log")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from focustune.records import StudyRecord
 from focustune.tracking_schema import BEST_OBJECTIVE
 from servers import mlflow_server, postgres_server, s3_client, s3_endpoint, start, stop_group, sweep_command, tiny_npz
 
@@ -92,9 +93,10 @@ def test_sweep_state_and_checkpoints_in_s3_then_compare(tmp_path):
         keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="runs/")
                 for o in page.get("Contents", [])]
         state = json.loads(s3.get_object(Bucket=bucket, Key="runs/on-s3/sweep.json")["Body"].read())
-    assert state["done"] and {k: v["finished"] for k, v in state["studies"].items()} == {"tiny/erm": 2, "tiny/focal": 2}
+    studies = {key: StudyRecord.from_json(study) for key, study in state["studies"].items()}
+    assert state["done"] and {k: v.finished for k, v in studies.items()} == {"tiny/erm": 2, "tiny/focal": 2}
     # each study's selected model was packaged from its best trial's checkpoint in the bucket
-    assert all(study["model"]["uri"].startswith("models:/") for study in state["studies"].values())
+    assert all(study.model.uri.startswith("models:/") for study in studies.values())
     tune_run = [k for k in keys if k.startswith("runs/on-s3/benchmark/")]
     assert any(k.rsplit("/", 1)[1].startswith("experiment_state") for k in tune_run), keys
     assert any("/checkpoint_" in k for k in tune_run), keys  # each trial's checkpoints, from its worker

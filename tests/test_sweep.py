@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from focustune.records import StudyRecord
 from focustune.training import cpu_has_native_bf16
 from focustune.tracking_schema import CONFUSION_ARTIFACT
 from servers import (command_line, family, free_port, mlflow_server, ray_cluster, start, stop_group, sweep_command,
@@ -137,9 +138,10 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, tiny)
             history = client(uri).get_metric_history(run.info.run_id, "train_loss")
             assert sorted(m.step for m in history) == [1, 2, 3]
     state = json.loads((tmp_path / "focustune_runs" / "killed" / "sweep.json").read_text())
-    assert state["done"] and [state["studies"][k]["finished"] for k in ("tiny/erm", "tiny2/erm")] == [2, 2]
+    studies = [StudyRecord.from_json(state["studies"][k]) for k in ("tiny/erm", "tiny2/erm")]
+    assert state["done"] and [study.finished for study in studies] == [2, 2]
     # each study's model comes from the restored trials' checkpoints
-    assert all(state["studies"][k]["model"]["uri"].startswith("models:/") for k in ("tiny/erm", "tiny2/erm"))
+    assert all(study.model.uri.startswith("models:/") for study in studies)
 
 
 def test_benchmark_sweep_runs_studies_together_then_compare_reads_it(tmp_path, tiny, capsys, monkeypatch):

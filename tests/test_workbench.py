@@ -21,6 +21,7 @@ from focustune.sweeps.spec import DatasetSpec, SweepSpec
 from focustune.sweeps.state import SweepState
 from focustune.records import KIND_KEY, SEED_KEY, STUDY_KEY
 from focustune.sweeps.trainable import ResourceUse
+from focustune.records import RerunRow, StudyRecord
 from focustune.tracking.workbench import dataset_record, study_description
 from focustune.tracking_schema import (ui_hint, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING, KIND_RERUN, NOTE_TAG,
                                        TRIAL_CPU_CORES, TRIAL_CPU_PERCENT, TRIAL_MEMORY_MB, source_tags)
@@ -43,11 +44,10 @@ def test_dataset_record_identifies_the_data_and_profiles_its_splits(tiny_dataset
     assert on_disk["source_type"] == "local" and str(tmp_path / "data.npz") in on_disk["source"]
 
 
-STUDY = {"finished": 3, "total": 4, "stopped_early": 1, "failed": 0, "best_objective": 0.81234,
-         "best_config": {"lr": 0.0012345678, "batch_size": 16, "epochs": 5, "gamma": 2.0},
-         "reruns": [{"seed": 1, "ok": True, "test_balanced_acc": 0.7, "test_auc": 0.9},
-                    {"seed": 2, "ok": True, "test_balanced_acc": 0.8, "test_auc": 0.9},
-                    {"seed": 3, "ok": False}]}
+STUDY = StudyRecord(finished=3, total=4, stopped_early=1, failed=0, best_objective=0.81234,
+                    best_config={"lr": 0.0012345678, "batch_size": 16, "epochs": 5, "gamma": 2.0},
+                    reruns=[RerunRow(1, True, {"test_balanced_acc": 0.7, "test_auc": 0.9}),
+                            RerunRow(2, True, {"test_balanced_acc": 0.8, "test_auc": 0.9}), RerunRow(3, False)])
 
 
 def test_study_description_gives_counts_best_configuration_and_mean_se_of_the_reruns():
@@ -59,7 +59,7 @@ def test_study_description_gives_counts_best_configuration_and_mean_se_of_the_re
 
 
 def test_study_description_of_a_study_without_a_finished_trial():
-    text = study_description("tiny/erm", {"finished": 0, "total": 2, "failed": 2, "best_config": None}, {}, "auc")
+    text = study_description("tiny/erm", StudyRecord(finished=0, total=2, failed=2), {}, "auc")
     assert "0 of 2 search trials" in text and "2 failed" in text and "no best configuration" in text
 
 
@@ -82,9 +82,9 @@ def _finished_study(tmp_path, dataset) -> tuple[SweepSpec, str, str]:
                       {"test_balanced_acc": 0.7, "test_recall_class_0": 0.9, "test_recall_class_1": 0.5,
                        "best_val_balanced_acc": 0.7}, {})):
         callback._apply(op)
-    state.study("tiny/erm").update(finished=1, total=1, stopped_early=0, failed=0, best_objective=0.7,
-                                   best_config={"lr": 0.001},
-                                   reruns=[{"seed": 1, "ok": True, "test_balanced_acc": 0.7}])
+    state.studies["tiny/erm"] = dataclasses.replace(
+        state.study("tiny/erm"), finished=1, total=1, best_objective=0.7, best_config={"lr": 0.001},
+        reruns=[RerunRow(1, True, {"test_balanced_acc": 0.7})])
     tracking.close_parent(parent, state.study("tiny/erm"), {})
     tracking.log_study_views({"tiny/erm": parent})
     return spec, parent, callback.runs["t1"]

@@ -1,13 +1,15 @@
 """Typed records that cross a seam, defined once: a trial's config keys and its report (written by the
 trainable; read by the searcher, the scheduler, the live view, the summaries and the trial's MLflow
-run), and the names of the report's entries that other layers read (the runs' tags, the analysis'
-columns, ``train --output-json``). Plain Python: importing this loads neither Ray nor torch."""
+run), the names of the report's entries that other layers read (the runs' tags, the analysis'
+columns, ``train --output-json``), and a study's record in ``sweep.json`` (:class:`StudyRecord`,
+written by the sweep, read by its MLflow runs, the workbench and the CLI). Plain Python: importing
+this loads neither Ray nor torch."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 #: A trial config's keys that are not hyperparameters: its seed, its study (``DATASET/METHOD``) and
@@ -96,3 +98,90 @@ class TrialReport:
         and every finite scalar."""
         counters = {name: getattr(self, name) for name in COUNTERS}
         return {k: float(v) for k, v in {**counters, **self.scalars}.items() if math.isfinite(float(v))}
+
+
+@dataclass
+class RerunRow:
+    """A seed re-run's line of a study's record: its seed, whether it completed (its full budget, no
+    divergence) and its final scores (``test_<metric>``, ``best_val_<metric>``)."""
+
+    seed: int | None
+    ok: bool
+    scores: dict[str, float | None] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seed": self.seed, "ok": self.ok, **self.scores}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RerunRow:
+        return cls(data.get("seed"), bool(data.get("ok")), {k: v for k, v in data.items() if k not in ("seed", "ok")})
+
+
+@dataclass
+class SelectedRun:
+    """The run whose model a study hands over (its best seed re-run by validation, else its best search
+    trial): its kind, seed, hyperparameters, Tune trial id, best epoch, checkpoint folder (a path or a
+    storage URI) and best-epoch validation metrics."""
+
+    kind: str
+    seed: int
+    config: dict[str, Any]
+    trial_id: str | None = None
+    best_epoch: int | None = None
+    checkpoint: str | None = None
+    val: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class DeliveredModel:
+    """What a study handed over: its configuration files and, when its selected run left a checkpoint,
+    the logged model's URI, its registered version (None without ``--register``) and its threshold."""
+
+    config_files: list[str]
+    uri: str | None = None
+    registered: dict[str, Any] | None = None
+    threshold: float | None = None
+
+
+@dataclass
+class StudyRecord:
+    """A study's record in ``sweep.json``: written by the sweep (its parent run first, its summary after
+    the Tune run, its hand-over last), read by the study's MLflow run, the workbench and the CLI.
+    Trial counts: ``finished`` their full budget of ``total`` search trials, ``failed``, ``stopped_early``.
+    ``best_config``: the best full-budget search trial's hyperparameters (by validation, never test),
+    with its ``best_objective`` and its test scores (``best_trial_test``)."""
+
+    parent_run_id: str | None = None
+    finished: int = 0
+    total: int = 0
+    failed: int = 0
+    stopped_early: int = 0
+    best_config: dict[str, Any] | None = None
+    best_objective: float | None = None
+    best_trial_test: dict[str, float] = field(default_factory=dict)
+    reruns: list[RerunRow] = field(default_factory=list)
+    selected: SelectedRun | None = None
+    model: DeliveredModel | None = None
+
+    @property
+    def completed_reruns(self) -> list[RerunRow]:
+        return [row for row in self.reruns if row.ok]
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["reruns"] = [row.to_json() for row in self.reruns]
+        for name in ("selected", "model"):
+            out[name] = None if out[name] is None else asdict(out[name])
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StudyRecord:
+        """The record in ``data`` (as :meth:`to_json` writes it; absent keys take their defaults)."""
+        own = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in own}
+        values["reruns"] = [RerunRow.from_json(row) for row in data.get("reruns") or []]
+        if data.get("selected"):
+            values["selected"] = SelectedRun(**data["selected"])
+        if data.get("model"):
+            values["model"] = DeliveredModel(**data["model"])
+        return cls(**values)

@@ -9,6 +9,7 @@ from typing import Any
 
 from focustune.cli import options
 from focustune.data.options import DataOptions
+from focustune.records import StudyRecord
 from focustune.text_table import text_table
 from focustune.tracking_schema import split_study_key, ui_hint
 
@@ -70,17 +71,17 @@ def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     return 0
 
 
-def _print_summary(summary: dict[str, dict[str, Any]], spec: Any) -> None:
+def _print_summary(summary: dict[str, StudyRecord], spec: Any) -> None:
     """The table of studies, then each study's selected configuration."""
     print()
     print(text_table(SUMMARY_COLUMNS, summary_rows(summary, spec.seeds)))
     for key, study in summary.items():
-        if study.get("best_config"):
-            tuned = {k: v for k, v in study["best_config"].items() if k not in spec.fixed and k != "epochs"}
+        if study.best_config:
+            tuned = {k: v for k, v in study.best_config.items() if k not in spec.fixed and k != "epochs"}
             print(f"{key} best configuration (by validation): " + ", ".join(f"{k}={v}" for k, v in tuned.items()))
         else:
-            print(f"{key}: no search trial finished its full budget ({study.get('failed', 0)} failed, "
-                  f"{study.get('stopped_early', 0)} stopped early); no re-runs")
+            print(f"{key}: no search trial finished its full budget ({study.failed} failed, "
+                  f"{study.stopped_early} stopped early); no re-runs")
     if not spec.seeds:
         print("test columns: the best search trial's test metrics (no seed re-runs; use --seeds K for a comparison)")
 
@@ -96,20 +97,19 @@ def utilisation_line(usage: dict[str, Any]) -> str:
     return f"utilisation: {usage['overall']:.1%} of {usage['slots']} trial slot(s) over {over} (per node: {nodes})"
 
 
-def summary_rows(summary: dict[str, dict[str, Any]], seeds: int) -> list[dict[str, Any]]:
+def summary_rows(summary: dict[str, StudyRecord], seeds: int) -> list[dict[str, Any]]:
     """One row per study: finished trials, best validation score, and the test metrics of its seed
     re-runs (without re-runs, of its best search trial)."""
     rows = []
     for key, study in summary.items():
         dataset, method = split_study_key(key)
-        reruns = [r for r in study.get("reruns", []) if r.get("ok")]
-        if not seeds and study.get("best_trial_test"):
-            reruns = [{**study["best_trial_test"], "ok": True}]  # no re-runs: the best search trial itself
+        reruns: list[dict[str, Any]] = [r.scores for r in study.completed_reruns]
+        if not seeds and study.best_trial_test:
+            reruns = [dict(study.best_trial_test)]  # no re-runs: the best search trial itself
         # (B023: the lambda reads this iteration's reruns, and is called in it)
-        values = lambda name: [float(r[name]) for r in reruns if r.get(name) is not None]  # noqa: E731, B023
-        rows.append({"dataset": dataset, "method": method,
-                     "trials": f"{study.get('finished', '?')}/{study.get('total', '?')}",
-                     "best_val": "-" if study.get("best_objective") is None else f"{study['best_objective']:.4f}",
+        values = lambda name: [float(v) for r in reruns if (v := r.get(name)) is not None]  # noqa: E731, B023
+        rows.append({"dataset": dataset, "method": method, "trials": f"{study.finished}/{study.total}",
+                     "best_val": "-" if study.best_objective is None else f"{study.best_objective:.4f}",
                      **{column: _mean_sd(values(name)) for column, name in TEST_COLUMNS.items()},
                      "seeds": f"{len(reruns)}/{seeds}" if seeds else "-"})
     return rows

@@ -22,7 +22,7 @@ from typing import Any
 from focustune.run_config import RunConfig
 from focustune.sweeps.spec import DatasetSpec, SweepSpec
 from focustune.sweeps.state import SweepState, filesystem
-from focustune.records import SEED_KEY, STUDY_KEY
+from focustune.records import SEED_KEY, STUDY_KEY, DeliveredModel, SelectedRun
 from focustune.sweeps.trial_config import resolve_trial
 from focustune.tracking_schema import CONFIG_ARTIFACT, split_study_key
 from focustune.training import CHECKPOINT_FILE
@@ -40,15 +40,14 @@ def best_weights(location: str) -> dict[str, Any]:
     return state["best"]["state"]
 
 
-def study_run_config(spec: SweepSpec, data: DatasetSpec, key: str, study: dict[str, Any], parent: str) -> RunConfig:
+def study_run_config(spec: SweepSpec, data: DatasetSpec, key: str, selected: SelectedRun, parent: str) -> RunConfig:
     """The selected run's configuration and seed, with the dataset's options."""
-    selected = study["selected"]
-    trial = resolve_trial({**selected["config"], STUDY_KEY: key, SEED_KEY: selected["seed"]})
+    trial = resolve_trial({**selected.config, STUDY_KEY: key, SEED_KEY: selected.seed})
     metric = trial.train_config.selection_metric
     return RunConfig(
         **vars(data.referenced()), method=trial.method, params=trial.params, seed=trial.seed,
-        source={"study": key, "experiment": spec.experiment, "study_run_id": parent, "selected": selected["kind"],
-                "seed": selected["seed"], f"val_{metric}": selected["val"].get(metric)})
+        source={"study": key, "experiment": spec.experiment, "study_run_id": parent, "selected": selected.kind,
+                "seed": selected.seed, f"val_{metric}": selected.val.get(metric)})
 
 
 def _file_label(key: str) -> str:
@@ -95,23 +94,23 @@ def deliver_models(spec: SweepSpec, state: SweepState, parents: dict[str, str], 
     several = len(parents) > 1
     for key, parent in parents.items():
         study = state.study(key)
-        if study.get("model") or not study.get("selected") or not study.get("best_config"):
+        if study.model or not study.selected or not study.best_config:
             continue
-        config = study_run_config(spec, data_specs[split_study_key(key)[0]], key, study, parent)
+        selected = study.selected
+        config = study_run_config(spec, data_specs[split_study_key(key)[0]], key, selected, parent)
         places = config_locations(spec, key, several)
         for place in places:
             write_config(config, place)
         mlflow_client(spec.tracking).log_text(parent, config.to_yaml(), CONFIG_ARTIFACT)
         say(f"{key}: configuration written to {' and '.join(places)}")
-        selected = study["selected"]
-        if not selected.get("checkpoint"):
+        if not selected.checkpoint:
             say(f"{key}: the selected run left no checkpoint; no model logged")
-            study["model"] = {"config_files": places}
+            study.model = DeliveredModel(config_files=places)
         else:
-            result = log_run_model(spec.tracking, parent, best_weights(selected["checkpoint"]), asdict(config),
-                                   datasets[split_study_key(key)[0]], selected["val"],
+            result = log_run_model(spec.tracking, parent, best_weights(selected.checkpoint), asdict(config),
+                                   datasets[split_study_key(key)[0]], selected.val,
                                    registered_name(spec.register, key, several))
             print_lines(say, result, key)
-            study["model"] = {"uri": result["uri"], "config_files": places, "registered": result["registered"],
-                              "threshold": result["card"].threshold}
+            study.model = DeliveredModel(config_files=places, uri=result["uri"], registered=result["registered"],
+                                         threshold=result["card"].threshold)
         state.save()

@@ -15,6 +15,7 @@ says per study is :mod:`~focustune.sweeps.summaries`; MLflow is :mod:`~focustune
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Any
 
 from focustune.spaces import SearchSpace
@@ -24,7 +25,7 @@ from focustune.sweeps.spec import SweepSpec
 from focustune.sweeps.state import SweepState
 from focustune.sweeps.studies import utilisation
 from focustune.sweeps.summaries import busy_intervals, study_summaries
-from focustune.records import OBJECTIVE, SEED_KEY, STUDY_KEY
+from focustune.records import OBJECTIVE, SEED_KEY, STUDY_KEY, StudyRecord
 from focustune.sweeps.trial_config import SEARCH_SEED, resolve_trial, tracked_params
 from focustune.tracking_schema import split_study_key, study_key
 
@@ -55,8 +56,8 @@ class Sweep:
     def keys(self, datasets: dict[str, Any]) -> list[str]:
         return [study_key(name, method) for name in datasets for method in self.spec.methods]
 
-    def run(self, datasets: dict[str, Any], warm_starts: dict[str, list[dict]] | None = None) -> dict[str, dict]:
-        """Run (or resume) the sweep; returns per study key its summary (best config, re-runs)."""
+    def run(self, datasets: dict[str, Any], warm_starts: dict[str, list[dict]] | None = None) -> dict[str, StudyRecord]:
+        """Run (or resume) the sweep; returns per study key its record (best config, re-runs, model)."""
         import ray
 
         from focustune.tracking.study_runs import StudyTracking
@@ -84,13 +85,13 @@ class Sweep:
         results = self._fit(keys, refs, tracking, parents, slots, warm_starts)
         tracking.close_orphans({str(r.metrics.get("trial_id")) for r in results if r.metrics})
         for key, summary in study_summaries(keys, results).items():
-            self.state.study(key).update(summary)
+            self.state.studies[key] = replace(self.state.study(key), **summary)
         self.state.data["utilisation"] = utilisation(busy_intervals(results), slots, self.state.attempts())
         self.state.save()
         for key in keys:
             study = self.state.study(key)
-            if study.get("best_config") is not None:
-                best = resolve_trial({**study["best_config"], STUDY_KEY: key})
+            if study.best_config is not None:
+                best = resolve_trial({**study.best_config, STUDY_KEY: key})
                 tracking.log_best(parents[key], study, best.tracked_params)
         self.state.data["done"] = True
         self.state.save()
@@ -106,7 +107,7 @@ class Sweep:
         usage = self.state.data.get("utilisation", {})
         for key, parent in parents.items():
             study = self.state.study(key)
-            tracking.close_parent(parent, study, usage, status="FINISHED" if study.get("best_config") else "FAILED")
+            tracking.close_parent(parent, study, usage, status="FINISHED" if study.best_config else "FAILED")
         tracking.log_study_views(parents)
 
     def _trainable(self, refs: dict[str, Any]) -> Any:

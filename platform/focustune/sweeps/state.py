@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from focustune.files import write_atomic
+from focustune.records import StudyRecord
 from focustune.sweeps.spec import SweepSpec
 from focustune.sweeps.studies import Attempt
 
@@ -34,13 +35,16 @@ def checkpoint_location(checkpoint: Any) -> str:
 
 
 class SweepState:
-    """``sweep.json`` under the storage path: the sweep id, the spec, per study its parent run and
-    results, each driver run's start and trial slots per node (``attempts``), and the utilisation."""
+    """``sweep.json`` under the storage path: the sweep id, the spec, per study its
+    :class:`~focustune.records.StudyRecord`, each driver run's start and trial slots per node
+    (``attempts``), and the utilisation."""
 
     FILE = "sweep.json"
 
     def __init__(self, location: str, data: dict[str, Any]):
-        self.location, self.data = location, data
+        self.location = location
+        self.studies = {key: StudyRecord.from_json(study) for key, study in data.pop("studies", {}).items()}
+        self.data = data
 
     @classmethod
     def exists(cls, spec: SweepSpec) -> bool:
@@ -57,12 +61,13 @@ class SweepState:
             files, path = filesystem(location)
             with files.open_input_stream(path) as stream:
                 return cls(location, json.loads(stream.read().decode()))
-        state = cls(location, {"sweep_id": uuid.uuid4().hex[:12], "spec": asdict(spec), "studies": {}})
+        state = cls(location, {"sweep_id": uuid.uuid4().hex[:12], "spec": asdict(spec)})
         state.save()
         return state
 
-    def study(self, key: str) -> dict[str, Any]:
-        return self.data["studies"].setdefault(key, {})
+    def study(self, key: str) -> StudyRecord:
+        """The study's record (a new, empty one the first time): change it, then :meth:`save`."""
+        return self.studies.setdefault(key, StudyRecord())
 
     def add_attempt(self, slots: dict[str, int]) -> None:
         """Record (and save) that a driver starts running the sweep now with ``slots`` (per node)."""
@@ -74,7 +79,8 @@ class SweepState:
         return [Attempt(float(a["start"]), dict(a["slots"])) for a in self.data.get("attempts", [])]
 
     def save(self) -> None:
-        payload = json.dumps(self.data, indent=2, default=str).encode()
+        studies = {key: study.to_json() for key, study in self.studies.items()}
+        payload = json.dumps({**self.data, "studies": studies}, indent=2, default=str).encode()
         files, path = filesystem(self.location)
         if "://" in self.location:  # object stores replace whole objects atomically
             with files.open_output_stream(path) as stream:

@@ -9,7 +9,7 @@ from typing import Any
 from focustune.sweeps.state import checkpoint_location
 from focustune.sweeps.studies import RERUN, SEARCH, Interval, selection_score
 from focustune.records import (BEST_EPOCH, BUSY_SINCE, BUSY_UNTIL, DIVERGED, FULL_BUDGET, KIND_KEY, NODE_ID, OBJECTIVE,
-                               SEED_KEY, STUDY_KEY, TRIAL_ID)
+                               SEED_KEY, STUDY_KEY, TRIAL_ID, RerunRow, SelectedRun)
 from focustune.sweeps.trial_config import hyperparameters
 from focustune.tracking_schema import METRIC_NAMES
 
@@ -46,7 +46,8 @@ def study_summaries(keys: list[str], results: Any) -> dict[str, dict[str, Any]]:
 
 def study_summary(results: list[Any]) -> dict[str, Any]:
     """Trial counts, the best full-budget search trial (its configuration, objective and test scores),
-    the seed re-runs and the selected run of one study's results."""
+    the seed re-runs and the selected run of one study's results: the summary fields of its
+    :class:`~focustune.records.StudyRecord`, by name."""
     searched = [r for r in results if r.config.get(KIND_KEY) == SEARCH]
     done = [(r, m) for r in searched if (m := completed_metrics(r)) is not None]
     failed = [r for r in searched if r.error is not None or (r.metrics or {}).get(DIVERGED)]
@@ -55,7 +56,7 @@ def study_summary(results: list[Any]) -> dict[str, Any]:
     if done:
         summary.update(_best(results, done))
     summary["reruns"] = sorted((rerun_row(r) for r in results if r.config.get(KIND_KEY) == RERUN),
-                               key=lambda row: row["seed"])
+                               key=lambda row: row.seed)
     summary["selected"] = _selected(results, done)
     return summary
 
@@ -68,27 +69,27 @@ def _best(results: list[Any], done: list[Done]) -> dict[str, Any]:
             "best_trial_test": {k: v for k, v in m.items() if k.startswith("test_") and isinstance(v, (int, float))}}
 
 
-def _selected(results: list[Any], searched: list[Done]) -> dict[str, Any] | None:
+def _selected(results: list[Any], searched: list[Done]) -> SelectedRun | None:
     """The run whose model the study hands over: its best seed re-run, else its best search trial."""
     reruns = [(r, m) for r in results if r.config.get(KIND_KEY) == RERUN and (m := completed_metrics(r)) is not None]
     return selected_model(reruns or searched)
 
 
-def selected_model(done: list[Done]) -> dict[str, Any] | None:
+def selected_model(done: list[Done]) -> SelectedRun | None:
     """Among (Tune result, final metrics) of a study's completed runs, the one with the best validation
     score: its kind, seed, checkpoint location and best-epoch validation metrics."""
     if not done:
         return None
     result, metrics = max(done, key=lambda rm: selection_score(rm[1], rm[0].config))
-    return {"kind": result.config.get(KIND_KEY), "seed": int(result.config.get(SEED_KEY, 0)),
-            "config": hyperparameters(result.config),
-            TRIAL_ID: metrics.get(TRIAL_ID), BEST_EPOCH: metrics.get(BEST_EPOCH),
-            "checkpoint": checkpoint_location(result.checkpoint) if result.checkpoint else None,
-            "val": {m: metrics.get(f"best_val_{m}") for m in METRIC_NAMES}}
+    return SelectedRun(kind=result.config.get(KIND_KEY), seed=int(result.config.get(SEED_KEY, 0)),
+                       config=hyperparameters(result.config),
+                       trial_id=metrics.get(TRIAL_ID), best_epoch=metrics.get(BEST_EPOCH),
+                       checkpoint=checkpoint_location(result.checkpoint) if result.checkpoint else None,
+                       val={m: metrics.get(f"best_val_{m}") for m in METRIC_NAMES})
 
 
-def rerun_row(result: Any) -> dict[str, Any]:
+def rerun_row(result: Any) -> RerunRow:
     """A seed re-run's line of the summary: its seed, whether it completed, its final scores."""
     m = result.metrics or {}
-    return {"seed": result.config.get(SEED_KEY), "ok": completed_metrics(result) is not None,
-            **{k: m.get(k) for k in m if k.startswith(("test_", "best_val_")) and not k.endswith("matrix")}}
+    return RerunRow(result.config.get(SEED_KEY), completed_metrics(result) is not None,
+                    {k: m.get(k) for k in m if k.startswith(("test_", "best_val_")) and not k.endswith("matrix")})

@@ -12,7 +12,7 @@ from focustune.tracking import workbench
 from focustune.tracking.batches import log_batched
 from focustune.tracking.trial_runs import TrialRuns
 from focustune.tracking.operations import is_transport_error, mlflow_client
-from focustune.records import TRIAL_ID
+from focustune.records import TRIAL_ID, StudyRecord
 from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, FINISHED_TRIALS, KIND_STUDY,
                                        LOST_ON_RESTART, SEEDS_MEAN_PREFIX, TAG, UTILISATION, source_tags,
                                        split_study_key)
@@ -48,13 +48,13 @@ class StudyTracking:
         """The study's parent run, created once and remembered in the sweep state; ``data`` is the
         dataset's summary (sizes, training class counts, imbalance profile), logged as ``data.*``."""
         study = self.state.study(key)
-        if "parent_run_id" not in study:
+        if study.parent_run_id is None:
             dataset, method = split_study_key(key)
             tags = {TAG + k: v for k, v in {**self.sweep_tags, "study": key, "kind": KIND_STUDY, "dataset": dataset,
                                             "method": method}.items()}
             run = self.client.create_run(self.experiment_id, tags={**tags, **source_tags("sweep")},
                                          run_name=f"{dataset}-{method}")
-            study["parent_run_id"] = run.info.run_id
+            study.parent_run_id = run.info.run_id
             self.state.save()
             log_batched(self.client, run.info.run_id, params={
                 "method": method, "dataset": dataset, "trials": self.spec.trials, "epochs": self.spec.epochs,
@@ -62,7 +62,7 @@ class StudyTracking:
                 **{f"data.{k}": data.get(k) for k in ("sizes", "train_class_counts", "imbalance", "source")}})
             if dataset in self.inputs:
                 self.client.log_inputs(run.info.run_id, datasets=[workbench.dataset_input(self.inputs[dataset])])
-        return study["parent_run_id"]
+        return study.parent_run_id
 
     def trial_runs(self, parents: dict[str, str],
                    params_for: Callable[[dict[str, Any]], dict[str, Any]]) -> TrialRuns:
@@ -70,11 +70,11 @@ class StudyTracking:
         return TrialRuns(self.spec.tracking, self.experiment_id, parents, self.sweep_tags, params_for,
                          inputs=self.inputs)
 
-    def log_best(self, parent: str, study: dict[str, Any], best_params: dict[str, Any]) -> None:
+    def log_best(self, parent: str, study: StudyRecord, best_params: dict[str, Any]) -> None:
         """The study's best objective, finished-trial count and best configuration (``best_params``:
         every resolved hyperparameter, as ``best.*`` params) on its run."""
         log_batched(self.client, parent,
-                    {BEST_OBJECTIVE: float(study["best_objective"]), FINISHED_TRIALS: float(study["finished"])},
+                    {BEST_OBJECTIVE: float(study.best_objective), FINISHED_TRIALS: float(study.finished)},
                     params={f"{BEST_PARAM_PREFIX}{k}": v for k, v in best_params.items()})
 
     def close_orphans(self, known_trials: set[str]) -> int:
@@ -90,12 +90,12 @@ class StudyTracking:
             self.client.set_terminated(run.info.run_id, status="KILLED")
         return len(orphans)
 
-    def close_parent(self, parent: str, study: dict[str, Any], usage: dict[str, Any], status: str = "FINISHED") -> None:
+    def close_parent(self, parent: str, study: StudyRecord, usage: dict[str, Any], status: str = "FINISHED") -> None:
         """Seed re-runs' mean test metrics and the sweep's utilisation on the study run; then end it."""
-        rows = [r for r in study.get("reruns", []) if r.get("ok")]
+        rows = [r.scores for r in study.completed_reruns]
         metrics = {}
         for key in sorted({k for r in rows for k in r if k.startswith("test_")}):
-            values = [float(r[key]) for r in rows if r.get(key) is not None]
+            values = [float(value) for r in rows if (value := r.get(key)) is not None]
             if values:
                 metrics[f"{SEEDS_MEAN_PREFIX}{key}"] = sum(values) / len(values)
         if usage.get("overall") is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from focustune.data import ImageDataset
+from focustune.records import StudyRecord
 from focustune.data.dataset import SPLITS
 from focustune.tracking_schema import (DATASET_CONTEXT, DATASET_CONTEXT_TAG, DEFAULT_SELECTION_METRIC,
                                        EXPERIMENT_KIND_TAG, EXPERIMENT_KIND_TRAINING, METRIC_NAMES, NOTE_TAG,
@@ -91,24 +92,24 @@ def _short(value: Any) -> Any:
     return f"{value:.4g}" if isinstance(value, float) else value
 
 
-def study_description(key: str, study: dict[str, Any], fixed: dict[str, Any], selection_metric: str) -> str:
+def study_description(key: str, study: StudyRecord, fixed: dict[str, Any], selection_metric: str) -> str:
     """Markdown for the study run: trial counts, best configuration, the seed re-runs' test metrics."""
     dataset, method = split_study_key(key)
-    lines = [f"**{method}** on **{dataset}**: {study.get('finished', 0)} of {study.get('total', 0)} search trials "
-             f"finished their budget, {study.get('stopped_early', 0)} stopped early, {study.get('failed', 0)} failed."]
-    config = study.get("best_config")
+    lines = [f"**{method}** on **{dataset}**: {study.finished} of {study.total} search trials "
+             f"finished their budget, {study.stopped_early} stopped early, {study.failed} failed."]
+    config = study.best_config
     if not config:
         lines.append("No search trial finished its full budget, so there is no best configuration and no re-runs.")
         return "\n\n".join(lines)
     tuned = {k: v for k, v in config.items() if k not in fixed and k != "epochs"}
     lines.append(f"Best configuration (by validation {selection_metric}, "
-                 f"{float(study.get('best_objective', math.nan)):.4f}; never test): "
+                 f"{math.nan if study.best_objective is None else study.best_objective:.4f}; never test): "
                  + (", ".join(f"`{k}={_short(v)}`" for k, v in tuned.items()) or "the defaults") + ".")
-    reruns = [r for r in study.get("reruns", []) if r.get("ok")]
+    reruns = [r.scores for r in study.completed_reruns]
     if reruns:
         cells = [f"{name} {_mean_se(values)}" for name in REPORTED
-                 if (values := [float(r[f"test_{name}"]) for r in reruns if r.get(f"test_{name}") is not None])]
-        lines.append(f"Seed re-runs of that configuration (n={len(reruns)} of {len(study.get('reruns', []))}), "
+                 if (values := [float(v) for r in reruns if (v := r.get(f"test_{name}")) is not None])]
+        lines.append(f"Seed re-runs of that configuration (n={len(reruns)} of {len(study.reruns)}), "
                      "test mean ± SE: " + "; ".join(cells) + ".")
     else:
         lines.append("No finished seed re-runs.")
@@ -138,14 +139,14 @@ def study_figures(collection: Any, dataset: str, method: str, selection_metric: 
 
 
 def log_study_views(client: Any, experiment: str, tracking_uri: str, parents: dict[str, str],
-                    studies: dict[str, dict[str, Any]], fixed: dict[str, Any]) -> None:
+                    studies: dict[str, StudyRecord], fixed: dict[str, Any]) -> None:
     """Each study run's description, ``study.json`` and figures (read back from the experiment)."""
     from focustune_analysis.collect import HISTORY_METRICS, collect_runs
 
     selection_metric = str(fixed.get("selection_metric", DEFAULT_SELECTION_METRIC))
     for key, parent in parents.items():
         client.set_tag(parent, NOTE_TAG, study_description(key, studies[key], fixed, selection_metric))
-        client.log_dict(parent, studies[key], STUDY_SUMMARY_FILE)
+        client.log_dict(parent, studies[key].to_json(), STUDY_SUMMARY_FILE)
     history = tuple(dict.fromkeys((*HISTORY_METRICS, f"val_{selection_metric}")))
     collection = collect_runs(experiment, tracking_uri, history_metrics=history)
     for key, parent in parents.items():

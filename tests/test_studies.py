@@ -410,3 +410,28 @@ def test_a_dataset_travels_to_the_trials_whole():
         else:
             assert mine == theirs, f.name
     assert back.train.images.data_ptr() == stored["train"][0].ctypes.data  # the stored memory, not a copy
+
+
+def test_a_study_record_reads_back_what_sweep_json_holds(tmp_path):
+    """``sweep.json`` as the sweep writes it: every study's record survives a save and an open, typed,
+    and the file keeps the keys that earlier sweeps wrote (so their ``--resume`` reads them)."""
+    import json
+
+    from focustune.records import DeliveredModel, RerunRow, SelectedRun, StudyRecord
+    from focustune.sweeps.spec import DatasetSpec, SweepSpec
+    from focustune.sweeps.state import SweepState
+
+    spec = SweepSpec(datasets=[DatasetSpec(dataset="tiny")], methods=["erm"], storage=str(tmp_path), experiment="x")
+    state = SweepState.open(spec)
+    record = state.study("tiny/erm")
+    record.parent_run_id, record.finished, record.total, record.best_config = "p1", 2, 3, {"lr": 0.01}
+    record.reruns = [RerunRow(1, True, {"test_acc": 0.75}), RerunRow(2, False)]
+    record.selected = SelectedRun(kind="seed_rerun", seed=1, config={"lr": 0.01}, trial_id="t7", best_epoch=4,
+                                  checkpoint="s3://b/ckpt", val={"acc": 0.8})
+    record.model = DeliveredModel(config_files=["a.yaml"], uri="models:/m-1", registered={"version": "1"})
+    state.save()
+    assert SweepState.open(spec).study("tiny/erm") == record
+    raw = json.loads((tmp_path / "x" / SweepState.FILE).read_text())["studies"]["tiny/erm"]
+    assert raw["reruns"][0] == {"seed": 1, "ok": True, "test_acc": 0.75}
+    assert raw["selected"]["trial_id"] == "t7" and raw["model"]["uri"] == "models:/m-1"
+    assert StudyRecord.from_json({"parent_run_id": "p0"}) == StudyRecord(parent_run_id="p0")  # a study just begun

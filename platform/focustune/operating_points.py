@@ -5,9 +5,9 @@ among the offsets that meet constraints (``balanced_acc | recall[melanoma]>=0.9`
 A binary task's decision threshold is the two-class case: predicting class 1 when ``p1 >= t`` is
 the offsets ``(0, -logit(t))`` (:func:`threshold_of`, :func:`offsets_of_threshold`).
 
-The fit: class 0's offset stays 0 (adding one number to every offset changes nothing), and the
-others are improved one class at a time (coordinate ascent, :data:`ROUNDS` rounds or until no class
-improves). For one class the exact best offset is found: as its offset grows, sample ``i`` switches
+The fit: the offsets are improved one class at a time (coordinate ascent, the classes a constraint
+names first, :data:`ROUNDS` rounds or until no class improves), and shifted so that class 0's is 0
+(adding one number to every offset changes nothing); with two classes, class 1's alone is searched. For one class the exact best offset is found: as its offset grows, sample ``i`` switches
 to it once the offset passes ``max_j≠k s_ij - s_ik`` (``s``: the log probabilities plus the other
 offsets), so the candidates are the midpoints between those switch points (and one beyond each end);
 the confusion matrix at every candidate is a cumulative sum over the samples sorted by switch point,
@@ -253,6 +253,15 @@ def _line_search(scores: np.ndarray, labels: np.ndarray, offsets: np.ndarray, k:
     return float(candidates[key[-1]])
 
 
+def _search_order(rule: OperatingRule, class_names: Sequence[str]) -> list[int]:
+    """The classes searched in a round: those a constraint names first (so the first round meets it at the
+    least cost to the others), then the rest; with two classes, class 1 only (the threshold's one degree)."""
+    if len(class_names) == 2:
+        return [1]
+    named = [class_names.index(c.class_name) for c in rule.constraints if c.class_name is not None]
+    return list(dict.fromkeys([*named, *range(len(class_names))]))
+
+
 def fit_operating_point(log_probs: np.ndarray, labels: np.ndarray, rule: OperatingRule,
                         class_names: Sequence[str]) -> OperatingPoint:
     """The offsets maximising ``rule``'s metric of ``decide(log_probs, offsets)`` against ``labels`` among
@@ -266,10 +275,11 @@ def fit_operating_point(log_probs: np.ndarray, labels: np.ndarray, rule: Operati
     offsets = np.zeros(classes)
     for _ in range(ROUNDS if classes > 2 else 1):
         before = offsets.copy()
-        for k in range(1, classes):
+        for k in _search_order(rule, class_names):
             offsets[k] = _line_search(scores, labels, offsets, k, objective)
         if np.array_equal(before, offsets):
             break
+    offsets -= offsets[0]
     reached = confusion(labels, decide(scores, offsets), classes)
     values = objective.values(reached)
     if objective.violation(reached) > 0:

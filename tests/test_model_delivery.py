@@ -319,13 +319,29 @@ def test_model_loads_with_plain_mlflow_without_ray_or_optuna(workdir, capsys):
     code = ("import sys, numpy as np, mlflow\n"
             f"mlflow.set_tracking_uri('sqlite:///{workdir / 'mlflow.db'}')\n"
             "model = mlflow.pyfunc.load_model('models:/rgb@champion')\n"
-            "out = model.predict(np.full((5, 20, 20, 3), 90, dtype=np.uint8))\n"
+            "images = np.random.default_rng(0).integers(0, 256, (5, 20, 20, 3), dtype=np.uint8)\n"
+            "out = model.predict(images)\n"
+            "print(out.to_json(orient='records'))\n"
             "print(list(out.columns), len(out))\n"
             "print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=workdir,
                           env={**__import__("os").environ, "PYTHONPATH": f"{REPO / 'platform'}"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-2:] == ["['class', 'prob_benign', 'prob_malignant'] 5", "[]"]
+    # the pyfunc model applies the temperature and the operating point, as `focustune predict` does
+    import json
+
+    from focustune.inference import bundle_folder
+    from focustune.tracking.model_package import download_model
+
+    predictor = load_bundle(bundle_folder(download_model("models:/rgb@champion", f"sqlite:///{workdir / 'mlflow.db'}",
+                                                         workdir / "download")))
+    images = np.random.default_rng(0).integers(0, 256, (5, 20, 20, 3), dtype=np.uint8)
+    classes, probs = predictor.predict_array(images)
+    served = json.loads(done.stdout.splitlines()[-3])
+    assert predictor.card.temperature != 1.0 and predictor.card.offsets is not None
+    assert [row["class"] for row in served] == [predictor.card.class_names[c] for c in classes]
+    np.testing.assert_allclose([[row["prob_benign"], row["prob_malignant"]] for row in served], probs, rtol=1e-5)
 
 
 def test_champion_alias_moves_only_to_a_better_model(workdir):

@@ -16,7 +16,7 @@ from focustune.data.options import DATA_KEYS, DataOptions
 from focustune.errors import ConfigError
 from focustune.files import write_atomic
 from focustune.text_table import text_table
-from focustune.tracking_schema import METRIC_NAMES, RECORD_METRICS, default_tracking_uri
+from focustune.tracking_schema import CALIBRATION_METRICS, METRIC_NAMES, RECORD_METRICS, default_tracking_uri
 
 #: The metrics of each evaluation in ``--output-json``: the scalar metrics, with the per-class recalls
 #: in place of their minimum (``worst_class_recall``).
@@ -156,6 +156,10 @@ def _print_summary(result: Any, metric: str) -> None:
             for split, m in (("val", result.val), ("test", result.test))]
     print(text_table(["split", *METRIC_NAMES], rows))
     print("test per-class recall: " + ", ".join(f"{r:.3f}" for r in result.test["per_class_recall"]))
+    if result.calibration:
+        before, after = result.calibration["before"], result.calibration["after"]
+        print(f"test calibration, temperature {result.calibration['temperature']:.3f} fitted on val: "
+              + ", ".join(f"{name} {before[name]:.4f} -> {after[name]:.4f}" for name in CALIBRATION_METRICS))
 
 
 def run_json(result: Any) -> dict[str, Any]:

@@ -8,13 +8,16 @@ the offsets ``(0, -logit(t))`` (:func:`threshold_of`, :func:`offsets_of_threshol
 The fit: the offsets are improved one class at a time (coordinate ascent, the classes a constraint
 names first, :data:`ROUNDS` rounds or until no class improves), and shifted so that class 0's is 0
 (adding one number to every offset changes nothing); with two classes, class 1's alone is searched.
-For one class the exact best offset is found: as its offset grows, sample ``i`` switches to it once the offset passes ``max_j≠k s_ij - s_ik`` (``s``: the log probabilities plus the other
-offsets), so the candidates are the midpoints between those switch points (and one beyond each end);
-the confusion matrix at every candidate is a cumulative sum over the samples sorted by switch point,
-and each metric is a formula of it (:data:`DECISION_SCORES`). With two classes one such search is
-the whole fit: the same partitions as every threshold on ``p1``. Candidates are ranked by constraint
-violation first (the sum of the shortfalls), then by the metric; among equal ones the offset
-nearest its current value wins (so argmax stays unless another offset does better).
+For one class the exact best offset is found: as its offset grows, sample ``i`` switches to it once
+the offset passes ``max_j≠k s_ij - s_ik`` (``s``: the log probabilities plus the other offsets), so
+the candidates are the midpoints between those switch points (and one beyond each end); the
+confusion matrix at every candidate is a cumulative sum over the samples sorted by switch point, and
+each metric is a formula of it (:data:`DECISION_SCORES`). With two classes one such search is the
+whole fit: the same partitions as every threshold on ``p1``. Candidates are ranked by constraint
+violation first (the sum of the shortfalls), then by the metric; among equal ones the offset nearest
+its current value wins (so argmax stays unless another offset does better). Coordinate ascent can
+stop short of the best offsets (and of offsets that meet a constraint) when several classes must
+move together; it reaches at least what moving the constrained classes alone reaches.
 """
 
 from __future__ import annotations

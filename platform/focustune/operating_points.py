@@ -17,7 +17,7 @@ whole fit: the same partitions as every threshold on ``p1``. Candidates are rank
 violation first (the sum of the shortfalls), then by the metric; among equal ones the offset nearest
 its current value wins (so argmax stays unless another offset does better). Coordinate ascent can
 stop short of the best offsets (and of offsets that meet a constraint) when several classes must
-move together; it reaches at least what moving the constrained classes alone reaches.
+move together; a single constrained class, searched first, reaches at least what moving it alone reaches.
 """
 
 from __future__ import annotations

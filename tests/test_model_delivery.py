@@ -500,7 +500,8 @@ def test_tune_hands_over_a_configuration_and_a_registered_model(tmp_path):
 
     data = binary_npz(tmp_path / "mine.npz")
     tune = [sys.executable, "-m", "focustune.cli", "tune", "--method", "focal", "--dataset", str(data), "--trials",
-            "2", "--epochs", "2", "--seeds", "2", "--set", "batch_size=16", "--register", "mine"]
+            "2", "--epochs", "2", "--seeds", "2", "--set", "batch_size=16", "--register", "mine",
+            "--operating-point", "balanced_acc | recall[malignant]>=0.5"]
 
     def run(command: list[str], log: str) -> str:
         proc = start(command, tmp_path / log, cwd=tmp_path)
@@ -537,6 +538,14 @@ def test_tune_hands_over_a_configuration_and_a_registered_model(tmp_path):
     run([sys.executable, "-m", "focustune.cli", "predict", "--model", "models:/mine@champion", "--input", str(data),
          "--output", "predictions.csv"], "predict.log")
     assert len(read_csv(tmp_path / "predictions.csv")) == 20
+    from focustune.inference import bundle_folder
+    from focustune.tracking.model_package import download_model
+
+    card = load_bundle(bundle_folder(download_model("models:/mine@champion", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                                    tmp_path / "download"))).card
+    assert card.operating_point == "balanced_acc | recall[malignant]>=0.5"
+    assert card.operating_val["recall[malignant]"] >= 0.5
+    assert config.params["operating_point"] == card.operating_point  # train --config fits the same rule
 
     run([*tune, "--resume"], "resume.log")
     assert len(client.search_model_versions("name = 'mine'")) == 1

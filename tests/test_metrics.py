@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from focustune.inference import BINARY_SCORES, best_threshold, calibrate_threshold, threshold_scores
 from focustune.metric_table import (DEFAULT_SELECTION_METRIC, DEFAULT_THRESHOLD_METRIC, METRIC_NAMES, METRICS,
                                     RECORD_METRICS, SELECTION_METRICS, THRESHOLD_METRICS, Metric, metric_label,
                                     metric_row)
 from focustune.metrics import COMPUTATIONS, classification_metrics
+from focustune.operating_points import DECISION_SCORES, calibrate_threshold, confusion
 from focustune.training.evaluation import BestEpochs, selection_score
 from focustune.training.loop import progress_line
 
@@ -65,15 +65,16 @@ def test_every_row_has_its_computation_and_every_computation_its_row():
     assert list(classification_metrics(labels, probs)) == [m.name for m in METRICS] + ["confusion_matrix"]
 
 
-def test_every_thresholdable_row_has_its_binary_formula():
-    assert set(BINARY_SCORES) == {m.name for m in METRICS if m.thresholdable} == set(THRESHOLD_METRICS)
+def test_every_thresholdable_row_has_its_confusion_formula():
+    assert set(DECISION_SCORES) == {m.name for m in METRICS if m.thresholdable} == set(THRESHOLD_METRICS)
 
 
 @pytest.mark.parametrize("name", THRESHOLD_METRICS)
-def test_a_binary_formula_at_threshold_one_half_is_its_metric_of_the_argmax(name):
-    labels, probs = _binary_case()
-    thresholds, scores = threshold_scores(probs[:, 1], labels, name)
-    assert scores[list(thresholds).index(0.5)] == pytest.approx(classification_metrics(labels, probs)[name])
+@pytest.mark.parametrize("case", ["binary", "missing class"])
+def test_a_confusion_formula_is_its_metric_of_the_argmax(name, case):
+    labels, probs = _binary_case() if case == "binary" else (np.array([0, 0, 1, 1, 1]), np.eye(3)[[0, 2, 1, 2, 0]])
+    matrix = confusion(labels, probs.argmax(axis=1), probs.shape[1])
+    assert DECISION_SCORES[name](matrix) == pytest.approx(classification_metrics(labels, probs)[name])
 
 
 @pytest.mark.parametrize("metric", SCALARS, ids=lambda m: m.name)
@@ -144,9 +145,8 @@ def test_ties_go_to_the_tie_breaker():
     assert selection_score(tied[1], auc) > selection_score(tied[0], auc)
 
 
-def test_a_threshold_follows_the_metrics_direction():
+def test_a_binary_threshold_reaches_the_best_accuracy_of_any_threshold():
     labels, probs = _binary_case()
-    thresholds, accuracy = threshold_scores(probs[:, 1], labels, "acc")
-    threshold, error = best_threshold(thresholds, 1 - accuracy, ERROR_RATE)
-    assert (threshold, 1 - error) == pytest.approx(calibrate_threshold(probs[:, 1], labels, "acc"))
-    assert error == pytest.approx(min(1 - accuracy))
+    threshold, accuracy = calibrate_threshold(probs[:, 1], labels, "acc")
+    every = [np.mean((probs[:, 1] >= t) == labels) for t in np.r_[0.0, np.sort(probs[:, 1]), 1.01]]
+    assert accuracy == pytest.approx(max(every)) == pytest.approx(np.mean((probs[:, 1] >= threshold) == labels))

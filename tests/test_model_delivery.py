@@ -19,9 +19,9 @@ from focustune.records import StudyRecord
 from focustune.cli import main
 from focustune.config import flat_params, resolve
 from focustune.errors import DataError
-from focustune.inference import (CARD_FILE, NORMALISATION, calibrate_threshold, load_bundle, make_bundle,
-                                 rgb_to_grey, to_model_input)
+from focustune.inference import CARD_FILE, NORMALISATION, load_bundle, make_bundle, rgb_to_grey, to_model_input
 from focustune.methods import get_method
+from focustune.operating_points import calibrate_threshold
 from focustune.run_config import RunConfig, read_run_config
 from focustune.training import Trainer, normalise
 from servers import tiny_npz
@@ -116,7 +116,8 @@ def test_binary_bundle_calibrates_its_threshold_and_predicts_with_it(tmp_path):
     assert (card.channels, card.image_size, card.class_names, card.normalisation) == expected
     predictor = load_bundle(tmp_path / "b")
     probs = predictor.probabilities(data.val.images)
-    np.testing.assert_allclose(probs, trainer.predict_probs(data.val.images).numpy(), atol=2e-2)  # trainer: maybe bf16
+    trainer_probs = torch.softmax(trainer.predict_logits(data.val.images) / card.temperature, dim=1)
+    np.testing.assert_allclose(probs, trainer_probs.numpy(), atol=2e-2)  # trainer: maybe bf16
     decided = predictor.decide(probs)
     assert (decided == (probs[:, 1] >= card.threshold)).all()
     recall = [(decided[data.val.labels.numpy() == c] == c).mean() for c in (0, 1)]
@@ -130,6 +131,86 @@ def test_multi_class_bundle_has_no_threshold(tmp_path, tiny_dataset):
     model_state = Trainer(get_method("erm")(params), config, tiny_dataset).model.state_dict()
     card = make_bundle(tmp_path, model_state, run_config, tiny_dataset, {"balanced_acc": 0.5})
     assert card.threshold is None and (tmp_path / CARD_FILE).is_file()
+
+
+def _trained(data, overrides: dict | None = None) -> tuple[dict, dict, Trainer]:
+    config, params = resolve(get_method("erm"), {"epochs": 3, "batch_size": 16, **(overrides or {})})
+    trainer = Trainer(get_method("erm")(params), config, data, seed=0)
+    trainer.fit()
+    return trainer.best_state, {"method": "erm", "dataset": "tiny", "params": flat_params(config, params)}, trainer
+
+
+def test_a_bundle_fits_temperature_and_offsets_on_validation_and_predicts_with_both(tmp_path):
+    import dataclasses
+
+    data = make_dataset((40, 12, 6), eval_per_class=10)
+    state, run_config, _ = _trained(data, {"operating_point": "balanced_acc | recall[c2]>=0.9"})
+    card = make_bundle(tmp_path / "a", state, run_config, data, {"balanced_acc": 0.5})
+    # the test split never enters the fit: another test split, the same card
+    other_test = make_dataset((40, 12, 6), eval_per_class=7, seed=5).test
+    same = make_bundle(tmp_path / "b", state, run_config, dataclasses.replace(data, test=other_test), {})
+    assert (same.temperature, same.offsets, same.operating_val) == (card.temperature, card.offsets, card.operating_val)
+    # ... while another validation split changes it
+    moved = make_bundle(tmp_path / "c", state, run_config, dataclasses.replace(data, val=other_test), {})
+    assert (moved.temperature, moved.offsets) != (card.temperature, card.offsets)
+
+    predictor = load_bundle(tmp_path / "a")
+    assert predictor.card == card and card.operating_point == "balanced_acc | recall[c2]>=0.9"
+    logits = predictor.logits(data.val.images)
+    probs = predictor.probabilities(data.val.images)
+    np.testing.assert_allclose(probs, torch.softmax(logits / card.temperature, dim=1).numpy(), rtol=1e-6)
+    decided = predictor.decide(probs)
+    assert (decided == (np.log(probs) + np.array(card.offsets)).argmax(axis=1)).all()
+    labels = data.val.labels.numpy()
+    recall = (decided[labels == 2] == 2).mean()
+    assert recall == pytest.approx(card.operating_val["recall[c2]"]) and recall >= 0.9
+    assert (probs.argmax(axis=1)[labels == 2] == 2).mean() < 0.9  # the argmax alone misses it: the offsets act
+    assert "per-class logit offsets" in card.describe() and "recall[c2]>=0.9" in card.describe()
+
+
+def test_predict_applies_the_stored_temperature_and_offsets(tmp_path, capsys):
+    import json
+
+    data = make_dataset((40, 12, 6), eval_per_class=10)
+    state, run_config, _ = _trained(data)
+    make_bundle(tmp_path / "model", state, run_config, data, {})
+    card_file = tmp_path / "model" / CARD_FILE
+    card = json.loads(card_file.read_text())
+    np.savez(tmp_path / "new.npz", images=data.test.images[:, 0].numpy())
+
+    def predicted(temperature: float, offsets: list[float] | None) -> tuple[np.ndarray, list[str]]:
+        card_file.write_text(json.dumps({**card, "temperature": temperature, "offsets": offsets}))
+        assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "new.npz"),
+                     "--output", str(tmp_path / "p.csv")]) == 0
+        rows = read_csv(tmp_path / "p.csv")
+        return np.array([[float(r[f"prob_c{i}"]) for i in range(3)] for r in rows]), [r["class"] for r in rows]
+
+    plain, plain_classes = predicted(1.0, None)
+    hot, hot_classes = predicted(3.0, None)
+    expected = torch.softmax(torch.log(torch.tensor(plain, dtype=torch.float64)) / 3.0, dim=1).numpy()
+    np.testing.assert_allclose(hot, expected, atol=2e-5)  # the CSV's 6 decimals
+    assert np.abs(hot - plain).max() > 0.05 and hot_classes == plain_classes  # argmax unchanged
+    shifted, shifted_classes = predicted(3.0, [0.0, 0.0, 50.0])
+    assert shifted_classes == ["c2"] * len(plain) and np.array_equal(shifted, hot)  # offsets move decisions only
+    capsys.readouterr()
+
+
+def test_a_model_saved_with_a_binary_threshold_decides_as_before(tmp_path):
+    import json
+
+    data = make_dataset((40, 6), eval_per_class=10)
+    state, run_config, _ = _trained(data)
+    make_bundle(tmp_path, state, run_config, data, {})
+    card = json.loads((tmp_path / CARD_FILE).read_text())
+    for key in ("temperature", "offsets", "operating_point", "operating_val"):
+        card.pop(key)
+    (tmp_path / CARD_FILE).write_text(json.dumps({**card, "threshold": 0.3, "threshold_metric": "balanced_acc",
+                                                  "threshold_val_score": 0.8}))
+    predictor = load_bundle(tmp_path)
+    probs = predictor.probabilities(data.val.images)
+    assert predictor.card.temperature == 1.0 and predictor.card.threshold == pytest.approx(0.3)
+    assert (predictor.decide(probs) == (probs[:, 1] >= 0.3)).all()
+    assert predictor.card.threshold_val_score == 0.8 and "decision threshold 0.3000" in predictor.card.describe()
 
 
 def test_normalisation_matches_the_trainer():
@@ -181,6 +262,7 @@ def test_train_logs_a_model_that_predicts_npz_files_and_image_folders(workdir, c
                  "--register", "mine"]) == 0
     out = capsys.readouterr().out
     assert "registered mine version 1" in out and "champion -> version 1" in out and "decision threshold" in out
+    _check_calibration_and_class_metrics(workdir, ["benign", "malignant"])
 
     assert main(["predict", "--model", "models:/mine@champion", "--input", str(data), "--output", "p.csv"]) == 0
     rows = read_csv(workdir / "p.csv")
@@ -205,19 +287,62 @@ def test_train_logs_a_model_that_predicts_npz_files_and_image_folders(workdir, c
     assert rows[1]["prob_benign"] == npz_rows[0]["prob_benign"]  # the same image from a PNG or the .npz
 
 
+def _check_calibration_and_class_metrics(workdir: Path, classes: list[str]) -> None:
+    """The store's one train run has per-class metrics by class name (per epoch on val), the calibrated
+    test metrics and temperature, ``calibration.json`` and the reliability diagram."""
+    import json
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("focustune").experiment_id])
+    metrics = run.data.metrics
+    for name in classes:
+        assert {f"test_recall/{name}", f"test_precision/{name}", f"best_val_recall/{name}"} <= set(metrics)
+    assert len(client.get_metric_history(run.info.run_id, f"val_precision/{classes[1]}")) == 2  # both epochs
+    assert {"val_ece", "val_brier", "val_nll", "test_ece", "test_ece_calibrated", "test_brier_calibrated",
+            "test_nll_calibrated", "temperature"} <= set(metrics)
+    calibration = json.loads(Path(client.download_artifacts(run.info.run_id, "calibration.json",
+                                                            str(workdir))).read_text())
+    assert calibration["bins"] == 15 and calibration["temperature"] == pytest.approx(metrics["temperature"])
+    assert calibration["before"]["nll"] == pytest.approx(metrics["test_nll"])
+    assert calibration["after"]["nll"] == pytest.approx(metrics["test_nll_calibrated"])
+    for part in ("before", "after"):
+        assert {"ece", "brier", "nll", "confidence", "accuracy", "count"} == set(calibration[part])
+        assert len(calibration[part]["count"]) == 15 and sum(calibration[part]["count"]) == 20
+    image = Image.open(client.download_artifacts(run.info.run_id, "reliability_diagram.png", str(workdir)))
+    assert image.format == "PNG"
+
+
 def test_model_loads_with_plain_mlflow_without_ray_or_optuna(workdir, capsys):
     data = binary_npz(workdir / "rgb.npz", channels=3)
     assert main(["train", "--dataset", str(data), "--epochs", "1", "--quiet", "--register", "rgb"]) == 0
     code = ("import sys, numpy as np, mlflow\n"
             f"mlflow.set_tracking_uri('sqlite:///{workdir / 'mlflow.db'}')\n"
             "model = mlflow.pyfunc.load_model('models:/rgb@champion')\n"
-            "out = model.predict(np.full((5, 20, 20, 3), 90, dtype=np.uint8))\n"
+            "images = np.random.default_rng(0).integers(0, 256, (5, 20, 20, 3), dtype=np.uint8)\n"
+            "out = model.predict(images)\n"
+            "print(out.to_json(orient='records'))\n"
             "print(list(out.columns), len(out))\n"
             "print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=workdir,
                           env={**__import__("os").environ, "PYTHONPATH": f"{REPO / 'platform'}"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-2:] == ["['class', 'prob_benign', 'prob_malignant'] 5", "[]"]
+    # the pyfunc model applies the temperature and the operating point, as `focustune predict` does
+    import json
+
+    from focustune.inference import bundle_folder
+    from focustune.tracking.model_package import download_model
+
+    predictor = load_bundle(bundle_folder(download_model("models:/rgb@champion", f"sqlite:///{workdir / 'mlflow.db'}",
+                                                         workdir / "download")))
+    images = np.random.default_rng(0).integers(0, 256, (5, 20, 20, 3), dtype=np.uint8)
+    classes, probs = predictor.predict_array(images)
+    served = json.loads(done.stdout.splitlines()[-3])
+    assert predictor.card.temperature != 1.0 and predictor.card.offsets is not None
+    assert [row["class"] for row in served] == [predictor.card.class_names[c] for c in classes]
+    np.testing.assert_allclose([[row["prob_benign"], row["prob_malignant"]] for row in served], probs, rtol=1e-5)
 
 
 def test_champion_alias_moves_only_to_a_better_model(workdir):
@@ -325,6 +450,10 @@ def test_bad_predict_inputs_are_refused(workdir, capsys, monkeypatch):
     (["--register", "a/b"], "without '/' or ':'"),
     (["--register", " "], "must be non-empty"),
     (["--config-out", "no/such/best.yaml"], "does not exist"),
+    (["--operating-point", "auc"], "cannot be optimised by offsets"),
+    (["--operating-point", "acc | recall[7]>0.9"], "cannot read constraint"),
+    (["--operating-point", "acc | recall[seven]>=0.9"], "no class 'seven'"),
+    (["--operating-point", "acc", "--set", "operating_point=macro_f1"], "give the operating point once"),
 ])
 def test_bad_tune_outputs_are_refused_before_anything_starts(workdir, capsys, args, message):
     assert main(["tune", "--method", "erm", "--trials", "1", *args]) == 2
@@ -335,6 +464,29 @@ def test_bad_tune_outputs_are_refused_before_anything_starts(workdir, capsys, ar
 def test_train_register_refuses_a_bad_name_before_training(workdir, capsys):
     assert main(["train", "--epochs", "1", "--register", "x:y", "--output-json", "run.json"]) == 2
     assert "without '/' or ':'" in capsys.readouterr().err and not (workdir / "run.json").exists()
+
+
+@pytest.mark.parametrize("rule, message", [("acc | recall[seven]>=0.9", "no class 'seven'; the classes are 0, 1"),
+                                           ("acc | precision[1]=0.9", "cannot read constraint")])
+def test_train_refuses_a_bad_operating_point_before_training(workdir, capsys, rule, message):
+    assert main(["train", "--epochs", "1", "--operating-point", rule, "--output-json", "run.json"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not (workdir / "run.json").exists()
+
+
+def test_an_operating_point_no_offsets_meet_is_refused_and_no_model_is_logged(workdir, capsys):
+    data = binary_npz(workdir / "mine.npz")
+    rule = "balanced_acc | recall[benign]>=1, recall[malignant]>=1"  # a barely trained model cannot separate them
+    assert main(["train", "--dataset", str(data), "--epochs", "1", "--set", "lr=1e-6", "--quiet",
+                 "--operating-point", rule, "--register", "never"]) == 2
+    err = capsys.readouterr().err
+    assert "no per-class offsets that meet it on the validation split" in err and "relax the constraint" in err
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("focustune")
+    assert experiment is None or not client.search_runs([experiment.experiment_id])
+    assert not client.search_registered_models()
 
 
 # ---------------------------------------------------------------- end to end: tune -> model -> predict
@@ -351,7 +503,8 @@ def test_tune_hands_over_a_configuration_and_a_registered_model(tmp_path):
 
     data = binary_npz(tmp_path / "mine.npz")
     tune = [sys.executable, "-m", "focustune.cli", "tune", "--method", "focal", "--dataset", str(data), "--trials",
-            "2", "--epochs", "2", "--seeds", "2", "--set", "batch_size=16", "--register", "mine"]
+            "2", "--epochs", "2", "--seeds", "2", "--set", "batch_size=16", "--register", "mine",
+            "--operating-point", "balanced_acc | recall[malignant]>=0.5"]
 
     def run(command: list[str], log: str) -> str:
         proc = start(command, tmp_path / log, cwd=tmp_path)
@@ -388,6 +541,14 @@ def test_tune_hands_over_a_configuration_and_a_registered_model(tmp_path):
     run([sys.executable, "-m", "focustune.cli", "predict", "--model", "models:/mine@champion", "--input", str(data),
          "--output", "predictions.csv"], "predict.log")
     assert len(read_csv(tmp_path / "predictions.csv")) == 20
+    from focustune.inference import bundle_folder
+    from focustune.tracking.model_package import download_model
+
+    card = load_bundle(bundle_folder(download_model("models:/mine@champion", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                                    tmp_path / "download"))).card
+    assert card.operating_point == "balanced_acc | recall[malignant]>=0.5"
+    assert card.operating_val["recall[malignant]"] >= 0.5
+    assert config.params["operating_point"] == card.operating_point  # train --config fits the same rule
 
     run([*tune, "--resume"], "resume.log")
     assert len(client.search_model_versions("name = 'mine'")) == 1

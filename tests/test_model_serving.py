@@ -165,6 +165,16 @@ def test_a_model_is_served_where_focustune_is_not_installed(tmp_path, monkeypatc
         probs = {k: v for k, v in row.items() if k.startswith("prob_")}
         assert set(row) == {"class", *probs} and row["class"] in {"0", "1", "2"}
         assert sorted(probs) == ["prob_0", "prob_1", "prob_2"] and abs(sum(probs.values()) - 1) < 1e-4
+    # the served model applies the bundle's temperature and operating point (offsets), as `focustune predict` does
+    import numpy as np
+
+    from focustune.inference import bundle_folder, load_bundle
+
+    predictor = load_bundle(bundle_folder(model))
+    assert predictor.card.temperature != 1.0 and predictor.card.offsets is not None
+    classes, expected = predictor.predict_array(np.array(json.loads(example)["inputs"], dtype=np.uint8))
+    assert [row["class"] for row in predictions] == [predictor.card.class_names[c] for c in classes]
+    np.testing.assert_allclose([[row[f"prob_{c}"] for c in "012"] for row in predictions], expected, rtol=1e-5)
     # the server compiled focustune from the model's code/ folder (nothing else imported it from there)
     compiled = {p.name.split(".")[0] for p in (model / "code" / "focustune").glob("__pycache__/*.pyc")}
     assert {"__init__", "inference"} <= compiled, log.read_text()[-3000:]

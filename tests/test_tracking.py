@@ -155,3 +155,51 @@ def test_a_methods_images_reach_mlflow_as_image_artifacts_at_their_paths(tmp_pat
     for path, grid in grids.items():
         image = Image.open(client.download_artifacts(run_id, path, str(tmp_path / "down")))
         assert image.size == (grid.shape[2], grid.shape[1])
+
+
+def test_a_trials_run_gets_per_class_metrics_by_name_and_its_calibration(tmp_path, tiny_dataset):
+    """The trainable's reports, through Tune's flat result, into the trial's run: ``val_recall/<class>`` per
+    epoch; ``test_recall/<class>``, the calibrated test metrics, ``calibration.json`` and the reliability
+    diagram at the end."""
+    import json
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    from focustune.config import resolve
+    from focustune.methods import get_method
+    from focustune.records import TrialReport
+    from focustune.sweeps.trainable import epoch_report, with_final
+    from focustune.training import Trainer
+
+    reports: list[TrialReport] = []
+    erm = get_method("erm")
+    config, params = resolve(erm, {"epochs": 2, "batch_size": 16})
+    trainer = Trainer(erm(params), config, tiny_dataset, seed=0, callback=lambda t, record: reports.append(
+        epoch_report(t, record, busy_since=0.0, busy_until=0.0)))
+    result = trainer.fit()
+    reports[-1] = with_final(reports[-1], trainer)
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("classes", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    tracking = TrialRuns(uri, experiment, {}, {"sweep_id": "s"}, params_for=dict)
+    tracking.runs["t1"] = run_id
+    for report in reports:
+        tracking.epoch_reported("t1", report.to_result())
+    tracking.trial_completed("t1", reports[-1].to_result())
+    assert tracking.flush(wait_s=30)
+
+    metrics = client.get_run(run_id).data.metrics
+    assert [m.step for m in client.get_metric_history(run_id, "val_recall/c2")] == [1, 2]
+    assert metrics["test_recall/c1"] == result.test["per_class_recall"][1]
+    assert metrics["test_precision/c0"] == result.test["per_class_precision"][0]
+    assert metrics["test_nll_calibrated"] == result.calibration["after"]["nll"]
+    assert metrics["temperature"] == result.calibration["temperature"]
+    assert {"val_ece", "best_val_brier", "test_ece", "test_ece_calibrated", "test_brier_calibrated"} <= set(metrics)
+    stored = json.loads(Path(client.download_artifacts(run_id, "calibration.json", str(tmp_path))).read_text())
+    assert stored == json.loads(json.dumps(result.calibration))
+    from PIL import Image
+
+    assert Image.open(client.download_artifacts(run_id, "reliability_diagram.png", str(tmp_path))).format == "PNG"

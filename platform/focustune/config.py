@@ -10,6 +10,7 @@ from focustune import params
 from focustune.errors import ConfigError
 from focustune.metric_table import DEFAULT_SELECTION_METRIC, SELECTION_METRICS
 from focustune.models import HEADS, MODELS
+from focustune.operating_points import parse_rule
 from focustune.params import hp
 
 
@@ -34,6 +35,9 @@ class TrainConfig:
                       help="batched tensor augmentation of training batches")
     selection_metric: str = hp(DEFAULT_SELECTION_METRIC, choices=SELECTION_METRICS,
                                help="validation metric that picks the best epoch")
+    operating_point: str = hp("", help="what the model's per-class logit offsets (a binary task's threshold) "
+                                       "optimise on validation: METRIC, or METRIC | recall[CLASS]>=0.9, ... "
+                                       "(default: the selection metric, balanced_acc when offsets cannot change it)")
     patience: int = hp(0, low=0, high=10_000, help="early stopping after this many epochs "
                                                     "without improvement (0 = off)")
     amp: bool = hp(True, help="mixed precision: bf16 autocast on CUDA (fp16 where bf16 is missing) and on CPUs with "
@@ -47,6 +51,7 @@ class TrainConfig:
                                     "that measure their errors on 'probe' (imet, mdgan)")
 
     def __post_init__(self) -> None:
+        parse_rule(self.operating_point, self.selection_metric)  # ConfigError for a rule that cannot be read
         if self.nesterov and (self.optimizer not in ("sgd", "sam") or float(self.momentum) == 0):
             raise ConfigError(f"nesterov=true needs optimizer sgd or sam with momentum > 0 "
                               f"(got optimizer={self.optimizer}, momentum={self.momentum})")

@@ -1,8 +1,10 @@
 """A trained model as files (a *bundle*: weights and a model card), and predictions from it.
 
 A bundle holds what predicting needs besides the weights: class names, channels, image size and
-normalisation, the method and its configuration, and for a binary task a decision threshold
-calibrated on validation. New images are converted the way training converted them (grey or RGB,
+normalisation, the method and its configuration, and what turns its logits into probabilities and
+decisions, both fitted on the validation split: a temperature (:mod:`focustune.calibration`) and
+per-class offsets for an operating point (:mod:`focustune.operating_points`; for a binary task, a
+decision threshold). New images are converted the way training converted them (grey or RGB,
 bilinear resizing to the model's size, the same normalisation) and run in large batches, on CUDA
 when present. No MLflow here: :mod:`focustune.tracking.model_package` wraps a bundle as an MLflow model.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,9 @@ import torch
 
 from focustune.errors import DataError
 from focustune.files import write_atomic
-from focustune.metric_table import (DEFAULT_SELECTION_METRIC, DEFAULT_THRESHOLD_METRIC, THRESHOLD_METRICS, Metric,
-                                    metric_row)
+from focustune.metric_table import DEFAULT_SELECTION_METRIC, metric_row
+from focustune.operating_points import (OperatingRule, decide, log_probabilities, offsets_of_threshold, parse_rule,
+                                        threshold_of)
 from focustune.transforms import NORMALISATION, normalise
 
 WEIGHTS_FILE, CARD_FILE = "weights.pt", "model.json"
@@ -42,96 +45,57 @@ class ModelCard:
     val: dict[str, float]  # best-epoch validation metrics (argmax decisions), what selected the model
     #: uint8 pixels -> (x / scale - mean) / std: the trainer's normalisation when the model was saved.
     normalisation: dict[str, float] = field(default_factory=lambda: dict(NORMALISATION))
-    #: Binary tasks: predict class 1 when its probability is at least this (None: argmax).
-    threshold: float | None = None
-    threshold_metric: str | None = None  # the validation metric the threshold optimises
-    threshold_val_score: float | None = None
+    #: The logits are divided by it before the softmax (temperature scaling, fitted on validation).
+    temperature: float = 1.0
+    #: Per-class offsets added to the log probabilities before the argmax (None: the argmax itself), fitted
+    #: on validation for ``operating_point``; a binary task's threshold is their two-class case.
+    offsets: list[float] | None = None
+    operating_point: str = ""  # the rule they were fitted for: ``balanced_acc | recall[melanoma]>=0.9``
+    operating_val: dict[str, float] = field(default_factory=dict)  # its metric and constrained values on val
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelCard:
+        """A card from ``model.json``; one written before operating points (a binary ``threshold``, no
+        temperature) decides exactly as it did."""
+        data = dict(data)
+        threshold, metric = data.pop("threshold", None), data.pop("threshold_metric", None)
+        score = data.pop("threshold_val_score", None)
+        if threshold is not None:
+            data.update(offsets=offsets_of_threshold(threshold), operating_point=str(metric),
+                        operating_val={str(metric): score})
+        return cls(**data)
+
+    @property
+    def rule(self) -> OperatingRule:
+        return parse_rule(self.operating_point, self.selection_metric)
+
+    @property
+    def threshold(self) -> float | None:
+        """Binary tasks: class 1 is predicted when its (calibrated) probability is at least this."""
+        return threshold_of(self.offsets) if self.offsets is not None and len(self.class_names) == 2 else None
+
+    @property
+    def threshold_metric(self) -> str | None:
+        """Binary tasks: the validation metric the threshold optimises."""
+        return self.rule.metric if self.threshold is not None else None
+
+    @property
+    def threshold_val_score(self) -> float | None:
+        return self.operating_val.get(self.rule.metric) if self.threshold is not None else None
 
     def describe(self) -> str:
         text = (f"{self.config['method']} on {self.config['dataset']}: {len(self.class_names)} classes, "
-                f"{self.channels} channel(s), {self.image_size} px")
-        if self.threshold is not None:
-            aim = "maximising" if metric_row(str(self.threshold_metric)).higher_is_better else "minimising"
-            text += (f"; decision threshold {self.threshold:.4f} on P({self.class_names[1]}), {aim} "
-                     f"validation {self.threshold_metric}")
-        return text
-
-
-# ---------------------------------------------------------------- thresholds
-
-def threshold_metric_for(selection_metric: str) -> str:
-    """The run's selection metric when a threshold can change it, else balanced accuracy."""
-    return selection_metric if selection_metric in THRESHOLD_METRICS else DEFAULT_THRESHOLD_METRIC
-
-
-@dataclass(frozen=True)
-class BinaryCounts:
-    """A binary task's confusion counts at each candidate threshold (class 1 predicted at or above it)."""
-
-    tp: np.ndarray
-    fp: np.ndarray
-    positives: int
-    negatives: int
-
-    @property
-    def fn(self) -> np.ndarray:
-        return self.positives - self.tp
-
-    @property
-    def tn(self) -> np.ndarray:
-        return self.negatives - self.fp
-
-    @property
-    def recall1(self) -> np.ndarray:
-        return self.tp / max(self.positives, 1)
-
-    @property
-    def recall0(self) -> np.ndarray:
-        return self.tn / max(self.negatives, 1)
-
-
-def _f1(hit: np.ndarray, miss_a: np.ndarray, miss_b: np.ndarray) -> np.ndarray:
-    """One class's F1 from its hits and the two kinds of misses (0 where it has none of the three)."""
-    return np.divide(2 * hit, 2 * hit + miss_a + miss_b, out=np.zeros(len(hit)), where=2 * hit + miss_a + miss_b > 0)
-
-
-#: Each thresholdable metric of the table at every candidate threshold, by its name.
-BINARY_SCORES: dict[str, Callable[[BinaryCounts], np.ndarray]] = {
-    "acc": lambda c: (c.tp + c.tn) / max(c.positives + c.negatives, 1),
-    "balanced_acc": lambda c: (c.recall0 + c.recall1) / 2,
-    "macro_f1": lambda c: (_f1(c.tp, c.fp, c.fn) + _f1(c.tn, c.fn, c.fp)) / 2,
-    "worst_class_recall": lambda c: np.minimum(c.recall0, c.recall1),
-}
-
-
-def threshold_scores(positive_probs: np.ndarray, labels: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """(thresholds, scores): ``metric`` on the binary ``labels`` when class 1 is predicted for a
-    probability >= threshold; candidates are 0.5 and the midpoints between distinct probabilities."""
-    p = np.asarray(positive_probs, dtype=np.float64)
-    labels = np.asarray(labels)
-    distinct = np.unique(p)
-    thresholds = np.unique(np.concatenate([(distinct[:-1] + distinct[1:]) / 2, [0.5]]))
-    pos, neg = np.sort(p[labels == 1]), np.sort(p[labels != 1])
-    counts = BinaryCounts(tp=len(pos) - np.searchsorted(pos, thresholds, side="left"),
-                          fp=len(neg) - np.searchsorted(neg, thresholds, side="left"),
-                          positives=len(pos), negatives=len(neg))
-    return thresholds, BINARY_SCORES[metric](counts)
-
-
-def best_threshold(thresholds: np.ndarray, scores: np.ndarray, metric: Metric) -> tuple[float, float]:
-    """(threshold, score) of the best of ``scores`` in ``metric``'s direction; among equal scores the
-    threshold nearest 0.5 (so argmax stays unless another threshold does better)."""
-    oriented = metric.sign * scores
-    best = np.flatnonzero(oriented >= oriented.max() - 1e-12)
-    chosen = best[np.argmin(np.abs(thresholds[best] - 0.5))]
-    return float(thresholds[chosen]), float(scores[chosen])
-
-
-def calibrate_threshold(positive_probs: np.ndarray, labels: np.ndarray, metric: str) -> tuple[float, float]:
-    """(threshold, validation score): the threshold optimising ``metric`` (:func:`best_threshold`)."""
-    if metric not in THRESHOLD_METRICS:
-        raise ValueError(f"no threshold calibration for {metric!r}; use one of {THRESHOLD_METRICS}")
-    return best_threshold(*threshold_scores(positive_probs, labels, metric), metric_row(metric))
+                f"{self.channels} channel(s), {self.image_size} px; temperature {self.temperature:.4f}")
+        if self.offsets is None:
+            return text
+        rule = self.rule
+        aim = "maximising" if metric_row(rule.metric).higher_is_better else "minimising"
+        reached = ", ".join(f"{name} {value:.4f}" for name, value in self.operating_val.items())
+        where = (f"decision threshold {self.threshold:.4f} on P({self.class_names[1]})" if self.threshold is not None
+                 else "per-class logit offsets " + ", ".join(f"{n} {o:+.3f}" for n, o in zip(self.class_names,
+                                                                                            self.offsets)))
+        return (f"{text}; {where}, {aim} validation {rule.metric}"
+                f"{' under ' + ', '.join(map(str, rule.constraints)) if rule.constraints else ''} ({reached})")
 
 
 # ---------------------------------------------------------------- converting inputs
@@ -186,19 +150,26 @@ class Predictor:
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
 
     @torch.inference_mode()
-    def probabilities(self, images: torch.Tensor, batch_size: int = PREDICT_BATCH) -> np.ndarray:
-        """[N, K] class probabilities of uint8 ``[N, C, H, W]`` images in the model's layout."""
+    def logits(self, images: torch.Tensor, batch_size: int = PREDICT_BATCH) -> torch.Tensor:
+        """[N, K] float32 logits (on the CPU) of uint8 ``[N, C, H, W]`` images in the model's layout."""
         out = []
         for chunk in images.split(batch_size):
             x = normalise(chunk.to(self.device, non_blocking=True), self.card.normalisation)
-            out.append(torch.softmax(self.model(x).float(), dim=1).cpu())
-        return torch.cat(out).numpy() if out else np.zeros((0, len(self.card.class_names)), dtype=np.float32)
+            out.append(self.model(x).float().cpu())
+        return torch.cat(out) if out else torch.zeros((0, len(self.card.class_names)))
+
+    def calibrated(self, logits: torch.Tensor) -> np.ndarray:
+        """[N, K] class probabilities: the softmax of ``logits`` divided by the card's temperature."""
+        return torch.softmax(logits / self.card.temperature, dim=1).numpy()
+
+    def probabilities(self, images: torch.Tensor, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+        """[N, K] calibrated class probabilities of uint8 ``[N, C, H, W]`` images in the model's layout."""
+        return self.calibrated(self.logits(images, batch_size))
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
-        """Class indices: class 1 at or above the binary threshold, else the most probable class."""
-        if self.card.threshold is not None:
-            return (probs[:, 1] >= self.card.threshold).astype(np.int64)
-        return probs.argmax(axis=1)
+        """Class indices at the card's operating point: the argmax of the log probabilities plus its offsets
+        (for a binary task: class 1 at or above the threshold)."""
+        return decide(log_probabilities(probs), self.card.offsets)
 
     def predict_array(self, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> tuple[np.ndarray, np.ndarray]:
         """(class indices, probabilities) of uint8 ``[N, H, W]`` / ``[N, H, W, C]`` images (converted)."""
@@ -227,7 +198,7 @@ def load_bundle(folder: str | os.PathLike, device: str | torch.device | None = N
     folder = Path(folder)
     if not (folder / CARD_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise DataError(f"{folder} holds no focustune model ({CARD_FILE} and {WEIGHTS_FILE})")
-    card = ModelCard(**json.loads((folder / CARD_FILE).read_text()))
+    card = ModelCard.from_json(json.loads((folder / CARD_FILE).read_text()))
     model = build_classifier(card)
     model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     return Predictor(model, card, device)
@@ -236,19 +207,27 @@ def load_bundle(folder: str | os.PathLike, device: str | torch.device | None = N
 def make_bundle(folder: str | os.PathLike, state: dict[str, torch.Tensor], config: dict[str, Any], dataset: Any,
                 val: dict[str, Any]) -> ModelCard:
     """Save the weights ``state`` of a model trained with ``config`` (a RunConfig mapping) on ``dataset``;
-    ``val`` are its best-epoch validation metrics. A binary task's threshold is calibrated on the
-    validation split for the run's selection metric (balanced accuracy when that is AUC)."""
-    selection = str(config["params"].get("selection_metric", DEFAULT_SELECTION_METRIC))
+    ``val`` are its best-epoch validation metrics. On the validation split only, as the bundle itself
+    computes them: the temperature (minimising NLL), then the per-class offsets of the configuration's
+    ``operating_point`` on the calibrated probabilities (default: the selection metric, balanced accuracy
+    when offsets cannot change it). An operating point the offsets cannot meet is a ConfigError, and
+    nothing is saved."""
+    from focustune.calibration import fit_temperature
+    from focustune.operating_points import fit_operating_point
+
+    params = config["params"]
+    selection = str(params.get("selection_metric", DEFAULT_SELECTION_METRIC))
     card = ModelCard(config=config, class_names=[str(c) for c in dataset.class_names], channels=dataset.channels,
                      image_size=dataset.image_size, task=dataset.task, selection_metric=selection,
                      val={k: float(v) for k, v in val.items() if isinstance(v, (int, float))})
-    if dataset.num_classes == 2:
-        model = build_classifier(card)
-        model.load_state_dict({k: v.detach().cpu() for k, v in state.items()})
-        probs = Predictor(model, card).probabilities(dataset.val.images.cpu())
-        card.threshold_metric = threshold_metric_for(selection)
-        card.threshold, card.threshold_val_score = calibrate_threshold(
-            probs[:, 1], dataset.val.labels.cpu().numpy(), card.threshold_metric)
+    model = build_classifier(card)
+    model.load_state_dict({k: v.detach().cpu() for k, v in state.items()})
+    predictor = Predictor(model, card)
+    logits, labels = predictor.logits(dataset.val.images.cpu()), dataset.val.labels.cpu().numpy()
+    card.temperature = fit_temperature(logits.numpy(), labels)
+    rule = parse_rule(str(params.get("operating_point", "")), selection)
+    point = fit_operating_point(log_probabilities(predictor.calibrated(logits)), labels, rule, card.class_names)
+    card.offsets, card.operating_point, card.operating_val = point.offsets, str(rule), point.values
     save_bundle(folder, state, card)
     return card
 

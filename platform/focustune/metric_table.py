@@ -1,8 +1,9 @@
 """The classification metrics of an evaluation, one row each, and every list of them derived from
-the rows: the tracked names in report order, the record's metrics, the selection and threshold
-choices, the labels. Plain data, so importing it loads neither numpy nor torch (the analysis
-package reads it); the computations are keyed by row name: ``focustune.metrics.COMPUTATIONS`` and,
-for a metric a binary threshold can be calibrated for, ``focustune.inference.BINARY_SCORES``."""
+the rows: the tracked names in report order, the record's metrics, the selection and operating-point
+choices, the calibration metrics, the labels. Plain data, so importing it loads neither numpy nor
+torch (the analysis package reads it); the computations are keyed by row name:
+``focustune.metrics.COMPUTATIONS`` and, for a metric an operating point (per-class logit offsets)
+can be fitted for, ``focustune.operating_points.DECISION_SCORES``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from dataclasses import dataclass
 
 #: The metric that breaks a selection metric's ties unless its row names another.
 TIE_BREAKER = "auc"
+#: Expected calibration error: the confidences (top-label probabilities) fall into this many equal-width
+#: bins of [0, 1]; the error is the count-weighted mean |accuracy - mean confidence| over the bins.
+CALIBRATION_BINS = 15
+#: The suffix of a calibration metric's test value after temperature scaling: ``test_ece_calibrated``.
+CALIBRATED_SUFFIX = "_calibrated"
 
 
 @dataclass(frozen=True)
@@ -23,7 +29,8 @@ class Metric:
     higher_is_better: bool = True
     #: It can be a run's ``selection_metric``, the validation metric that picks the best epoch.
     selectable: bool = False
-    #: A binary task's decision threshold can be calibrated to optimise it.
+    #: An operating point (per-class logit offsets; a binary task's threshold) can be fitted to optimise it,
+    #: or to meet a constraint on it: it depends on the decisions only.
     thresholdable: bool = False
     #: The metric that breaks its ties when it selects.
     tie_breaker: str = TIE_BREAKER
@@ -31,8 +38,14 @@ class Metric:
     short_name: str | None = None
     #: Part of a ``train --output-json`` record's ``val``/``test`` (and what reproductions read).
     recorded: bool = False
-    #: Per-class metrics: class ``i``'s value is tracked as ``<class_prefix><i>``.
+    #: Per-class metrics: class ``i``'s value is tracked as ``<class_prefix><i>``, and by the class's name as
+    #: ``<split>_<class_metric>/<class name>`` (``tracking_schema.class_metric_name``); ``class_metric``
+    #: also names it in an operating point's constraints (``recall[melanoma]>=0.9``).
     class_prefix: str | None = None
+    class_metric: str | None = None
+    #: A metric of the probabilities that temperature scaling changes: also tracked at test after it,
+    #: as ``test_<name>_calibrated``.
+    calibrated: bool = False
 
     @property
     def per_class(self) -> bool:
@@ -52,7 +65,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("macro_f1", "macro-F1", selectable=True, thresholdable=True, short_name="f1", recorded=True),
     Metric("auc", "AUC", selectable=True, tie_breaker="balanced_acc", short_name="auc", recorded=True),
     Metric("worst_class_recall", "worst-class recall", selectable=True, thresholdable=True),
-    Metric("per_class_recall", "recall", recorded=True, class_prefix="recall_class_"),
+    Metric("ece", f"expected calibration error (top-label, {CALIBRATION_BINS} equal-width bins)",
+           higher_is_better=False, calibrated=True),
+    Metric("brier", "Brier score (sum over classes)", higher_is_better=False, selectable=True, calibrated=True),
+    Metric("nll", "negative log-likelihood", higher_is_better=False, selectable=True, calibrated=True),
+    Metric("per_class_recall", "recall", recorded=True, class_prefix="recall_class_", class_metric="recall"),
+    Metric("per_class_precision", "precision", class_prefix="precision_class_", class_metric="precision"),
 )
 _BY_NAME = {m.name: m for m in METRICS}
 
@@ -72,10 +90,14 @@ RECORD_METRICS = tuple(m.name for m in METRICS if m.recorded)
 DEFAULT_SELECTION_METRIC = "balanced_acc"
 #: The ``selection_metric`` choices, the default first.
 SELECTION_METRICS = _default_first(DEFAULT_SELECTION_METRIC, tuple(m.name for m in METRICS if m.selectable))
-#: What a binary threshold optimises when the run's selection metric is not thresholdable (AUC).
+#: What an operating point optimises when the run's selection metric is not thresholdable (AUC, NLL).
 DEFAULT_THRESHOLD_METRIC = DEFAULT_SELECTION_METRIC
-#: The metrics a binary threshold can be calibrated for, the default first.
+#: The metrics an operating point can be fitted for, the default first.
 THRESHOLD_METRICS = _default_first(DEFAULT_THRESHOLD_METRIC, tuple(m.name for m in METRICS if m.thresholdable))
+#: The metrics temperature scaling changes (tracked at test before and after it).
+CALIBRATION_METRICS = tuple(m.name for m in METRICS if m.calibrated)
+#: The per-class metrics by the name an operating point's constraint uses: ``recall`` -> its row.
+CLASS_METRICS = {m.class_metric: m for m in METRICS if m.class_metric}
 
 
 def metric_row(name: str) -> Metric:

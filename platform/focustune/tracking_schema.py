@@ -5,12 +5,16 @@ needs no MLflow."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 # The metric names, derived from the table of metrics (``metric_table``): the scalar metrics in
 # report order, a ``train --output-json`` record's metrics, the default selection metric.
-from focustune.metric_table import DEFAULT_SELECTION_METRIC, METRIC_NAMES, RECORD_METRICS  # noqa: F401
+from focustune.metric_table import (CALIBRATED_SUFFIX, CALIBRATION_METRICS, DEFAULT_SELECTION_METRIC,  # noqa: F401
+                                    METRIC_NAMES, METRICS, RECORD_METRICS)
 
 #: The MLflow store a command uses when given no ``--tracking-uri``: ``mlflow.db`` in the working folder.
 DEFAULT_STORE_FILE = "mlflow.db"
@@ -81,6 +85,66 @@ STUDY_FIGURE_FILES = {"curves": "validation_curves.png", "per_class": "per_class
 STUDY_SUMMARY_FILE = "study.json"
 #: The summary run's leaderboard, as an MLflow table (``log_table``) beside the report.
 LEADERBOARD_TABLE = "leaderboard_table.json"
+
+#: Artifacts of a training run (``train --log-model``, a trial, a seed re-run): temperature scaling on the
+#: test split, ``{"bins": 15, "temperature": T, "before": {"ece", "brier", "nll", "confidence": [...],
+#: "accuracy": [...], "count": [...]}, "after": {...}}`` (the temperature fitted on validation), and its
+#: reliability diagram before and after.
+CALIBRATION_ARTIFACT, RELIABILITY_ARTIFACT = "calibration.json", "reliability_diagram.png"
+#: Metric of a training run: the temperature its logits are divided by (fitted on validation).
+TEMPERATURE = "temperature"
+#: Longest class name kept in a metric name (MLflow allows 250 characters for the whole name).
+CLASS_NAME_LIMIT = 120
+
+
+def class_metric_name(split: str, metric: str, class_name: str) -> str:
+    """The MLflow name of a per-class metric of one class, e.g. ``test_recall/pneumonia`` (pass a name from
+    :func:`tracked_class_names`)."""
+    return f"{split}_{metric}/{class_name}"
+
+
+def tracked_class_names(class_names: Sequence[Any]) -> list[str]:
+    """Class names as they appear in MLflow metric names: each character MLflow (on every platform) refuses,
+    and '/', becomes '_' (letters, digits, '_', '-', '.' and spaces stay), outer spaces dropped, at most
+    :data:`CLASS_NAME_LIMIT` characters; an empty, '.' or '..' result becomes ``class_<i>``, and a
+    name another class already took gets ``_<i>`` appended (``i``: the class index)."""
+    out: list[str] = []
+    for index, name in enumerate(class_names):
+        clean = re.sub(r"[^\w.\- ]", "_", str(name)).strip()[:CLASS_NAME_LIMIT]
+        if clean in ("", ".", ".."):
+            clean = f"class_{index}"
+        out.append(f"{clean}_{index}" if clean in out else clean)
+    return out
+
+
+def tracked_metrics(split: str, metrics: Mapping[str, Any], class_names: Sequence[Any]) -> dict[str, float]:
+    """An evaluation's ``metrics`` as MLflow metrics of ``split`` (``val``, ``test``, ``best_val``,
+    ``<stage>_test`` ...): each scalar as ``<split>_<name>``, each per-class value by index
+    (``<split>_recall_class_<i>``, which ``focustune_analysis`` reads) and by class name
+    (:func:`class_metric_name`)."""
+    out: dict[str, float] = {}
+    names = tracked_class_names(class_names)
+    for row in METRICS:
+        if row.name not in metrics:
+            continue
+        if not row.per_class:
+            out[f"{split}_{row.name}"] = float(metrics[row.name])
+            continue
+        for index, value in enumerate(metrics[row.name]):
+            out[f"{split}_{row.class_prefix}{index}"] = float(value)
+            if row.class_metric and index < len(names):
+                out[class_metric_name(split, row.class_metric, names[index])] = float(value)
+    return out
+
+
+def calibration_metrics(calibration: Mapping[str, Any]) -> dict[str, float]:
+    """The MLflow metrics of a ``calibration.json`` record: the temperature and the test calibration metrics
+    after scaling (``test_ece_calibrated`` ...; the ones before are ``test_ece`` ...)."""
+    if not calibration:
+        return {}
+    after = calibration["after"]
+    return {TEMPERATURE: float(calibration["temperature"]),
+            **{f"test_{name}{CALIBRATED_SUFFIX}": float(after[name]) for name in CALIBRATION_METRICS}}
 
 
 def study_key(dataset: str, method: str) -> str:

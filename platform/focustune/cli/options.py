@@ -94,6 +94,19 @@ def add_set(cmd: argparse.ArgumentParser, help: str) -> None:
     cmd.add_argument("--set", action="append", metavar="KEY=VALUE", help=help)
 
 
+def add_operating_point(cmd: argparse.ArgumentParser) -> None:
+    """``--operating-point RULE``: the hyperparameter ``operating_point`` (read and checked with the others)."""
+    cmd.add_argument("--operating-point", metavar="RULE",
+                     help="what the model's per-class logit offsets (a binary task's threshold) optimise on "
+                          "validation: METRIC (e.g. balanced_acc) or 'METRIC | recall[CLASS]>=0.9, ...' "
+                          "(same as --set operating_point=RULE; default: the selection metric)")
+
+
+def operating_point_assignment(args: argparse.Namespace) -> dict[str, str]:
+    """``--operating-point``'s value as a hyperparameter assignment (empty when not given)."""
+    return {} if args.operating_point is None else {"operating_point": args.operating_point}
+
+
 def add_sweep_options(cmd: argparse.ArgumentParser) -> None:
     """Options of ``sweep`` and ``tune``; left unset (None) they come from ``--plan`` or the defaults."""
     add_data_options(cmd)
@@ -102,6 +115,7 @@ def add_sweep_options(cmd: argparse.ArgumentParser) -> None:
     add_experiment(cmd, f"MLflow experiment (and storage folder) name (default {DEFAULT_EXPERIMENT})")
     _add_all(cmd, _CLUSTER_OPTIONS)
     add_set(cmd, "fix a hyperparameter for every trial (repeatable)")
+    add_operating_point(cmd)
     _add_all(cmd, _SWEEP_OUTPUT_OPTIONS)
 
 

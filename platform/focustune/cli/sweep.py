@@ -9,6 +9,7 @@ from typing import Any
 
 from focustune.cli import options
 from focustune.data.options import DataOptions
+from focustune.errors import ConfigError
 from focustune.records import StudyRecord
 from focustune.text_table import text_table
 from focustune.tracking_schema import split_study_key, ui_hint
@@ -51,6 +52,11 @@ def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     from focustune.sweeps.plan import sweep_spec
 
     spec = sweep_spec(args, defaults)
+    if point := options.operating_point_assignment(args):
+        if "operating_point" in spec.fixed:
+            raise ConfigError("give the operating point once: --operating-point or --set operating_point=..., "
+                              "not both")
+        spec.fixed.update(point)
     preflight.validate(spec)  # everything checked before Ray starts or anything is written
     datasets = preflight.load_datasets(spec)
     spaces = preflight.study_spaces(spec, list(datasets))

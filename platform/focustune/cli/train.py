@@ -16,7 +16,7 @@ from focustune.data.options import DATA_KEYS, DataOptions
 from focustune.errors import ConfigError
 from focustune.files import write_atomic
 from focustune.text_table import text_table
-from focustune.tracking_schema import METRIC_NAMES, RECORD_METRICS, default_tracking_uri
+from focustune.tracking_schema import CALIBRATION_METRICS, METRIC_NAMES, RECORD_METRICS, default_tracking_uri
 
 #: The metrics of each evaluation in ``--output-json``: the scalar metrics, with the per-class recalls
 #: in place of their minimum (``worst_class_recall``).
@@ -34,6 +34,7 @@ def add_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--epochs", type=int, help="training epochs (same as --set epochs=N)")
     cmd.add_argument("--seed", type=int, help="run seed (default 0)")
     options.add_set(cmd, "set a hyperparameter (repeatable)")
+    options.add_operating_point(cmd)
     cmd.add_argument("--output-json", help="write the run's result to this file")
     cmd.add_argument("--checkpoint-dir", help="save a checkpoint there after every epoch")
     cmd.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir's checkpoint")
@@ -83,14 +84,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The run's hyperparameters: ``--config``'s, then ``--set``'s, then ``--epochs``."""
+    """The run's hyperparameters: ``--config``'s, then ``--set``'s, then ``--epochs`` and ``--operating-point``."""
     from focustune import params
 
     file_params = _apply_config_file(args)
     assigned: dict[str, Any] = params.parse_assignments(args.set or [])
     if args.epochs is not None and "epochs" in assigned:
         raise ConfigError("give the epoch count once: --epochs or --set epochs=..., not both")
-    return {**file_params, **assigned, **({"epochs": args.epochs} if args.epochs is not None else {})}
+    point = options.operating_point_assignment(args)
+    if point and "operating_point" in assigned:
+        raise ConfigError("give the operating point once: --operating-point or --set operating_point=..., not both")
+    return {**file_params, **assigned, **({"epochs": args.epochs} if args.epochs is not None else {}), **point}
 
 
 def _apply_config_file(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,6 +156,10 @@ def _print_summary(result: Any, metric: str) -> None:
             for split, m in (("val", result.val), ("test", result.test))]
     print(text_table(["split", *METRIC_NAMES], rows))
     print("test per-class recall: " + ", ".join(f"{r:.3f}" for r in result.test["per_class_recall"]))
+    if result.calibration:
+        before, after = result.calibration["before"], result.calibration["after"]
+        print(f"test calibration, temperature {result.calibration['temperature']:.3f} fitted on val: "
+              + ", ".join(f"{name} {before[name]:.4f} -> {after[name]:.4f}" for name in CALIBRATION_METRICS))
 
 
 def run_json(result: Any) -> dict[str, Any]:

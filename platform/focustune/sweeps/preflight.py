@@ -20,6 +20,7 @@ from focustune.records import STUDY_KEY
 from focustune.sweeps.trial_config import NOT_HYPERPARAMETERS, ResolvedTrial, resolve_trial
 from focustune.tracking.store_checks import check_tracking_uri
 from focustune.tracking_schema import study_key
+from focustune.training.loop import check_operating_point
 
 # ---------------------------------------------------------------- services
 
@@ -265,6 +266,7 @@ def load_datasets(spec: SweepSpec) -> dict[str, Any]:
                               "in a plan, give each its own `name:`")
         for trial in trials:  # e.g. mdgan refuses image sizes its GAN cannot generate
             trial.build_method().check_data(trial.train_config, loaded)
+            check_operating_point(trial.train_config, loaded)  # its classes are the dataset's
         datasets[label] = loaded
     return datasets
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import os
 import tempfile
@@ -19,8 +20,9 @@ from focustune.data import ImageDataset, Split
 from focustune.data.dataset import SPLITS
 from focustune.errors import TrainingDiverged
 from focustune.records import BEST_EPOCH, TrialReport
-from focustune.tracking_schema import METRIC_NAMES
-from focustune.tracking_schema import (GPU_MEMORY_MB, GPU_PERCENT, TRIAL_CPU_CORES, TRIAL_CPU_PERCENT, TRIAL_MEMORY_MB)
+from focustune.tracking_schema import (CALIBRATION_ARTIFACT, GPU_MEMORY_MB, GPU_PERCENT, RELIABILITY_ARTIFACT,
+                                      TRIAL_CPU_CORES, TRIAL_CPU_PERCENT, TRIAL_MEMORY_MB, calibration_metrics,
+                                      tracked_metrics)
 from focustune.training import Trainer
 
 from focustune.sweeps.trial_config import resolve_trial
@@ -43,10 +45,6 @@ def dataset_from_arrays(stored: dict[str, Any]) -> ImageDataset:
     return ImageDataset(**{**stored, **splits})
 
 
-def _scalars(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
-    out = {f"{prefix}{k}": float(metrics[k]) for k in METRIC_NAMES}
-    out.update({f"{prefix}recall_class_{i}": float(r) for i, r in enumerate(metrics["per_class_recall"])})
-    return out
 
 
 def epoch_report(trainer: Trainer, record: dict[str, Any], **attempt: Any) -> TrialReport:
@@ -54,7 +52,8 @@ def epoch_report(trainer: Trainer, record: dict[str, Any], **attempt: Any) -> Tr
     diagnostics; ``attempt``: the node, start epoch and busy times of this trial attempt."""
     best = trainer.best_score[0]
     scalars = {"train_loss": record["train_loss"], "samples_per_s": record["samples_per_s"],
-               "epoch_seconds": record["seconds"], "lr": record["lr"], **_scalars("val_", record["val"])}
+               "epoch_seconds": record["seconds"], "lr": record["lr"],
+               **tracked_metrics("val", record["val"], trainer.dataset.class_names)}
     return TrialReport(epoch=record["epoch"], total_epochs=trainer.total_epochs, phase=record["phase"],
                        objective=best if math.isfinite(best) else 0.0, mechanism_epoch=trainer.mechanism_epoch,
                        precision=trainer.precision, diagnostics=record.get("method") or None, scalars=scalars,
@@ -63,16 +62,24 @@ def epoch_report(trainer: Trainer, record: dict[str, Any], **attempt: Any) -> Tr
 
 def with_final(report: TrialReport, trainer: Trainer) -> TrialReport:
     """``report`` of the last epoch plus the best epoch's validation and test scores (per stage for
-    phased methods), the test confusion matrix and the method's images."""
+    phased methods), its temperature scaling (calibrated test scores, ``calibration.json`` and the
+    reliability diagram), the test confusion matrix and the method's images."""
+    from focustune.calibration import reliability_png
+
     result = trainer.result()
-    scalars = {**report.scalars, **_scalars("best_val_", result.val), **_scalars("test_", result.test)}
+    names = trainer.dataset.class_names
+    scalars = {**report.scalars, **tracked_metrics("best_val", result.val, names),
+               **tracked_metrics("test", result.test, names), **calibration_metrics(result.calibration)}
     for stage, best in result.stages.items():  # phased methods: the best epoch before / after the mechanism acted
-        scalars.update({f"{stage}_{BEST_EPOCH}": best.best_epoch, **_scalars(f"{stage}_best_val_", best.val),
-                        **_scalars(f"{stage}_test_", best.test)})
-    images = trainer.method.images()
+        scalars.update({f"{stage}_{BEST_EPOCH}": best.best_epoch,
+                        **tracked_metrics(f"{stage}_best_val", best.val, names),
+                        **tracked_metrics(f"{stage}_test", best.test, names)})
+    artifacts = {path: png_base64(image) for path, image in trainer.method.images().items()}
+    artifacts[CALIBRATION_ARTIFACT] = json.dumps(result.calibration)
+    artifacts[RELIABILITY_ARTIFACT] = base64.b64encode(reliability_png(result.calibration)).decode("ascii")
     return replace(report, full_budget=True, best_epoch=result.best_epoch, best_phase=result.best_phase,
                    train_seconds=result.seconds, test_confusion_matrix=result.test["confusion_matrix"],
-                   artifacts={path: png_base64(image) for path, image in images.items()} or None, scalars=scalars)
+                   artifacts=artifacts, scalars=scalars)
 
 
 def png_base64(grid: torch.Tensor) -> str:

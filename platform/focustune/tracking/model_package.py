@@ -5,7 +5,8 @@ Loading needs what :func:`requirements` lists (MLflow, torch, torchvision, numpy
 PyYAML; no Ray, no Optuna) and not an installed focustune: the model carries focustune's code
 (:func:`code_paths`). ``mlflow.pyfunc.load_model(uri).predict(images)`` takes uint8 ``[N, H, W]``
 (grey models) or ``[N, H, W, 3]`` (RGB models) of any size and returns a table: ``class`` (the
-predicted class name, by the calibrated threshold for a binary task) and ``prob_<class>`` per class.
+predicted class name at the model's operating point: its per-class offsets, a threshold for a binary
+task) and ``prob_<class>`` per class (calibrated by the model's temperature).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from focustune.errors import ConfigError
 from focustune.inference import ModelCard, Predictor, load_bundle, make_bundle
 from focustune.run_config import RunConfig
 from focustune.tracking.batches import log_batched
-from focustune.tracking_schema import (CHAMPION_ALIAS, CONFIG_ARTIFACT, FINAL_PREFIXES, KIND_TRAIN, METRIC_NAMES,
-                                       MODEL_ARTIFACT, TAG, VAL_TAG_PREFIX)
+from focustune.tracking_schema import (CALIBRATION_ARTIFACT, CHAMPION_ALIAS, CONFIG_ARTIFACT, KIND_TRAIN,
+                                       MODEL_ARTIFACT, RELIABILITY_ARTIFACT, TAG, VAL_TAG_PREFIX, calibration_metrics,
+                                       tracked_metrics)
 
 BUNDLE_ARTIFACT = "bundle"  # the pyfunc artifact holding the bundle: <model>/artifacts/bundle/
 
@@ -125,8 +127,9 @@ def card_metadata(card: ModelCard) -> dict[str, Any]:
     """What the MLmodel file says about the model (the bundle's model.json has everything)."""
     return {"method": card.config["method"], "dataset": card.config["dataset"], "task": card.task,
             "class_names": card.class_names, "channels": card.channels, "image_size": card.image_size,
-            "normalisation": card.normalisation, "threshold": card.threshold, "threshold_metric": card.threshold_metric,
-            "selection_metric": card.selection_metric, "val": card.val}
+            "normalisation": card.normalisation, "temperature": card.temperature, "offsets": card.offsets,
+            "operating_point": card.operating_point, "operating_val": card.operating_val, "threshold": card.threshold,
+            "threshold_metric": card.threshold_metric, "selection_metric": card.selection_metric, "val": card.val}
 
 
 def log_bundle(folder: str | os.PathLike, card: ModelCard) -> Any:
@@ -262,11 +265,27 @@ def log_run_model(tracking_uri: str, run_id: str, state: dict[str, Any], config:
 
     Idempotent per run: a model the run logged already (a process died before it recorded the
     hand-over, and ``--resume`` delivers again) is reused, and so is its registered version."""
+    with made_bundle(state, config, dataset, val) as (folder, card):
+        return log_made_bundle(tracking_uri, run_id, folder, card, register_as)
+
+
+@contextmanager
+def made_bundle(state: dict[str, Any], config: dict[str, Any], dataset: Any,
+                val: dict[str, float]) -> Iterator[tuple[Path, ModelCard]]:
+    """(folder, card) of the bundle of ``state`` (:func:`~focustune.inference.make_bundle`: temperature and
+    operating point fitted on validation), in a temporary folder while the block runs."""
+    with tempfile.TemporaryDirectory(prefix="focustune-model-") as temporary:
+        folder = Path(temporary) / BUNDLE_ARTIFACT  # the folder's name is the artifact's path in the model
+        yield folder, make_bundle(folder, state, config, dataset, val)
+
+
+def log_made_bundle(tracking_uri: str, run_id: str, folder: Path, card: ModelCard,
+                    register_as: str | None = None) -> dict[str, Any]:
+    """Log the bundle in ``folder`` as run ``run_id``'s model (reusing one the run logged already), and
+    register it when ``register_as`` is given; see :func:`log_run_model`."""
     from mlflow import MlflowClient
 
-    with use_store(tracking_uri), tempfile.TemporaryDirectory(prefix="focustune-model-") as temporary:
-        folder = Path(temporary) / BUNDLE_ARTIFACT  # the folder's name is the artifact's path in the model
-        card = make_bundle(folder, state, config, dataset, val)
+    with use_store(tracking_uri):
         info: Any = logged_run_model(MlflowClient(tracking_uri=tracking_uri), run_id)
         active = mlflow.active_run()
         if info is not None:
@@ -280,33 +299,51 @@ def log_run_model(tracking_uri: str, run_id: str, state: dict[str, Any], config:
     return {"uri": info.model_uri, "card": card, "registered": registered}
 
 
-def _run_metrics(result: Any) -> list[tuple[str, float, int]]:
-    """Per-epoch training loss and validation metrics (step = epoch), then the final best_val_*/test_*
-    (step 0), as ``(name, value, step)`` rows; non-finite values are left out."""
-    rows = [(f"val_{k}", h["val"][k], h["epoch"]) for h in result.history for k in METRIC_NAMES]
+def _run_metrics(result: Any, class_names: list[str]) -> list[tuple[str, float, int]]:
+    """Per-epoch training loss and validation metrics (step = epoch), then the final best_val_*/test_* and the
+    temperature scaling's (step 0), as ``(name, value, step)`` rows; non-finite values are left out."""
+    rows = [(name, value, h["epoch"]) for h in result.history
+            for name, value in tracked_metrics("val", h["val"], class_names).items()]
     rows += [("train_loss", h["train_loss"], h["epoch"]) for h in result.history]
-    rows += [(f"{prefix}{k}", split[k], 0) for prefix, split in zip(FINAL_PREFIXES, (result.val, result.test))
-             for k in METRIC_NAMES]
-    rows.append(("best_epoch", result.best_epoch, 0))
+    final = {**tracked_metrics("best_val", result.val, class_names),
+             **tracked_metrics("test", result.test, class_names), **calibration_metrics(result.calibration),
+             "best_epoch": result.best_epoch}
+    rows += [(name, value, 0) for name, value in final.items()]
     return [(name, float(value), step) for name, value, step in rows if math.isfinite(float(value))]
+
+
+def log_calibration(calibration: dict[str, Any], title: str) -> None:
+    """``calibration.json`` and its reliability diagram as artifacts of the active run."""
+    import io
+
+    from PIL import Image
+
+    from focustune.calibration import reliability_png
+
+    mlflow.log_dict(calibration, CALIBRATION_ARTIFACT)
+    mlflow.log_image(Image.open(io.BytesIO(reliability_png(calibration, title))), artifact_file=RELIABILITY_ARTIFACT)
 
 
 def log_train_run(tracking_uri: str, experiment: str, trainer: Any, config: RunConfig, register_as: str | None,
                   say: Callable[[str], None]) -> dict[str, Any]:
     """A finished ``train`` run in MLflow: params, per-epoch and final metrics, its configuration file
-    (artifact ``run_config.yaml``) and its model; registered when ``register_as`` is given."""
+    (artifact ``run_config.yaml``), its temperature scaling (``calibration.json``, reliability diagram) and
+    its model; registered when ``register_as`` is given. The model's bundle is made first: an operating
+    point it cannot meet is refused before anything is logged."""
     from mlflow import MlflowClient
 
     result = trainer.result()
     tags = {TAG + "kind": KIND_TRAIN, TAG + "method": result.method, TAG + "dataset": result.dataset}
-    with use_store(tracking_uri), mlflow.start_run(
+    names = [str(c) for c in trainer.dataset.class_names]
+    with made_bundle(trainer.best_state, asdict(config), trainer.dataset, result.val) as (folder, card), \
+            use_store(tracking_uri), mlflow.start_run(
             experiment_id=mlflow.set_experiment(experiment).experiment_id,
             run_name=f"{result.dataset}-{result.method}-seed{result.seed}", tags=tags) as run:
         params = {"method": result.method, "dataset": result.dataset, "seed": result.seed, **result.params}
-        log_batched(MlflowClient(tracking_uri), run.info.run_id, params=params, history=_run_metrics(result))
+        log_batched(MlflowClient(tracking_uri), run.info.run_id, params=params, history=_run_metrics(result, names))
         mlflow.log_text(config.to_yaml(), CONFIG_ARTIFACT)
-        logged = log_run_model(tracking_uri, run.info.run_id, trainer.best_state, asdict(config), trainer.dataset,
-                               result.val, register_as)
+        log_calibration(result.calibration, f"{result.method} on {result.dataset}, seed {result.seed}")
+        logged = log_made_bundle(tracking_uri, run.info.run_id, folder, card, register_as)
     print_lines(say, logged, f"MLflow run {run.info.run_id} (experiment {experiment}, MLflow {tracking_uri})")
     return logged
 

@@ -186,5 +186,7 @@ class TrialRuns(OperationQueue):
 
             image = Image.open(io.BytesIO(base64.b64decode(payload)))
             self.client.log_image(run_id, image, artifact_file=name)
+        elif isinstance(payload, str):  # a file's text as it is (calibration.json)
+            self.client.log_text(run_id, payload, name)
         else:
             self.client.log_dict(run_id, payload, name)

@@ -59,18 +59,21 @@ class RunResult:
     #: Phased methods only (a phase before the mechanism acts): per stage (``before_mechanism``,
     #: ``after_mechanism``) the best epoch within that stage, its phase and its val and test metrics.
     stages: dict[str, EpochEvaluation] = field(default_factory=dict)
+    #: Temperature scaling of the best epoch: ``calibration.json``
+    #: (:func:`focustune.calibration.calibration_record`; fitted on validation, measured on test).
+    calibration: dict[str, Any] = field(default_factory=dict)
 
 
 @torch.no_grad()
-def predict_probs(model: torch.nn.Module, chunks: Iterable[torch.Tensor],
-                  autocast: Callable[[], AbstractContextManager]) -> torch.Tensor:
-    """Class probabilities of ``model`` (in eval mode meanwhile) for uint8 image ``chunks`` on its device."""
+def predict_logits(model: torch.nn.Module, chunks: Iterable[torch.Tensor],
+                   autocast: Callable[[], AbstractContextManager]) -> torch.Tensor:
+    """float32 logits of ``model`` (in eval mode meanwhile) for uint8 image ``chunks`` on its device."""
     was_training = model.training
     model.eval()
     out = []
     for chunk in chunks:
         with autocast():
-            out.append(torch.softmax(model(normalise(chunk)).float(), dim=1))
+            out.append(model(normalise(chunk)).float())
     model.train(was_training)
     return torch.cat(out)
 

@@ -27,16 +27,22 @@ from focustune.errors import TrainingDiverged
 from focustune.methods.base import EpochStats, Method, Phase, RunContext, mechanism_epoch
 from focustune.metric_table import METRICS, metric_row
 from focustune.models import Classifier, build_model, seeded_init
+from focustune.operating_points import parse_rule
 from focustune.training import checkpoints
 from focustune.training.device import (amp_dtype, autocast, deterministic_algorithms, device_data_limit,
                                        precision_name, reserve_deterministic_workspace, seed_everything,
                                        select_device)
-from focustune.training.evaluation import (BestEpochs, EpochEvaluation, RunResult, Weights, finite, predict_probs,
+from focustune.training.evaluation import (BestEpochs, EpochEvaluation, RunResult, Weights, finite, predict_logits,
                                            split_metrics)
 from focustune.training.optimisers import Optimisation
 from focustune.transforms import augment_batch, normalise
 
 EpochCallback = Callable[["Trainer", dict[str, Any]], None]
+
+
+def check_operating_point(config: TrainConfig, dataset: ImageDataset) -> None:
+    """Refuse (ConfigError), before any training, an operating point naming a class ``dataset`` lacks."""
+    parse_rule(config.operating_point, config.selection_metric).check_classes([str(c) for c in dataset.class_names])
 
 
 def phase_at(phases: list[Phase], epoch: int) -> tuple[int, Phase, int]:
@@ -69,6 +75,7 @@ class Trainer:
                  checkpoint_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
                  data_limit: int | None = None):
         method.check_data(config, dataset)
+        check_operating_point(config, dataset)
         self.method, self.config, self.seed, self.dataset = method, config, seed, dataset
         self.device = select_device(str(device) if device else None)
         if config.deterministic:  # before the first cuBLAS call of the process, where possible
@@ -87,6 +94,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.elapsed = 0.0  # seconds of training and validation, across resumes
         self._result: RunResult | None = None
+        self._logits: tuple[torch.Tensor, torch.Tensor] | None = None  # (val, test) of the last weights evaluated
         self.run = RunContext(config=config, num_classes=dataset.num_classes, device=self.device,
                               generator=self.generator, seed=seed, train=self.data.train, val=self.data.val,
                               probe=self.probe, model=self.model, predict=self.predict_probs, log=self.log)
@@ -152,9 +160,14 @@ class Trainer:
         return self.best.state
 
     # ------------------------------------------------------------------ data and evaluation
+    def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """float32 logits of the current model for uint8 ``images`` (device tensor)."""
+        return predict_logits(self.model, self.batch_source.chunks(images, self.config.eval_batch_size),
+                              self._autocast)
+
     def predict_probs(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities of the current model for uint8 ``images`` (device tensor)."""
-        return predict_probs(self.model, self.batch_source.chunks(images, self.config.eval_batch_size), self._autocast)
+        return torch.softmax(self.predict_logits(images), dim=1)
 
     def evaluate(self, split: Split) -> dict[str, Any]:
         """Metrics of the current model on ``split``."""
@@ -162,6 +175,9 @@ class Trainer:
 
     def _checked_probs(self, split: Split) -> torch.Tensor:
         return finite(self.predict_probs(split.images), self.epoch)
+
+    def _checked_logits(self, split: Split) -> torch.Tensor:
+        return finite(self.predict_logits(split.images), self.epoch)
 
     # ------------------------------------------------------------------ training
     def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,21 +319,30 @@ class Trainer:
         return self._result
 
     def _final_result(self) -> RunResult:
+        from focustune.calibration import calibration_record
+
         best, stages = self.best.evaluated(self._evaluate_weights)
+        assert self._logits is not None  # the best's, evaluated last
+        (val_logits, test_logits), labels = self._logits, (self.data.val.labels, self.data.test.labels)
+        calibration = calibration_record(val_logits.cpu().numpy(), labels[0].cpu().numpy(),
+                                         test_logits.cpu().numpy(), labels[1].cpu().numpy())
         return RunResult(
             method=self.method.name, dataset=self.dataset.name, seed=self.seed,
             epochs=self.total_epochs, seconds=self.elapsed,
             params=flat_params(self.config, self.method.params), val=best.val, test=best.test,
             history=self.history, best_epoch=best.best_epoch, best_phase=best.best_phase,
-            data=self.data_record(), stages=stages)
+            data=self.data_record(), stages=stages, calibration=calibration)
 
     def _evaluate_weights(self, state: Weights | None, epoch: int) -> EpochEvaluation:
-        """Load ``state`` (the weights after 0-based ``epoch``) and evaluate them on val and test."""
+        """Load ``state`` (the weights after 0-based ``epoch``) and evaluate them on val and test; their
+        logits are kept (``_logits``) for the temperature scaling of the best, which is evaluated last."""
         if state is not None:
             self.model.load_state_dict(state)
             self.run.val_probs = None
-        return EpochEvaluation(best_epoch=epoch + 1, best_phase=self._phase_of(epoch + 1),
-                               val=self.evaluate(self.data.val), test=self.evaluate(self.data.test))
+        self._logits = (self._checked_logits(self.data.val), self._checked_logits(self.data.test))
+        val, test = (split_metrics(split, torch.softmax(logits, dim=1))
+                     for split, logits in zip((self.data.val, self.data.test), self._logits))
+        return EpochEvaluation(best_epoch=epoch + 1, best_phase=self._phase_of(epoch + 1), val=val, test=test)
 
     def _phase_of(self, epoch: int) -> str:
         """The recorded phase of (1-based) ``epoch``; "" when no epoch ran."""

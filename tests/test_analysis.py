@@ -489,6 +489,7 @@ def test_one_method_is_reported_with_a_statement(store, tmp_path, capsys):
     (("--experiment", "pending"), "has no finished runs yet"),
     (("--experiment", "small", "--metric", "precision"), "available: acc, auc, balanced_acc, macro_f1"),
     (("--experiment", "small", "--target-fraction", "1.5"), "--target-fraction must be in (0, 1]"),
+    (("--experiment", "small", "--metric", "nll"), "--metric nll: lower is better"),
 ])
 def test_bad_input_is_a_clear_config_error(store, tmp_path, argv, message):
     with pytest.raises(ConfigError) as error:

@@ -7,8 +7,12 @@ import argparse
 
 from focustune.cli import options
 from focustune.errors import ConfigError
-from focustune.metric_table import CLASS_METRIC_PATTERNS, DEFAULT_SELECTION_METRIC
+from focustune.metric_table import CLASS_METRIC_PATTERNS, DEFAULT_SELECTION_METRIC, METRICS
 from focustune.tracking_schema import METRIC_NAMES, default_tracking_uri, ui_hint
+
+
+#: Metrics where lower is better: the comparison's ranks, leaders and paired tests read higher as better.
+LOWER_IS_BETTER = tuple(m.name for m in METRICS if m.sign < 0)
 
 
 def add_options(cmd: argparse.ArgumentParser) -> None:
@@ -37,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from focustune_analysis.report import build_report
 
     metric = args.metric.removeprefix("test_")
+    if metric in LOWER_IS_BETTER:
+        raise ConfigError(f"--metric {metric}: lower is better, and the comparison ranks and tests methods on a "
+                          "score where higher is better; the report's calibration section shows "
+                          f"{', '.join(LOWER_IS_BETTER)}")
     history = tuple(dict.fromkeys((*HISTORY_METRICS, f"val_{metric}")))
     store = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(store)

@@ -522,6 +522,9 @@ def test_tune_hands_over_a_configuration_and_a_registered_model(tmp_path):
     assert selected.kind == "seed_rerun" and selected.seed in (1, 2)
     best_rerun = max(study.reruns, key=lambda r: r.scores["best_val_balanced_acc"])
     assert selected.val["balanced_acc"] == best_rerun.scores["best_val_balanced_acc"]
+    delivered = study.model  # what the handed-over model applies, recorded with it
+    assert delivered.operating_point == "balanced_acc | recall[malignant]>=0.5" and len(delivered.offsets) == 2
+    assert delivered.temperature > 0 and delivered.threshold is not None
 
     config = read_run_config(tmp_path / "best_config.yaml")
     assert config == read_run_config(tmp_path / "focustune_runs" / "focustune" / "configs" / "mine__focal.yaml")

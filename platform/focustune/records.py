@@ -135,12 +135,17 @@ class SelectedRun:
 @dataclass
 class DeliveredModel:
     """What a study handed over: its configuration files and, when its selected run left a checkpoint,
-    the logged model's URI, its registered version (None without ``--register``) and its threshold."""
+    the logged model's URI, its registered version (None without ``--register``), and what its predictions
+    apply: the temperature, the per-class logit offsets and the operating-point rule they were fitted for
+    (both on validation), with a binary task's threshold (their two-class case)."""
 
     config_files: list[str]
     uri: str | None = None
     registered: dict[str, Any] | None = None
     threshold: float | None = None
+    temperature: float | None = None
+    offsets: list[float] | None = None
+    operating_point: str = ""
 
 
 @dataclass

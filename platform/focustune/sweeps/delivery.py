@@ -111,6 +111,8 @@ def deliver_models(spec: SweepSpec, state: SweepState, parents: dict[str, str], 
                                    datasets[split_study_key(key)[0]], selected.val,
                                    registered_name(spec.register, key, several))
             print_lines(say, result, key)
+            card = result["card"]
             study.model = DeliveredModel(config_files=places, uri=result["uri"], registered=result["registered"],
-                                         threshold=result["card"].threshold)
+                                         threshold=card.threshold, temperature=card.temperature,
+                                         offsets=card.offsets, operating_point=card.operating_point)
         state.save()

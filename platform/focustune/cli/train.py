@@ -125,7 +125,7 @@ def _data_options(args: argparse.Namespace) -> DataOptions:
     return DataOptions(**{key: getattr(args, key) for key in DATA_KEYS})
 
 
-def _model_logger(args: argparse.Namespace) -> Callable[[Any, dict[str, Any]], None] | None:
+def _model_logger(args: argparse.Namespace) -> Callable[[Any, dict[str, Any]], Any] | None:
     """When ``--log-model``/``--register`` ask for an MLflow run: check the store and the model name now,
     before training, and return what logs the trained run (trainer, resolved hyperparameters); else None."""
     if not (args.log_model or args.register):

@@ -108,7 +108,8 @@ def deliver_models(spec: SweepSpec, state: SweepState, parents: dict[str, str], 
             study.model = DeliveredModel(config_files=places)
         else:
             result = log_run_model(spec.tracking, parent, best_weights(selected.checkpoint), asdict(config),
-                                   datasets[split_study_key(key)[0]], selected.val,
+                                   datasets[split_study_key(key)[0]],
+                                   {name: value for name, value in selected.val.items() if value is not None},
                                    registered_name(spec.register, key, several))
             print_lines(say, result, key)
             card = result["card"]

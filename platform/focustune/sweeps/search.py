@@ -26,9 +26,9 @@ if TYPE_CHECKING:  # the spaces module needs torch (through the declared hyperpa
 
 def _suggest(trial: Any, dim: Dimension) -> Any:
     if dim.type == "choice":
-        return trial.suggest_categorical(dim.name, list(dim.values))
+        return trial.suggest_categorical(dim.name, list(dim.values or ()))
     if dim.type == "int":
-        return trial.suggest_int(dim.name, int(dim.low), int(dim.high), log=dim.log)
+        return trial.suggest_int(dim.name, int(dim.low or 0), int(dim.high or 0), log=dim.log)
     return trial.suggest_float(dim.name, dim.low, dim.high, log=dim.type == "loguniform" or dim.log)
 
 
@@ -138,7 +138,7 @@ class MultiStudySearch(Searcher):
                 study.tell(trial.number, state=TrialState.FAIL)
 
     # ---------------------------------------------------------------- Tune's searcher interface
-    def suggest(self, trial_id: str) -> dict | str | None:
+    def suggest(self, trial_id: str) -> dict | str | None:  # type: ignore[override]  # Tune reads FINISHED too
         self._register()
         limit = getattr(self, "max_concurrent", None)  # a searcher pickled before the limit was its own: none
         if limit and len(self.live) >= limit:
@@ -147,7 +147,9 @@ class MultiStudySearch(Searcher):
         if assignment is None:
             return Searcher.FINISHED if self.queue.finished else None
         if assignment.kind == RERUN:
-            config, number = {**self.queue.studies[assignment.study].best.config, SEED_KEY: assignment.seed}, None
+            best = self.queue.studies[assignment.study].best
+            assert best is not None  # the queue hands out re-runs only for a study with a best trial
+            config, number = {**best.config, SEED_KEY: assignment.seed}, None
         else:
             trial = self.optuna_study(assignment.study).ask()
             config, number = self.spaces[assignment.study](trial), trial.number

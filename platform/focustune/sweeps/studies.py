@@ -7,6 +7,7 @@ seed re-runs are still to start, else to the study with the fewest started searc
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,7 +58,7 @@ class Study:
     @property
     def best(self) -> Outcome | None:
         """The full-budget trial with the best validation score (never test)."""
-        return max(self.completed, key=lambda o: o.score, default=None)
+        return max(self.completed, key=lambda o: o.score or (-math.inf, -math.inf), default=None)
 
     @property
     def reruns_to_start(self) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.pyfunc.model import PythonModel
 import numpy as np
 
 from focustune.environment import restored_environment
@@ -50,7 +51,7 @@ def predictions_frame(card: ModelCard, classes: np.ndarray, probs: np.ndarray) -
     return frame
 
 
-class FocusTuneModel(mlflow.pyfunc.PythonModel):
+class FocusTuneModel(PythonModel):
     """The pyfunc wrapper: loads the bundle, converts images as training did, predicts in batches."""
 
     predictor: Predictor
@@ -69,7 +70,8 @@ def signature(card: ModelCard) -> Any:
     from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
     shape = (-1, -1, -1) if card.channels == 1 else (-1, -1, -1, 3)
-    outputs = [ColSpec("string", "class"), *(ColSpec("double", f"prob_{name}") for name in card.class_names)]
+    outputs: list[ColSpec | TensorSpec] = [ColSpec("string", "class"),
+                                           *(ColSpec("double", f"prob_{name}") for name in card.class_names)]
     return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), shape)]), outputs=Schema(outputs))
 
 
@@ -227,8 +229,9 @@ def use_store(tracking_uri: str) -> Iterator[None]:
         try:
             yield
         finally:
-            mlflow.set_tracking_uri(previous["MLFLOW_TRACKING_URI"])
-            mlflow.set_registry_uri(previous["MLFLOW_REGISTRY_URI"])
+            # None (nothing set before) is what MLflow itself starts from: its default store
+            mlflow.set_tracking_uri(previous["MLFLOW_TRACKING_URI"])  # type: ignore[arg-type]
+            mlflow.set_registry_uri(previous["MLFLOW_REGISTRY_URI"])  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

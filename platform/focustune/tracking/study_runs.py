@@ -5,6 +5,7 @@ open, and the study runs' views (:mod:`focustune.tracking.workbench`)."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -74,7 +75,7 @@ class StudyTracking:
         """The study's best objective, finished-trial count and best configuration (``best_params``:
         every resolved hyperparameter, as ``best.*`` params) on its run."""
         log_batched(self.client, parent,
-                    {BEST_OBJECTIVE: float(study.best_objective), FINISHED_TRIALS: float(study.finished)},
+                    {BEST_OBJECTIVE: float(study.best_objective or math.nan), FINISHED_TRIALS: float(study.finished)},
                     params={f"{BEST_PARAM_PREFIX}{k}": v for k, v in best_params.items()})
 
     def close_orphans(self, known_trials: set[str]) -> int:

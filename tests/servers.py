@@ -59,6 +59,31 @@ def _processes() -> dict[int, tuple[int, int, str]]:
     return table
 
 
+def listening_addresses(pids: set[int]) -> set[str]:
+    """The local addresses of the TCP sockets that processes ``pids`` listen on (from /proc: IPv4 and
+    IPv6, IPv4-mapped IPv6 shown as IPv4)."""
+    import ipaddress
+
+    inodes = set()
+    for pid in pids:
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue  # gone meanwhile
+        inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
+    found = set()
+    for table, width in (("tcp", 4), ("tcp6", 16)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(fields[1].split(":")[0])
+            packed = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4))  # little-endian words
+            ip = ipaddress.ip_address(packed)
+            found.add(str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip))
+    return found
+
+
 def family(root: int) -> set[int]:
     """``root``'s process group plus every descendant of ``root`` (Ray workers may start new groups)."""
     table = _processes()

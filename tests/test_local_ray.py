@@ -2,33 +2,48 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import os
 
 import pytest
 
-from conftest import REPO
 
-PROBE = """
-import json, os, sys
-from focustune.sweeps.cluster import SINGLE_MACHINE, init_ray
-init_ray(None)
-import psutil, ray
-ray.get(ray.remote(lambda: 1).remote())  # a worker process too
-me = psutil.Process()
-family = {me.pid, *(p.pid for p in me.children(recursive=True))}
-listening = sorted({c.laddr.ip for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.pid in family})
-print(json.dumps({"listening": listening, "left": os.environ.get(SINGLE_MACHINE)}))
-ray.shutdown()
-"""
+def test_single_machine_mode_holds_only_while_the_private_ray_starts(monkeypatch):
+    """While ``init_ray`` starts a private Ray: the variable its servers inherit is off, and so is Ray's
+    constant (read at import, which may have come first); afterwards both are as before, so a
+    ``ray start`` this process runs later is not made single-machine."""
+    from ray._private import ray_constants
+
+    from focustune.sweeps.cluster import SINGLE_MACHINE, _single_machine
+
+    monkeypatch.delenv(SINGLE_MACHINE, raising=False)
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    with _single_machine(True):
+        assert os.environ[SINGLE_MACHINE] == "0" and ray_constants.ENABLE_RAY_CLUSTER is False
+    assert SINGLE_MACHINE not in os.environ and ray_constants.ENABLE_RAY_CLUSTER == before
+    with _single_machine(False):  # joining a cluster: nothing changes
+        assert SINGLE_MACHINE not in os.environ and ray_constants.ENABLE_RAY_CLUSTER == before
 
 
 @pytest.mark.slow
-def test_private_local_ray_listens_on_loopback_only_and_leaves_the_environment_alone(tmp_path):
-    env = {"PYTHONPATH": str(REPO / "platform"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen["listening"] and set(seen["listening"]) <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, seen
-    assert seen["left"] is None  # a `ray start` this process runs later is not made single-machine
+def test_a_sweep_through_the_command_line_listens_on_loopback_only(tmp_path):
+    """``focustune sweep`` as a user runs it: the runner and Tune import ray before the private Ray starts,
+    and still every socket its processes listen on is on 127.0.0.1 (Ray used to swap 127.0.0.1 for the
+    machine's address when the loopback switch came after that import)."""
+    from servers import family, listening_addresses, start, stop_group, sweep_command, tiny_npz, wait_until
+
+    data = tiny_npz(tmp_path / "tiny.npz")
+    proc = start(sweep_command("--dataset", str(data), "--methods", "erm", "--trials", "2", "--epochs", "2",
+                               "--experiment", "loopback"), tmp_path / "sweep.log", cwd=tmp_path,
+                 env={"HOME": str(tmp_path)})
+    seen: set[str] = set()
+
+    def listening() -> bool:
+        seen.update(listening_addresses(family(proc.pid)))
+        return proc.poll() is not None
+
+    try:
+        wait_until(listening, 400, interval=0.2)
+    finally:
+        stop_group(proc)
+    assert proc.returncode == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+    assert seen and seen <= {"127.0.0.1", "::1"}, seen

@@ -16,16 +16,17 @@ QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPO
               "TUNE_GLOBAL_CHECKPOINT_S": "5"}
 
 
-#: Ray's switch between a single-machine Ray and one that other nodes may join, read when ray is
-#: imported (ray_constants.ENABLE_RAY_CLUSTER, meant for Windows and macOS): off, every server of the
-#: Ray started binds 127.0.0.1; on (Linux's default), they bind all interfaces, guarded by token auth only.
+#: Ray's switch between a single-machine Ray and one that other nodes may join (meant for Windows and
+#: macOS), read into ``ray._private.ray_constants.ENABLE_RAY_CLUSTER`` when ray is imported: off,
+#: ``ray.init`` keeps the node address 127.0.0.1 and every server it starts binds loopback; on (Linux's
+#: default), it swaps 127.0.0.1 for the machine's address (``services.resolve_ip_for_localhost``) and
+#: the servers bind every interface, guarded by token auth only.
 SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def init_ray(address: str | None) -> None:
-    """Join ``address`` (or $RAY_ADDRESS); else start a private local Ray, never a stale cluster. The
-    private Ray listens on 127.0.0.1 only where this process had not imported ray before (the CLI):
-    Ray reads :data:`SINGLE_MACHINE` at import."""
+    """Join ``address`` (or $RAY_ADDRESS); else start a private local Ray, never a stale cluster, whose
+    servers listen on 127.0.0.1 only, whether or not this process imported ray before."""
     for key, value in QUIET_TUNE.items():
         os.environ.setdefault(key, value)
     target = address or os.environ.get("RAY_ADDRESS") or "local"
@@ -42,13 +43,22 @@ def init_ray(address: str | None) -> None:
 
 @contextmanager
 def _single_machine(local: bool) -> Iterator[None]:
-    """For a private local Ray: :data:`SINGLE_MACHINE` off while ray is imported and starts its servers
-    (they inherit it), then as before, so that nothing this process starts later (``ray start`` of a
-    worker node, say) sees it."""
+    """For a private local Ray: single-machine mode while ray starts its servers, then as before. The
+    environment variable reaches the servers and their workers (they inherit it); Ray's constant,
+    read from it at import, is set too, since a module imported earlier (Tune, the runner) may have
+    imported ray before this. Afterwards nothing this process starts (``ray start`` of a worker node,
+    say) sees either."""
     with restored_environment(SINGLE_MACHINE):
         if local:
             os.environ[SINGLE_MACHINE] = "0"
-        yield
+        from ray._private import ray_constants
+
+        before = ray_constants.ENABLE_RAY_CLUSTER
+        ray_constants.ENABLE_RAY_CLUSTER = before and not local
+        try:
+            yield
+        finally:
+            ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 def trial_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> dict[str, int]:

@@ -36,11 +36,10 @@ def cluster():
 
 
 def sbatch(cluster, folder: Path, *args: str):
-    """``sbatch --wait`` of the script on one node with all its CPUs, in the background; the job's
-    output goes to ``folder/job.out``."""
+    """``sbatch --wait`` of the script with no sbatch option (its own defaults: one node, all its CPUs),
+    submitted from ``folder``, in the background; the job's output is the script's default file there."""
     env = {"FOCUSTUNE_VENV": str(VENV), "FOCUSTUNE_RAY_TEMP": str(cluster.folder / "ray"), **cluster.env}
-    return start(["sbatch", "--wait", "--nodes=1", f"--cpus-per-task={cluster.cpus}", f"--chdir={folder}",
-                  f"--output={folder / 'job.out'}", str(SCRIPT), *args], folder / "sbatch.log", env=env)
+    return start(["sbatch", "--wait", str(SCRIPT), *args], folder / "sbatch.log", env=env, cwd=folder)
 
 
 def submit(cluster, folder: Path, *args: str, timeout: float = 600) -> tuple[int, str]:
@@ -54,8 +53,8 @@ def submit(cluster, folder: Path, *args: str, timeout: float = 600) -> tuple[int
 
 
 def output(folder: Path) -> str:
-    out = folder / "job.out"
-    return out.read_text() if out.exists() else (folder / "sbatch.log").read_text()
+    outs = list(folder.glob("focustune-sweep-*.out"))  # the script's --output
+    return outs[0].read_text() if outs else (folder / "sbatch.log").read_text()
 
 
 def connects(address: str, auth: dict[str, str]) -> bool:

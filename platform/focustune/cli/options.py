@@ -147,3 +147,13 @@ def add_sweep_options(cmd: argparse.ArgumentParser) -> None:
 def _add_all(cmd: argparse.ArgumentParser, options: tuple[tuple[str, dict[str, Any]], ...]) -> None:
     for flag, settings in options:
         cmd.add_argument(flag, **settings)
+
+
+def untrusted_file_problem(exc: Exception) -> str:
+    """What was wrong with a weights or checkpoint file that focustune did not write, in a few words."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it holds Python objects besides tensors, which focustune never loads: they could run code"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__

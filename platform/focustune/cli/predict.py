@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +66,12 @@ def _load_model(folder: Path, model: str, device: str | None) -> Any:
     from focustune.inference import load_bundle
 
     try:
-        return load_bundle(folder, device=device)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch, about a foreign pickle
+            return load_bundle(folder, device=device)
     except MODEL_READ_ERRORS as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"--model {model}: not a focustune model that can be loaded ({reason[:200]})") from None
+        raise ConfigError(f"--model {model}: not a focustune model that can be loaded "
+                          f"({options.untrusted_file_problem(exc)})") from None
 
 
 def _model_folder(model: str, store: str, download: str) -> Path:

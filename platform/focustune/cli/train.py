@@ -7,6 +7,7 @@ import argparse
 import json
 import math
 import pickle
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,12 +109,15 @@ CHECKPOINT_READ_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, KeyErr
 
 
 def _resume(trainer: Any, folder: str) -> None:
+    from focustune.cli.options import untrusted_file_problem
+
     try:
-        trainer.load_checkpoint(folder)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch, about a foreign pickle
+            trainer.load_checkpoint(folder)
     except CHECKPOINT_READ_ERRORS as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"--resume: {folder} holds no checkpoint of this run that focustune can restore "
-                          f"({type(exc).__name__}: {reason[:200]})") from None
+                          f"({untrusted_file_problem(exc)})") from None
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -331,3 +331,49 @@ def test_bad_input_is_one_line_exit_2_before_any_work(case, tmp_path, monkeypatc
     assert case.message in lines[0], err
     assert not any(text in err for text in case.absent), err
     assert _files(tmp_path) == before  # nothing written, nothing changed (no pwned file either)
+
+
+def test_a_validation_split_of_one_class_warns_that_auc_is_undefined(tmp_path, capsys):
+    one_class_val = lambda n: two_classes(n) if n == 12 else np.zeros(n, np.int64)  # noqa: E731
+    data = npz(tmp_path, **layout(grey((12, 12)), one_class_val, class_names=np.array(["no", "yes"])))
+    assert main(["train", "--dataset", str(data), "--epochs", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "focustune: warning: bad: the validation split holds only class 'no', so its AUC is undefined" in err
+
+
+@pytest.mark.slow
+def test_ui_stops_its_mlflow_server_on_sigterm(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from mlflow import MlflowClient
+
+    from servers import family, stop_group, wait_until
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).search_experiments()  # creates the store
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "focustune.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        assert wait_until(answers, 120)
+        served_by = family(ui.pid) - {ui.pid}
+        assert served_by  # MLflow's UI and its web server
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=60) == 128 + signal.SIGTERM
+        assert wait_until(lambda: not served_by & family(ui.pid) and not any(
+            Path(f"/proc/{pid}").exists() for pid in served_by), 30), f"{sorted(served_by)} still run"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))  # the port is free again
+    finally:
+        stop_group(ui)

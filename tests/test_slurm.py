@@ -36,8 +36,8 @@ def cluster():
 
 
 def sbatch(cluster, folder: Path, *args: str):
-    """``sbatch --wait`` of the script with no sbatch option (its own defaults: one node, all its CPUs),
-    submitted from ``folder``, in the background; the job's output is the script's default file there."""
+    """``sbatch --wait`` of the script from ``folder``, in the background, with no option that asks for
+    resources or names files: the script's own defaults must fit the one-node cluster."""
     env = {"FOCUSTUNE_VENV": str(VENV), "FOCUSTUNE_RAY_TEMP": str(cluster.folder / "ray"), **cluster.env}
     return start(["sbatch", "--wait", str(SCRIPT), *args], folder / "sbatch.log", env=env, cwd=folder)
 
@@ -53,8 +53,9 @@ def submit(cluster, folder: Path, *args: str, timeout: float = 600) -> tuple[int
 
 
 def output(folder: Path) -> str:
-    outs = list(folder.glob("focustune-sweep-*.out"))  # the script's --output
-    return outs[0].read_text() if outs else (folder / "sbatch.log").read_text()
+    """The job's output (the script's default file, ``focustune-sweep-JOBID.out`` where it was submitted)."""
+    found = sorted(folder.glob("focustune-sweep-*.out"))
+    return found[0].read_text() if found else (folder / "sbatch.log").read_text()
 
 
 def connects(address: str, auth: dict[str, str]) -> bool:
@@ -94,6 +95,7 @@ def test_sbatch_script_runs_a_sweep_on_its_own_ray_cluster_and_stops_it(tmp_path
     spec = json.loads((tmp_path / "focustune_runs" / "slurm" / "sweep.json").read_text())["spec"]
     assert spec["address"] == f"{address.group(1)}:{address.group(2)}"
     assert spec["cpus_per_trial"] == 1 and spec["gpus_per_trial"] == 0  # one trial per CPU of the node
+    assert f"nodes localhost, {cluster.cpus} CPU(s)" in log  # by default: one node, all its CPUs
     runs = mlflow_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "slurm")
     trials = [r for r in runs if r.data.tags.get("focustune.kind") == "trial"]
     assert len(trials) == 2 and {r.info.status for r in trials} == {"FINISHED"}

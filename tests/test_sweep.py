@@ -219,6 +219,12 @@ def test_diverging_trials_fail_with_reason_and_the_sweep_goes_on(tmp_path, tiny)
     assert "no search trial finished" in done.stdout
     others = [r for r in runs if r.data.tags.get("focustune.method") == "oversample"]
     assert {r.info.status for r in others} == {"FINISHED"} and len(by_kind(others, "seed_rerun")) == 1
+    (tmp_path / "sweep.log").unlink()
+    every = run_sweep(tmp_path, "--dataset", str(tiny), "--methods", "erm", "--trials", "1", "--seeds", "0",
+                      "--space", f"erm={space}", "--set", "optimizer=sgd", "--set", "momentum=0.99",
+                      "--tracking-uri", uri, "--experiment", "all-nan", *COMMON)
+    assert every.returncode == 1, every.stdout[-3000:]  # a sweep whose every trial failed is no success
+    assert "every search trial of every study failed (1)" in every.stdout
 
 
 def test_mlflow_outage_is_buffered_and_every_metric_arrives(tmp_path, tiny):

@@ -142,7 +142,7 @@ def test_train_records_the_class_counts_and_uses_the_data_seed_not_the_run_seed(
     def counts(*extra):
         out = tmp_path / "run.json"
         assert main(["train", "--dataset", "mnist", "--data-dir", str(idx_root), "--imbalance", "step",
-                     "--epochs", "1", "--quiet", "--output-json", str(out), *extra]) == 0
+                     "--epochs", "1", "--quiet", "--output-json", str(out), "--overwrite", *extra]) == 0
         return json.loads(out.read_text())["data"]
 
     by_seed = [counts("--seed", "1"), counts("--seed", "2")]

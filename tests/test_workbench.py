@@ -139,13 +139,13 @@ def test_system_metrics_come_from_the_command_line_or_the_plan(tmp_path):
 def test_ui_refuses_a_missing_store_a_server_and_a_taken_port(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["ui"]) == 2 and "no MLflow database at" in capsys.readouterr().err
-    assert main(["ui", "--tracking-uri", "http://127.0.0.1:5000"]) == 2
-    assert "serves the UI itself" in capsys.readouterr().err
     (tmp_path / "mlflow.db").write_bytes(b"")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        assert main(["ui", "--tracking-uri", f"http://127.0.0.1:{port}"]) == 2  # a server answers there
+        assert "serves the UI itself" in capsys.readouterr().err
         assert main(["ui", "--port", str(port)]) == 2 and "already in use" in capsys.readouterr().err
         with pytest.raises(ConfigError, match=r"1\.\.65535"):
             ui.choose_port("127.0.0.1", 0)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -244,8 +246,8 @@ def _npz_images(path: Path) -> tuple[str, np.ndarray]:
             if key is None:
                 raise DataError(f"{path}: which array holds the images? Name it `images` (found {', '.join(names)})")
             return key, archive[key]
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path} as an .npz archive: {exc}") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # truncated, empty, corrupt
+        raise DataError(f"cannot read {path} as an .npz archive ({type(exc).__name__}: {exc})") from None
 
 
 @dataclass

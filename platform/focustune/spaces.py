@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,7 @@ def _check_against_declared(dim: Dimension, declared: dict, where: str) -> None:
         raise ConfigError(f"{where}: {dim.name} is not a hyperparameter this file may range "
                           f"(known: {', '.join(sorted(declared))})")
     f, kind = declared[dim.name]
+    _check_type_fits(dim, kind, where)
     spec = params.spec_of(f)
     candidates = list(dim.values) if dim.values is not None else [b for b in (dim.low, dim.high) if b is not None]
     for value in candidates:
@@ -175,6 +177,18 @@ def _check_against_declared(dim: Dimension, declared: dict, where: str) -> None:
     for key in dim.when:
         if key not in declared:
             raise ConfigError(f"{where}: {dim.name}.when names unknown key {key}")
+
+
+def _check_type_fits(dim: Dimension, kind: Any, where: str) -> None:
+    """A range must draw values of its hyperparameter's type: an integer one is ``int`` (or ``choice``),
+    a bool or text one ``choice`` (else every trial drawing, say, 2.37 for an integer would fail)."""
+    base = next((a for a in typing.get_args(kind) if a is not type(None)), kind) if typing.get_args(kind) else kind
+    if base is int and dim.type in ("uniform", "loguniform"):
+        raise ConfigError(f"{where}: {dim.name} is an integer hyperparameter, so its type must be int "
+                          f"(with log: true for a log scale) or choice, not {dim.type}")
+    if base in (bool, str) and dim.type != "choice":
+        raise ConfigError(f"{where}: {dim.name} is a {base.__name__} hyperparameter, so its type must be choice, "
+                          f"not {dim.type}")
 
 
 def _document(data: Any, keys: tuple[str, ...], where: str) -> dict[str, Any]:
@@ -247,4 +261,8 @@ def parse_space(data: Any, method_cls: MethodClass, dataset: str | None = None, 
 def load_space(method_cls: MethodClass, path: str | Path | None = None, dataset: str | None = None) -> SearchSpace:
     """Load and validate ``path`` (default: the method's file in ``search_spaces/``) over the shared base."""
     path = Path(path) if path else space_path(method_cls.name)
-    return parse_space(read_yaml(path, "search space file"), method_cls, dataset, where=str(path))
+    data = read_yaml(path, "search space file")
+    if data == {}:
+        raise ConfigError(f"{path}: the search space file is empty ({{}}); give its method and ranges, or drop "
+                          "--space to use the method's own file")
+    return parse_space(data, method_cls, dataset, where=str(path))

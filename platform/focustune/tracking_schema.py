@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from focustune.errors import ConfigError
+
 # The metric names, derived from the table of metrics (``metric_table``): the scalar metrics in
 # report order, a ``train --output-json`` record's metrics, the default selection metric.
 from focustune.metric_table import (CALIBRATED_SUFFIX, CALIBRATION_METRICS, DEFAULT_SELECTION_METRIC,  # noqa: F401
@@ -174,3 +176,16 @@ def ui_hint(uri: str) -> str:
     if urlparse(uri).scheme in ("http", "https"):
         return f"open {uri} in a browser"
     return "focustune ui" if uri == default_tracking_uri() else f"focustune ui --tracking-uri {uri}"
+
+
+def check_experiment_name(name: str, folder: bool) -> None:
+    """Refuse an empty ``--experiment``; with ``folder`` (a sweep's experiment is also its folder under
+    ``--storage``), also one that is not a single folder name inside the store (``..``, ``a/b``, an
+    absolute path)."""
+    if not name or not name.strip():
+        raise ConfigError("--experiment: the name is empty; give one (default focustune)")
+    if name != name.strip():
+        raise ConfigError(f"--experiment {name!r}: remove the leading or trailing spaces")
+    if folder and (name in (".", "..") or any(c in name for c in "/\\\0")):
+        raise ConfigError(f"--experiment {name!r}: a sweep's experiment names its folder inside --storage, so it "
+                          "must be one folder name (no '/', '\\' or '..')")

@@ -6,9 +6,11 @@ given on the command line."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from focustune.data.options import DATA_KEYS, DataOptions
+from focustune.errors import ConfigError
 from focustune.tracking_schema import TRACKING_URI_HELP
 
 #: The MLflow experiment (and sweep storage folder) of a command given no ``--experiment``.
@@ -84,6 +86,42 @@ def add_device(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
 
 
+def check_device(name: str | None) -> None:
+    """Refuse a ``--device`` torch does not know, or a CUDA device this machine lacks."""
+    if name is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: not a device (cpu, cuda, cuda:1 ...)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ConfigError(f"--device {name}: this machine has {count} CUDA GPU(s); use --device cpu")
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {name}: only cpu and cuda devices are supported")
+
+
+def add_overwrite(cmd: argparse.ArgumentParser, what: str) -> None:
+    cmd.add_argument("--overwrite", action="store_true", help=f"replace {what} when it exists (else refused)")
+
+
+def check_output_file(path: Path, option: str, overwrite: bool, protected: tuple[Path, ...] = ()) -> None:
+    """Refuse an output ``path`` whose folder is missing, that is a folder, that is one of the
+    ``protected`` inputs, or that exists (unless ``overwrite``)."""
+    if not path.parent.is_dir():
+        raise ConfigError(f"{option} {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; name a file")
+    resolved = path.resolve()
+    if any(resolved == source.resolve() for source in protected):
+        raise ConfigError(f"{option} {path} is also the input: it would be destroyed; name another file")
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{option} {path} already exists; pass --overwrite to replace it, or name another file")
+
+
 def add_experiment(cmd: argparse.ArgumentParser, help: str, **settings: Any) -> None:
     """``--experiment``: the MLflow experiment; ``settings`` are its default or ``required``."""
     cmd.add_argument("--experiment", help=help, **settings)
@@ -117,8 +155,19 @@ def add_sweep_options(cmd: argparse.ArgumentParser) -> None:
     add_set(cmd, "fix a hyperparameter for every trial (repeatable)")
     add_operating_point(cmd)
     _add_all(cmd, _SWEEP_OUTPUT_OPTIONS)
+    add_overwrite(cmd, "an existing --config-out file")
 
 
 def _add_all(cmd: argparse.ArgumentParser, options: tuple[tuple[str, dict[str, Any]], ...]) -> None:
     for flag, settings in options:
         cmd.add_argument(flag, **settings)
+
+
+def untrusted_file_problem(exc: Exception) -> str:
+    """What was wrong with a weights or checkpoint file that focustune did not write, in a few words."""
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it holds Python objects besides tensors, which focustune never loads: they could run code"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__

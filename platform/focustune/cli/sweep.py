@@ -8,6 +8,7 @@ import statistics
 from typing import Any
 
 from focustune.cli import options
+from focustune.cli.console import stderr
 from focustune.data.options import DataOptions
 from focustune.errors import ConfigError
 from focustune.records import StudyRecord
@@ -61,6 +62,7 @@ def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     datasets = preflight.load_datasets(spec)
     spaces = preflight.study_spaces(spec, list(datasets))
     preflight.check_study_names(spec, list(spaces))
+    preflight.check_config_out(spec, list(spaces), args.overwrite)
     warm_starts = {}
     if spec.warm_start:
         from focustune.tracking.warm_start import warm_start_configs
@@ -74,7 +76,18 @@ def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     _print_summary(summary, spec)
     print(utilisation_line(sweep.state.data.get("utilisation", {})))
     print(f"\nCompare the runs in MLflow: {ui_hint(spec.tracking)}")
+    if every_trial_failed(summary):
+        failed = sum(study.failed for study in summary.values())
+        stderr(f"focustune: error: every search trial of every study failed ({failed}); see each trial's "
+               "failed_reason in MLflow")
+        return 1
     return 0
+
+
+def every_trial_failed(summary: dict[str, StudyRecord]) -> bool:
+    """Whether the sweep ran search trials and every one of them failed."""
+    studies = list(summary.values())
+    return bool(studies) and all(s.total and s.failed == s.total for s in studies)
 
 
 def _print_summary(summary: dict[str, StudyRecord], spec: Any) -> None:

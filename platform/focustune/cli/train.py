@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pickle
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,8 @@ from focustune.data.options import DATA_KEYS, DataOptions
 from focustune.errors import ConfigError
 from focustune.files import write_atomic
 from focustune.text_table import text_table
-from focustune.tracking_schema import CALIBRATION_METRICS, METRIC_NAMES, RECORD_METRICS, default_tracking_uri
+from focustune.tracking_schema import (CALIBRATION_METRICS, METRIC_NAMES, RECORD_METRICS, check_experiment_name,
+                                       default_tracking_uri)
 
 #: The metrics of each evaluation in ``--output-json``: the scalar metrics, with the per-class recalls
 #: in place of their minimum (``worst_class_recall``).
@@ -46,10 +49,12 @@ def add_options(cmd: argparse.ArgumentParser) -> None:
     options.add_tracking_uri(cmd)
     options.add_experiment(cmd, f"MLflow experiment (default {options.DEFAULT_EXPERIMENT})",
                            default=options.DEFAULT_EXPERIMENT)
+    options.add_overwrite(cmd, "an existing --output-json file")
 
 
 def run(args: argparse.Namespace) -> int:
     from focustune.config import resolve
+    from focustune.data.dataset import check_seed
     from focustune.methods import get_method
     from focustune.training import Trainer
 
@@ -57,21 +62,24 @@ def run(args: argparse.Namespace) -> int:
     method_cls = get_method(args.method)
     config, method_params = resolve(method_cls, overrides)
     output = Path(args.output_json) if args.output_json else None
-    if output is not None and not output.parent.is_dir():
-        raise ConfigError(f"--output-json: folder {output.parent} does not exist")
-    if args.resume and not args.checkpoint_dir:
-        raise ConfigError("--resume needs --checkpoint-dir")
+    if output is not None:
+        options.check_output_file(output, "--output-json", args.overwrite)
+    check_seed(args.seed, "--seed")
+    options.check_device(args.device)
+    _check_checkpoint_dir(args)
     log_model = _model_logger(args)
     dataset = _data_options(args).load()
 
     log = (lambda m: None) if args.quiet else stderr
     trainer = Trainer(method_cls(method_params), config, dataset, seed=args.seed, device=args.device,
                       checkpoint_dir=args.checkpoint_dir, log=log)
+    if args.resume:
+        _resume(trainer, args.checkpoint_dir)
     summary = dataset.summary()
     log(f"{method_cls.name} on {dataset.name} (data seed {args.data_seed}"
         f"{f', imbalance {dataset.imbalance}' if dataset.imbalance else ''}): {summary['sizes']} train class "
         f"counts {summary['train_class_counts']}, {config.model}, device {trainer.device} ({trainer.precision})")
-    if args.resume and trainer.load_checkpoint(args.checkpoint_dir):
+    if args.resume:
         log(f"resumed from {args.checkpoint_dir} at epoch {trainer.epoch}")
     result = trainer.fit()
     _print_summary(result, config.selection_metric)
@@ -81,6 +89,37 @@ def run(args: argparse.Namespace) -> int:
     if log_model is not None:
         log_model(trainer, result.params)
     return 0
+
+
+def _check_checkpoint_dir(args: argparse.Namespace) -> None:
+    """``--checkpoint-dir`` must be a folder (or not exist yet); ``--resume`` needs its checkpoint."""
+    from focustune.training import CHECKPOINT_FILE
+
+    folder = Path(args.checkpoint_dir) if args.checkpoint_dir else None
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--checkpoint-dir {folder} is a file; name a folder")
+    if args.resume and folder is None:
+        raise ConfigError("--resume needs --checkpoint-dir")
+    if args.resume and not (folder / CHECKPOINT_FILE).is_file():  # type: ignore[operator]
+        raise ConfigError(f"--resume: no checkpoint in {folder} ({CHECKPOINT_FILE}); drop --resume to start anew")
+
+
+#: What restoring a checkpoint that focustune did not write raises: not torch's format or corrupt
+#: (RuntimeError, EOFError), objects ``weights_only`` refuses (UnpicklingError), other content or
+#: shapes (KeyError, TypeError, ValueError; RuntimeError from ``load_state_dict``).
+CHECKPOINT_READ_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError, ValueError)
+
+
+def _resume(trainer: Any, folder: str) -> None:
+    from focustune.cli.options import untrusted_file_problem
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch, about a foreign pickle
+            trainer.load_checkpoint(folder)
+    except CHECKPOINT_READ_ERRORS as exc:
+        raise ConfigError(f"--resume: {folder} holds no checkpoint of this run that focustune can restore "
+                          f"({untrusted_file_problem(exc)})") from None
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -134,6 +173,7 @@ def _model_logger(args: argparse.Namespace) -> Callable[[Any, dict[str, Any]], A
     from focustune.tracking.store_checks import check_tracking_uri
 
     tracking = args.tracking_uri or default_tracking_uri()
+    check_experiment_name(args.experiment, folder=False)
     check_tracking_uri(tracking)
     if args.register is not None:
         check_model_name(args.register)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from focustune.data.dataset import SPLITS, ImageDataset, Split
+from focustune.data.dataset import SPLITS, ImageDataset, Split, check_seed
 from focustune.data.imbalance import Imbalance, apply_imbalance, make_long_tailed
 from focustune.data.sources import SOURCES, DatasetSource, DataRequest
 from focustune.data.sources.embedded import EMBEDDED_DEFAULT
@@ -28,6 +28,7 @@ def load_dataset(spec: str, data_dir: str | os.PathLike | None = None, *, size: 
     profile keeps. The profile applies to the training split only. The result is validated and
     lives on the CPU.
     """
+    check_seed(seed, "--data-seed")
     request = DataRequest(Path(data_dir) if data_dir else None, size, download, seed)
     dataset = _source_for(spec).load(spec, request)
     if imbalance is not None:

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 
-from focustune.errors import DataError
+from focustune.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
+#: The smallest image side a dataset may have (the default model's two poolings need 4 px).
+MIN_IMAGE_SIZE = 4
+#: The largest seed (run or data): NumPy's and scikit-learn's seeds are 32-bit.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(value: int, option: str) -> None:
+    """Refuse a seed outside 0..MAX_SEED (``option`` names it in the message)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{option} {value}: a seed must be a whole number in 0..{MAX_SEED}")
 
 
 @dataclass
@@ -128,7 +139,16 @@ class ImageDataset:
         shapes = {tuple(self.split(s).images.shape[1:]) for s in SPLITS}
         if len(shapes) != 1:
             raise DataError(f"{self.name}: splits have different image shapes {sorted(shapes)}")
+        height, width = self.train.images.shape[-2:]
+        if height != width or width < MIN_IMAGE_SIZE:
+            raise DataError(f"{self.name}: images are {height} x {width} px; they must be square and at least "
+                            f"{MIN_IMAGE_SIZE} x {MIN_IMAGE_SIZE}")
         present = int((self.train.class_counts(self.num_classes) > 0).sum())
         if present < 2:
             raise DataError(f"{self.name}: the training split holds only one class")
+        in_val = torch.unique(self.val.labels).tolist()
+        if len(in_val) < 2:
+            warnings.warn(f"{self.name}: the validation split holds only class {self.class_names[in_val[0]]!r}, "
+                          "so its AUC is undefined (nan) and cannot select the best epoch", UserWarning,
+                          stacklevel=2)
         return self

@@ -18,15 +18,17 @@ from focustune.sweeps.spec import SweepSpec
 from focustune.sweeps.state import SweepState
 from focustune.records import STUDY_KEY
 from focustune.sweeps.trial_config import NOT_HYPERPARAMETERS, ResolvedTrial, resolve_trial
+from focustune.tracking.store_checks import check_database as check_store_database
 from focustune.tracking.store_checks import check_tracking_uri
-from focustune.tracking_schema import study_key
+from focustune.tracking_schema import check_experiment_name, study_key
 from focustune.training.loop import check_operating_point
 
 # ---------------------------------------------------------------- services
 
 
 def check_address(address: str | None) -> None:
-    """Refuse an unreachable ``host:port`` cluster address (``auto``/``local``/``ray://`` pass through)."""
+    """Refuse an unreachable ``host:port`` cluster address, or one where something answers that does not
+    speak Ray's protocol (gRPC over HTTP/2; ``auto``/``local`` pass through)."""
     if not address or address in ("auto", "local"):
         return
     parsed = urlparse(address if "://" in address else f"tcp://{address}")
@@ -34,27 +36,42 @@ def check_address(address: str | None) -> None:
         raise ConfigError(f"--address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
     if not reachable(parsed.hostname, parsed.port):
         raise ConfigError(f"--address {address}: no Ray cluster answers there (connection refused or timed out)")
+    if os.environ.get("RAY_USE_TLS", "0") in ("0", "") and not speaks_grpc(parsed.hostname, parsed.port):
+        raise ConfigError(f"--address {address}: something answers there, but not a Ray cluster (no gRPC answer "
+                          f"within {GRPC_PROBE_TIMEOUT_S:g} s); check the host and port (the head's GCS port, "
+                          "6379 by default, or ray://HOST:10001)")
+
+
+#: Seconds a cluster address has to answer an HTTP/2 greeting (Ray's GCS and client server are gRPC).
+GRPC_PROBE_TIMEOUT_S = 5.0
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + empty SETTINGS
+
+
+def speaks_grpc(host: str, port: int, timeout: float = GRPC_PROBE_TIMEOUT_S) -> bool:
+    """Whether ``host:port`` answers an HTTP/2 client greeting with a SETTINGS frame, as every gRPC
+    server does at once (a web server answers HTTP/1 or closes, a silent port sends nothing)."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as connection:
+            connection.settimeout(timeout)
+            connection.sendall(_HTTP2_PREFACE)
+            header = b""
+            while len(header) < 9:
+                chunk = connection.recv(9 - len(header))
+                if not chunk:
+                    return False
+                header += chunk
+    except OSError:
+        return False
+    return header[3] == 4  # frame type SETTINGS
 
 
 def check_database(url: str) -> None:
-    """Refuse an Optuna storage URL that does not parse, or whose database server does not answer
-    (a short connection attempt, so a wrong host fails in seconds, not at the first trial)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(f"--optuna-storage {url}: not a database URL (e.g. sqlite:///optuna.db, "
-                          "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB)") from None
-    port = parsed.port or DATABASE_PORTS.get(parsed.get_backend_name())
-    if parsed.host and port and not reachable(parsed.host, port):
-        raise ConfigError(f"--optuna-storage: no database server answers at {parsed.host}:{port} "
-                          "(connection refused or timed out); start it or correct the URL")
-
-
-#: Default ports of the database servers an Optuna storage URL may name without one.
-DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433, "oracle": 1521}
+    """Refuse an Optuna storage URL that does not parse, an SQLite file that cannot be opened or created,
+    or a database server that does not answer or refuses the connection (a short attempt, so a wrong
+    host or password fails in seconds, not at the first trial)."""
+    check_store_database(url, "--optuna-storage")
 
 
 def check_storage(root: str) -> None:
@@ -155,6 +172,11 @@ def check_local_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
 
 # ---------------------------------------------------------------- the request's own values
 
+#: Upper bounds of a study's search trials and seed re-runs (beyond them a sweep would never end).
+MAX_TRIALS = 100_000
+MAX_SEEDS = 1_000
+
+
 def _check_numbers(spec: SweepSpec) -> None:
     for name in ("trials", "epochs", "seeds", "max_concurrent", "cpus_per_trial", "gpus_per_trial"):
         value = getattr(spec, name)
@@ -164,6 +186,9 @@ def _check_numbers(spec: SweepSpec) -> None:
     for name, value, low in (("--trials", spec.trials, 1), ("--epochs", spec.epochs, 1), ("--seeds", spec.seeds, 0)):
         if value < low:
             raise ConfigError(f"{name} must be at least {low}, got {value}")
+    for name, value, high in (("--trials", spec.trials, MAX_TRIALS), ("--seeds", spec.seeds, MAX_SEEDS)):
+        if value > high:
+            raise ConfigError(f"{name} {value}: at most {high} per study")
     if spec.scheduler not in ("none", "asha"):
         raise ConfigError(f"--scheduler must be none or asha, got {spec.scheduler!r}")
     if spec.cpus_per_trial <= 0 or spec.gpus_per_trial < 0:
@@ -173,6 +198,7 @@ def _check_numbers(spec: SweepSpec) -> None:
 
 
 def _check_names(spec: SweepSpec) -> None:
+    check_experiment_name(spec.experiment, folder=True)
     if not spec.datasets:
         raise ConfigError("--datasets: name at least one dataset")
     labels = [d.name or d.dataset for d in spec.datasets]
@@ -197,6 +223,8 @@ def _check_outputs(spec: SweepSpec) -> None:
         check_model_name(spec.register)
     if spec.config_out and not Path(spec.config_out).expanduser().resolve().parent.is_dir():
         raise ConfigError(f"--config-out {spec.config_out}: folder {Path(spec.config_out).parent} does not exist")
+    if spec.config_out and Path(spec.config_out).expanduser().is_dir():
+        raise ConfigError(f"--config-out {spec.config_out} is a folder; name a file")
 
 
 def validate(spec: SweepSpec) -> None:
@@ -290,3 +318,22 @@ def check_study_names(spec: SweepSpec, keys: list[str]) -> None:
         raise ConfigError(f"--optuna-storage {url}: cannot open it ({type(exc).__name__}: {exc})") from exc
     if taken := sorted(existing & set(keys)):
         raise ConfigError(f"--optuna-storage {url} already holds {', '.join(taken)}; use another storage or --resume")
+
+
+def check_config_out(spec: SweepSpec, keys: list[str], overwrite: bool) -> None:
+    """Refuse to overwrite an existing ``--config-out`` file (one per study when there are several)
+    unless ``overwrite``; on ``--resume``, a study whose hand-over is done writes nothing and passes."""
+    from focustune.sweeps.delivery import config_locations
+
+    if not spec.config_out or overwrite:
+        return
+    done: set[str] = set()
+    if spec.resume and SweepState.exists(spec):
+        studies = SweepState.open(spec).studies
+        done = {key for key in keys if key in studies and studies[key].model is not None}
+    several = len(keys) > 1
+    taken = [place for key in keys if key not in done
+             for place in config_locations(spec, key, several)[1:] if Path(place).expanduser().exists()]
+    if taken:
+        raise ConfigError(f"--config-out: {', '.join(taken)} already exist(s); pass --overwrite to replace, "
+                          "or choose another --config-out")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from typing import TextIO
 from urllib.parse import urlparse
 
 from focustune.errors import ConfigError
+from focustune.network import reachable
 
 DEFAULT_PORT = 5000
 TRAINING_VIEW = "machine_learning"  # the UI's `workflowType` of its model-training view
@@ -45,7 +48,11 @@ def check_store(uri: str) -> None:
     """Refuse a store the UI cannot show: a missing sqlite file, or a tracking server (it serves its own UI)."""
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
-        raise ConfigError(f"--tracking-uri {uri} is an MLflow server, which serves the UI itself: open it in a browser")
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        if not reachable(parsed.hostname or "", port):
+            raise ConfigError(f"--tracking-uri {uri}: unreachable (nothing answers at {parsed.hostname}:{port})")
+        raise ConfigError(f"--tracking-uri {uri} is a server; an MLflow server serves the UI itself: open it in "
+                          "a browser")
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///").split("?")[0])
         if not path.is_file():
@@ -83,8 +90,10 @@ def serve(uri: str, host: str, port: int | None, out: TextIO = sys.stdout) -> in
     check_store(uri)
     port = choose_port(host, port)
     address = f"http://{host}:{port}"
-    proc = subprocess.Popen(ui_command(uri, host, port))
+    # its own process group: MLflow's UI runs its web server as a child, and both stop together
+    proc = subprocess.Popen(ui_command(uri, host, port), start_new_session=True)
     print(f"MLflow UI on {uri}: starting at {address} (Ctrl-C stops it)", file=out, flush=True)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         while proc.poll() is None and not _answers(address):
             time.sleep(0.5)
@@ -94,6 +103,23 @@ def serve(uri: str, host: str, port: int | None, out: TextIO = sys.stdout) -> in
                   *(f"  {link}" for link in links), sep="\n", file=out, flush=True)
         return proc.wait()
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait()
+        signal.signal(signal.SIGTERM, previous)
+        _stop(proc)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # so that serve's ``finally`` stops the UI's processes
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the UI's process group (the UI and its web server), SIGKILL after 15 s."""
+    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue

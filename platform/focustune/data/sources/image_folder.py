@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,13 +18,27 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".we
 DEFAULT_FOLDER_SIZE = 28
 
 
+def open_image(path: Path) -> Any:
+    """``path`` opened by PIL (not decoded yet); an image above PIL's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``, warning level included) is a DataError, never decoded."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: refused, a possible decompression bomb ({exc})") from None
+
+
 def read_image(path: Path, size: int, mode: str | None) -> np.ndarray | None:
     """``path`` decoded in PIL ``mode`` ('L' or 'RGB'; None: grey stays grey, else RGB), resized to
-    ``size`` x ``size`` (bilinear); None when the file cannot be read as an image."""
+    ``size`` x ``size`` (bilinear); None when the file cannot be read as an image, a DataError when it
+    is above PIL's decompression-bomb limit."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img = img.convert(mode or ("L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB"))
             if img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
@@ -57,12 +72,10 @@ def _read_class_folders(root: Path, size: int, mode: str | None,
 
 def _detect_mode(root: Path) -> str:
     """'L' when every image sampled is grey, else 'RGB' (all images are then converted alike)."""
-    from PIL import Image
-
     for file in sorted(root.rglob("*"))[:2000]:
         if file.suffix.lower() in IMAGE_SUFFIXES:
             try:
-                with Image.open(file) as img:
+                with open_image(file) as img:
                     if img.mode not in ("1", "L", "I", "I;16", "F", "LA"):
                         return "RGB"
             except OSError:

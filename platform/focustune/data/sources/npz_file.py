@@ -6,11 +6,13 @@ import hashlib
 import os
 import shutil
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from focustune.data.dataset import SPLITS, ImageDataset
+from focustune.data.dataset import SPLITS, ImageDataset, Split
 from focustune.data.sources.base import DatasetSource, DataRequest, register_source, split_from_numpy
 from focustune.errors import DataError
 from focustune.files import write_atomic
@@ -42,19 +44,42 @@ def _memory_mapped_member(path: Path, member: str, cache_dir: Path) -> np.ndarra
         raise DataError(f"{path}: {member} cannot be memory-mapped: {exc}") from exc
 
 
+#: What reading a damaged or hostile .npz raises: a truncated or empty file (BadZipFile, EOFError), a
+#: corrupt member (zlib.error, a CRC mismatch), an object array (ValueError: it would need pickle).
+NPZ_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def load_npz(path: str | os.PathLike, name: str | None = None, class_names: list[str] | None = None, *,
              memory_map_above: int = MEMORY_MAP_ABOVE, cache_dir: str | os.PathLike | None = None) -> ImageDataset:
     """Load a MedMNIST-layout ``.npz`` ({train,val,test}_{images,labels}) without pickle.
 
+    The classes are ``class_names`` if given, else the file's ``class_names`` array, else the labels of
+    the training split, which must then be exactly 0..K-1; a label outside the classes is refused.
     Images larger than ``memory_map_above`` bytes in total are memory-mapped from a one-off
     extraction under ``cache_dir`` (default ``$FOCUSTUNE_CACHE_DIR`` or ``~/.cache/focustune``).
     """
     path = Path(path)
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path} as an .npz archive: {exc}") from exc
-    with archive:
+        splits, class_names, mapped, image_bytes = _read_npz(path, class_names, memory_map_above,
+                                                             Path(cache_dir or CACHE_DIR))
+    except NPZ_READ_ERRORS as exc:
+        raise DataError(f"cannot read {path} as an .npz archive ({type(exc).__name__}: {exc})") from None
+    if class_names is None:
+        class_names = _classes_of_labels(path, splits["train"].labels)
+    dataset = ImageDataset(name=name or path.stem, class_names=class_names, source=str(path),
+                           task="binary-class" if len(class_names) == 2 else "multi-class",
+                           train=splits["train"], val=splits["val"], test=splits["test"])
+    if mapped:
+        dataset.notes.append(f"images ({image_bytes / 2**30:.2f} GiB) memory-mapped from an extraction "
+                             f"under {cache_dir or CACHE_DIR}")
+    return dataset.validate()
+
+
+def _read_npz(path: Path, class_names: list[str] | None, memory_map_above: int,
+              cache_dir: Path) -> tuple[dict[str, Split], list[str] | None, bool, int]:
+    """The splits, the declared class names (None when the file declares none), whether the images
+    are memory-mapped, and their bytes."""
+    with np.load(path, allow_pickle=False) as archive:
         keys = set(archive.files)
         needed = {f"{s}_{k}" for s in SPLITS for k in ("images", "labels")}
         if missing := sorted(needed - keys):
@@ -64,7 +89,7 @@ def load_npz(path: str | os.PathLike, name: str | None = None, class_names: list
         mapped = image_bytes > memory_map_above
         splits = {}
         for s in SPLITS:
-            images = (_memory_mapped_member(path, f"{s}_images.npy", Path(cache_dir or CACHE_DIR)) if mapped
+            images = (_memory_mapped_member(path, f"{s}_images.npy", cache_dir) if mapped
                       else archive[f"{s}_images"])
             labels = archive[f"{s}_labels"]
             if images.dtype != np.uint8:
@@ -81,16 +106,20 @@ def load_npz(path: str | os.PathLike, name: str | None = None, class_names: list
             splits[s] = split_from_numpy(images, labels)
         if class_names is None and "class_names" in keys:
             class_names = [str(c) for c in archive["class_names"].tolist()]
-    if class_names is None:
-        top = max(int(splits[s].labels.max()) for s in SPLITS if len(splits[s]))
-        class_names = [str(i) for i in range(top + 1)]
-    dataset = ImageDataset(name=name or path.stem, class_names=class_names, source=str(path),
-                           task="binary-class" if len(class_names) == 2 else "multi-class",
-                           train=splits["train"], val=splits["val"], test=splits["test"])
-    if mapped:
-        dataset.notes.append(f"images ({image_bytes / 2**30:.2f} GiB) memory-mapped from an extraction "
-                             f"under {cache_dir or CACHE_DIR}")
-    return dataset.validate()
+    return splits, class_names, mapped, image_bytes
+
+
+def _classes_of_labels(path: Path, labels: torch.Tensor) -> list[str]:
+    """Class names "0".."K-1" for a file that declares none: its training labels must be exactly 0..K-1
+    (a stray label, e.g. a 7 in two-class data, would otherwise make a class of its own)."""
+    if not len(labels):
+        raise DataError(f"{path}: the train split is empty")
+    present = torch.unique(labels)
+    if int(present.min()) < 0 or int(present.max()) != len(present) - 1:
+        shown = ", ".join(str(int(v)) for v in present[:10]) + (" ..." if len(present) > 10 else "")
+        raise DataError(f"{path}: the training labels ({shown}) are not 0..K-1, and the file declares no "
+                        "`class_names`; fix the labels, or add a `class_names` array naming every class")
+    return [str(i) for i in range(len(present))]
 
 
 @register_source

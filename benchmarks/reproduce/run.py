@@ -33,6 +33,8 @@ from protocols import CLAIMS, Arm, Claim, Setting  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 DEFAULT_RESULTS = HERE / "results"
+#: The machine of the runs written before run files recorded their CPU (the README's hardware section).
+EARLIER_CPU = "AMD EPYC (with AVX512-BF16), 2 cores (not in the run file)"
 #: ``all`` runs the cheapest claims first.
 SUITE_ORDER = ("imet-pneumonia", "learn2mix-mnist", "low-mnist", "mdgan-medmnist")
 #: The part of README.md that run.py writes (everything between these lines).
@@ -149,7 +151,8 @@ class ClaimRuns:
         if code != 0:
             return code
         record = json.loads(partial.read_text())
-        record["protocol"] = {**protocol, "argv": argv, "wall_s": round(time.monotonic() - began, 1)}
+        record["protocol"] = {**protocol, "argv": argv, "wall_s": round(time.monotonic() - began, 1),
+                              "cpu": cpu_name()}
         write_atomic(path, json.dumps(record))
         partial.unlink()
         return 0
@@ -209,16 +212,26 @@ def run_claim(claim: Claim, args: argparse.Namespace, out: Path, execute: Callab
 def summarise(claim: Claim, runs: Path, out: Path, quick: bool) -> None:
     from focustune_analysis.reproduction import summarise_claim
 
-    records = [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))]
+    records = [labelled(claim, p) for p in sorted(runs.glob("*.json"))]
     if not records:
         print(f"[{claim.name}] no finished run in {runs} yet: nothing to summarise", flush=True)
         return
-    host = {"cpu": cpu_name(), "python": platform.python_version(),
+    cpus = sorted({r["protocol"].get("cpu", EARLIER_CPU) for r in records})
+    host = {"cpu": "; ".join(cpus), "python": platform.python_version(),
             "precision": sorted({"float32" if r["params"].get("amp") is False else "amp (bf16 where native)"
                                  for r in records})}
     summary = summarise_claim(claim, records, out, host=host, quick=quick, planned=len(claim.runs(quick)))
     print(f"[{claim.name}] {summary['verdict_line']}\n[{claim.name}] wrote {out / 'summary.json'}, "
           f"{out / 'summary.md'}", flush=True)
+
+
+def labelled(claim: Claim, path: Path) -> dict:
+    """A run file's record with its setting and arm labelled as the protocol names them now (by the file's
+    indices: ``s<i>_a<j>_seed<k>``), so a renamed arm keeps its runs (their command lines are checked by ``stale``)."""
+    record = json.loads(path.read_text())
+    setting, arm = (int(part[1:]) for part in path.stem.split("_")[:2])
+    record["protocol"] = {**record["protocol"], "setting": claim.settings[setting].label, "arm": claim.arms[arm].label}
+    return record
 
 
 def write_readme_results(results: Path) -> None:

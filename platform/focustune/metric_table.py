@@ -33,6 +33,8 @@ class Metric:
     recorded: bool = False
     #: Per-class metrics: class ``i``'s value is tracked as ``<class_prefix><i>``.
     class_prefix: str | None = None
+    #: The range its values lie in (None: unbounded, e.g. a log-loss); reports print no interval outside it.
+    bounds: tuple[float, float] | None = (0.0, 1.0)
 
     @property
     def per_class(self) -> bool:

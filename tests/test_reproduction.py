@@ -488,3 +488,33 @@ def test_low_summary_shows_the_chosen_lambda_and_how_far_low_moved_the_weights(t
     assert "weight_std" not in arms["erm"] and "grid_choice" not in arms["erm"]
     text = (tmp_path / "summary.md").read_text()
     assert "| low | lam=0.1, lam=0.2, lam=0.3 | 0.000015" in text and "| paper | ours | why they differ |" in text
+
+
+def test_tuned_verdict_searches_every_arm_with_the_same_budget_and_runs_the_chosen_values(tmp_path):
+    """Each arm's search is the ordinary ``focustune sweep`` (same trials, ASHA, searched keys left free, the rest
+    of the protocol fixed); its chosen values become the arm's options for the claim's seeds; a finished search
+    is not run again."""
+    from focustune.run_config import RunConfig
+    from tuned import tune_claim
+
+    claim, sweeps = CLAIMS["imet-pneumonia"], []
+
+    def fake_sweep(argv):
+        sweeps.append(argv)
+        assert build_parser().parse_args(argv).command == "sweep"  # a plain `focustune sweep` command line
+        method, out = argv[argv.index("--methods") + 1], argv[argv.index("--config-out") + 1]
+        RunConfig(method=method, dataset="pneumoniamnist", params={"lr": 0.003, "batch_size": 64, "model": "x"},
+                  source={"val_score": 0.9}).write(out)
+        return 0
+
+    tuned, code = tune_claim(claim, "D", tmp_path, trials=7, execute=fake_sweep)
+    assert code == 0 and len(sweeps) == len(claim.arms)
+    for argv in sweeps:
+        sets = {argv[i + 1].partition("=")[0] for i, a in enumerate(argv) if a == "--set"}
+        assert argv[argv.index("--trials") + 1] == "7" and argv[argv.index("--scheduler") + 1] == "asha"
+        assert "model" in sets and not sets & {"lr", "batch_size", "weight_decay"}  # searched keys stay free
+    run_argv = tuned.argv(claim.settings[0], tuned.arms[0], 3, "D", False)
+    assert "lr=0.003" in run_argv and "model=imet_cnn" in run_argv and "model=x" not in run_argv
+    assert {r["trials"] for r in tuned.extra["tuning"]} == {7} and tuned.extra["tuning"][0]["chosen"] == {
+        "lr": 0.003, "batch_size": 64}
+    assert tune_claim(claim, "D", tmp_path, trials=7, execute=fake_sweep)[1] == 0 and len(sweeps) == len(claim.arms)

@@ -255,15 +255,21 @@ def readme_block(summaries: list[dict[str, Any]]) -> str:
     for summary in summaries:
         text = (markdown(summary).replace("\n## ", "\n#### ").replace("# ", "### ", 1)
                 .replace(f"]({FIGURE})", f"](results/{summary['claim']}/{FIGURE})"))
-        parts.append(text + f"\nRegenerate: `python benchmarks/reproduce/run.py {summary['claim']}` "
-                            f"(runs whose JSON exists are not re-run; delete `results/{summary['claim']}/runs` "
-                            "to start afresh).\n")
+        tuned = "tuning" in summary
+        where = f"results/{'tuned/' if tuned else ''}{summary['claim']}"
+        if tuned:
+            text = text.replace(f"](results/{summary['claim']}/{FIGURE})", f"]({where}/{FIGURE})")
+        parts.append(text + f"\nRegenerate: `python benchmarks/reproduce/run.py {summary['claim']}"
+                            f"{' --tuned' if tuned else ''}` (runs and searches whose files exist are not re-run; "
+                            f"delete `{where}` to start afresh).\n")
     return "\n".join(parts)
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    lines = [f"# {summary['claim']}: {summary['paper']}", "", f"Claim: {summary['statement']}.", "",
-             *_fidelity_lines(summary.get("fidelity", [])),
+    tuned = "tuning" in summary
+    lines = [f"# {summary['claim']}{' (tuned, equal budget)' if tuned else ' (as published)'}: {summary['paper']}",
+             "", f"Claim: {summary['statement']}.", "",
+             *(_tuning_lines(summary["tuning"]) if tuned else _fidelity_lines(summary.get("fidelity", []))),
              f"**Verdict{_interim(summary)}: {summary['verdict']}**: {summary['verdict_line']}.", "",
              *_claim_test_lines(summary.get("claim_tests", [])),
              *_claim_test_lines(summary.get("extra_tests", []), "Comparisons shown beside the claim, graded by the "
@@ -289,6 +295,17 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += (_grid_lines(setting) + _stage_lines(setting) + _reach_lines(setting) + _augmented_lines(setting)
                   + _probe_lines(setting))
     return "\n".join(lines) + "\n"
+
+
+def _tuning_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["Every arm's hyperparameters chosen by `focustune sweep` (Optuna, ASHA, selected on validation), the "
+             "same trials per arm; the protocol's other options fixed; then the claim's seeds with the chosen values:",
+             "", "| setting | arm | trials x epochs | searched | chosen |", "|---|---|---|---|---|"]
+    lines += [f"| {r['setting']} | {r['arm']} | {r['trials']} x {r['epochs']} ({r['searcher']}, {r['scheduler']}) | "
+              f"{', '.join(r['searched'])} | "
+              f"{', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in r['chosen'].items())} |"
+              for r in rows]
+    return lines + [""]
 
 
 def _selection_lines(summary: dict[str, Any]) -> list[str]:

@@ -62,6 +62,8 @@ class Arm:
 
     #: The settings (labels) this arm runs in (empty: every setting of its claim).
     settings: tuple[str, ...] = ()
+    #: Options of the arm in one setting only, (setting label, options) pairs (a tuned arm's chosen values).
+    per_setting: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def points(self, quick: bool) -> tuple[str, ...]:
         return self.quick_grid if quick and self.quick_grid is not None else self.grid
@@ -114,8 +116,8 @@ class Claim:
     def argv(self, setting: Setting, arm: Arm, seed: int, data_dir: str, quick: bool,
              point: str | None = None) -> list[str]:
         """The ``focustune train`` arguments of one run (without ``--output-json``); ``point``: a grid point."""
-        sets = _merged_sets([*self.common, *arm.options, *(arm.quick_options if quick else ()),
-                             *(("--set", point) if point else ())])
+        sets = merged_sets([*self.common, *arm.options, *dict(arm.per_setting).get(setting.label, ()),
+                            *(arm.quick_options if quick else ()), *(("--set", point) if point else ())])
         data_seed = ("--data-seed", str(seed)) if setting.data_seed_per_run else ()
         epochs = self.quick_epochs if quick else setting.epochs or self.epochs
         return ["train", "--method", arm.method, "--dataset", setting.dataset, "--data-dir", data_dir,
@@ -123,7 +125,7 @@ class Claim:
                 "--seed", str(seed), *sets, "--quiet"]
 
 
-def _merged_sets(options: list[str]) -> list[str]:
+def merged_sets(options: list[str]) -> list[str]:
     """``--set KEY=VALUE`` pairs with a later value of a key replacing an earlier one."""
     values: dict[str, str] = {}
     for flag, item in zip(options[::2], options[1::2]):

@@ -441,7 +441,8 @@ def test_zero_variance_differences_get_an_exact_test_never_nan():
 def test_detectable_effect_and_seeds_to_resolve_follow_the_spread():
     assert minimal_detectable_effect(0.01, 5) == pytest.approx(0.0168, abs=5e-4)  # noncentral t, 80% power
     assert minimal_detectable_effect(0.01, 20) < minimal_detectable_effect(0.01, 5)
-    assert seeds_to_resolve(0.01, 0.016) == 9 and seeds_to_resolve(0.0, 0.016) == 2
+    assert seeds_to_resolve(0.01, 0.016) == 9 and seeds_to_resolve(0.0, 0.016) == 6  # exact test: 2/2^6 < 0.05
+    assert math.isinf(minimal_detectable_effect(0.0, 5)) and minimal_detectable_effect(0.0, 6) == 0
     assert seeds_to_resolve(0.01, None) is None
 
 

@@ -121,8 +121,8 @@ def minimal_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: flo
     from ``n`` pairs whose differences have standard deviation ``sd`` (noncentral t; NaN below 2)."""
     if n < 2 or not math.isfinite(sd):
         return math.nan
-    if sd == 0:
-        return 0.0
+    if sd == 0:  # the exact sign-flip test decides: any effect once 2/2^n < alpha, none before
+        return 0.0 if wilcoxon_floor(n) < alpha else math.inf
     df, crit = n - 1, float(stats.t.ppf(1 - alpha / 2, n - 1))
 
     def shortfall(effect: float) -> float:
@@ -141,8 +141,8 @@ def seeds_to_resolve(sd: float, effect: float | None, confidence: float = 0.95, 
     comparison is decided either way (None: no effect, no spread estimate, or more than ``most``)."""
     if effect is None or not math.isfinite(sd) or effect <= 0:
         return None
-    if sd == 0:
-        return 2
+    if sd == 0:  # the exact sign-flip test's interval is bounded from 2/2^n < 1 - confidence on
+        return next(n for n in range(2, 64) if wilcoxon_floor(n) < 1 - confidence)
     quantile = 0.5 + confidence / 2
     n = next((n for n in range(2, most + 1) if float(stats.t.ppf(quantile, n - 1)) * sd / math.sqrt(n) < effect / 2),
              None)

@@ -594,3 +594,19 @@ def test_compare_cli_takes_the_selection_and_refuses_others(phased, tmp_path, ca
     with pytest.raises(SystemExit) as exc:
         main(["compare", "--experiment", "phased", "--tracking-uri", uri, "--selection", "latest"])
     assert exc.value.code == 2
+
+
+def test_compare_prints_no_interval_outside_a_bounded_metrics_range():
+    """Two seeds of balanced accuracy 0.2 and 0.9: the t-interval [-4.1, 5.2] says nothing about a quantity in
+    [0, 1]; the report says the n is too small for an interval instead of printing it."""
+    from focustune_analysis.report_text import mean_se
+    from focustune_analysis.stats import NO_INTERVAL, estimate, within
+
+    wide = estimate([0.2, 0.9])
+    assert wide.low < 0 and within(wide, (0.0, 1.0)).low != within(wide, (0.0, 1.0)).low  # dropped (NaN)
+    kept = within(estimate([0.80, 0.82, 0.81]), (0.0, 1.0))
+    assert 0 < kept.low < kept.high < 1
+    e = within(wide, (0.0, 1.0))
+    row = pd.Series({"balanced_acc": e.mean, "balanced_acc_se": e.se, "balanced_acc_low": e.low,
+                     "balanced_acc_high": e.high})
+    assert mean_se(row, "balanced_acc") == f"0.550 ± 0.350 ({NO_INTERVAL})"

@@ -181,7 +181,7 @@ def test_predict_applies_the_stored_temperature_and_offsets(tmp_path, capsys):
     def predicted(temperature: float, offsets: list[float] | None) -> tuple[np.ndarray, list[str]]:
         card_file.write_text(json.dumps({**card, "temperature": temperature, "offsets": offsets}))
         assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "new.npz"),
-                     "--output", str(tmp_path / "p.csv")]) == 0
+                     "--output", str(tmp_path / "p.csv"), "--overwrite"]) == 0
         rows = read_csv(tmp_path / "p.csv")
         return np.array([[float(r[f"prob_c{i}"]) for i in range(3)] for r in rows]), [r["class"] for r in rows]
 

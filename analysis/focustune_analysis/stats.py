@@ -132,7 +132,10 @@ def minimal_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: flo
     high = sd
     while shortfall(high) < 0:
         high *= 2
-    return float(optimize.brentq(shortfall, 0.0, high))
+    try:
+        return float(optimize.brentq(shortfall, 0.0, high))
+    except ValueError:  # scipy's noncentral t gives NaN for some shifts at very few degrees of freedom
+        return math.nan
 
 
 def seeds_to_resolve(sd: float, effect: float | None, confidence: float = 0.95, most: int = 10_000) -> int | None:

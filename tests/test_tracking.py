@@ -127,7 +127,6 @@ def test_queued_operations_and_the_callback_pickle_with_the_experiment_and_resto
 
 def test_a_methods_images_reach_mlflow_as_image_artifacts_at_their_paths(tmp_path, tiny_dataset):
     """mdgan's GAN sample grids: ``Method.images`` -> the trial's result -> PNG artifacts of its run."""
-    from mlflow import MlflowClient
     from PIL import Image
 
     from focustune.config import resolve
@@ -143,18 +142,27 @@ def test_a_methods_images_reach_mlflow_as_image_artifacts_at_their_paths(tmp_pat
     grids = trainer.method.images()
     assert grids and all(path.startswith("gan/samples_class_") and path.endswith(".png") for path in grids)
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    experiment = client.create_experiment("images", artifact_location=(tmp_path / "artifacts").as_uri())
-    run_id = client.create_run(experiment).info.run_id
-    tracking = TrialRuns(uri, experiment, {}, {"sweep_id": "s"}, params_for=dict)
-    tracking.runs["t1"] = run_id
+    client, run_id, tracking = _one_trial_run(tmp_path, "images")
     last = TrialReport(epoch=trainer.epoch, total_epochs=trainer.total_epochs, objective=0.0, busy_since=0.0,
                        busy_until=0.0)
     tracking._apply(EndRun("t1", "FINISHED", {}, {}, dict(with_final(last, trainer).artifacts or {})))
     for path, grid in grids.items():
         image = Image.open(client.download_artifacts(run_id, path, str(tmp_path / "down")))
         assert image.size == (grid.shape[2], grid.shape[1])
+
+
+def _one_trial_run(tmp_path, experiment_name: str):
+    """A client of a fresh sqlite store, a run in a new experiment, and the sweep's writer knowing
+    that run as trial ``t1``'s."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment(experiment_name, artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    tracking = TrialRuns(uri, experiment, {}, {"sweep_id": "s"}, params_for=dict)
+    tracking.runs["t1"] = run_id
+    return client, run_id, tracking
 
 
 def test_a_trials_run_gets_per_class_metrics_by_name_and_its_calibration(tmp_path, tiny_dataset):
@@ -164,7 +172,6 @@ def test_a_trials_run_gets_per_class_metrics_by_name_and_its_calibration(tmp_pat
     import json
     from pathlib import Path
 
-    from mlflow import MlflowClient
 
     from focustune.config import resolve
     from focustune.methods import get_method
@@ -180,12 +187,7 @@ def test_a_trials_run_gets_per_class_metrics_by_name_and_its_calibration(tmp_pat
     result = trainer.fit()
     reports[-1] = with_final(reports[-1], trainer)
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    experiment = client.create_experiment("classes", artifact_location=(tmp_path / "artifacts").as_uri())
-    run_id = client.create_run(experiment).info.run_id
-    tracking = TrialRuns(uri, experiment, {}, {"sweep_id": "s"}, params_for=dict)
-    tracking.runs["t1"] = run_id
+    client, run_id, tracking = _one_trial_run(tmp_path, "classes")
     for report in reports:
         tracking.epoch_reported("t1", report.to_result())
     tracking.trial_completed("t1", reports[-1].to_result())

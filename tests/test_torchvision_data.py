@@ -168,6 +168,7 @@ def test_bad_imbalance_options_exit_2_before_loading(args, message, tmp_path, ca
 def test_sweep_gets_the_same_data_as_train(idx_root, tmp_path, monkeypatch):
     """The sweep driver loads with --imbalance/--data-seed exactly as `train` does (Ray is not started)."""
     import focustune.sweeps.runner as runner
+    from focustune.records import StudyRecord
 
     seen = {}
 
@@ -179,7 +180,7 @@ def test_sweep_gets_the_same_data_as_train(idx_root, tmp_path, monkeypatch):
 
         def run(self, datasets, warm_starts=None):
             seen["train"] = datasets["mnist"].train
-            return {"mnist/erm": {}}
+            return {"mnist/erm": StudyRecord()}
 
     monkeypatch.setattr(runner, "Sweep", CapturingSweep)
     monkeypatch.chdir(tmp_path)

@@ -188,8 +188,7 @@ def audit_sentences(audit: pd.DataFrame, correlations: pd.DataFrame, dataset: st
     lines = []
     for method, rows in table.groupby("method", sort=False):
         marked = {verdict: rows[rows["verdict"] == verdict] for verdict in (FIXES, BREAKS)}
-        parts = [f"{verdict} " + ", ".join(f"{r['class']} ({r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}])"
-                                           for _, r in found.iterrows())
+        parts = [f"{verdict} " + ", ".join(_marked_class(r) for _, r in found.iterrows())
                  for verdict, found in marked.items() if not found.empty]
         lines.append(f"Per-class audit: {method} " + ("; ".join(parts) if parts else "fixes and breaks no class")
                      + f" (test recall vs {baseline}, paired by seed, 95% CI excluding 0).")
@@ -205,3 +204,6 @@ def audit_sentences(audit: pd.DataFrame, correlations: pd.DataFrame, dataset: st
                          f"(p={r['spearman_p']:.2g}).")
     return lines
 
+
+def _marked_class(row: pd.Series) -> str:
+    return f"{row['class']} ({row['diff']:+.2f} [{row['diff_low']:+.2f}, {row['diff_high']:+.2f}])"

@@ -10,30 +10,31 @@ import math
 import numpy as np
 import pandas as pd
 
-from focustune.tracking_schema import CALIBRATION_ARTIFACT
+from focustune.metric_table import CALIBRATED_SUFFIX, CALIBRATION_METRICS
+from focustune.tracking_schema import CALIBRATION_ARTIFACT, TEMPERATURE
 from focustune_analysis.audit import bounded_interval
 from focustune_analysis.collect import Collection
 from focustune_analysis.results import json_artifacts
 from focustune_analysis.stats import estimate
 
-#: The calibration metrics (rows of ``metric_table``) and the range of a change in each (after minus
-#: before temperature scaling): ECE lies in [0, 1], the multi-class Brier score in [0, 2], NLL in [0, inf).
-CALIBRATION_METRICS = {"ece": (-1.0, 1.0), "brier": (-2.0, 2.0), "nll": (-math.inf, math.inf)}
-CALIBRATED_SUFFIX = "_calibrated"
+#: The range of a change in each calibration metric (after minus before temperature scaling): ECE lies
+#: in [0, 1], the Brier score (summed over classes) in [0, 2], NLL in [0, inf).
+CHANGE_RANGE = {"ece": (-1.0, 1.0), "brier": (-2.0, 2.0)}
 STAGES = ("before", "after")
 CALIBRATION_COLUMNS = ["dataset", "method", "metric", "n", "before", "before_se", "after", "after_se", "change",
-                       "change_low", "change_high", "note"]
-BIN_COLUMNS = ["dataset", "method", "stage", "bin", "confidence", "accuracy", "count", "runs", "temperature"]
+                       "change_low", "change_high", "note", "temperature", "temperature_se"]
+BIN_COLUMNS = ["dataset", "method", "stage", "bin", "confidence", "accuracy", "count", "runs"]
 
 
 def calibration_table(c: Collection, confidence: float = 0.95) -> pd.DataFrame:
     """Per dataset, method and calibration metric with any value: the test value before and after
-    temperature scaling (mean and SE over the selected runs) and the change, after minus before,
+    temperature scaling (mean and SE over the selected runs), the mean temperature, and the change, after minus before,
     paired by run, with its t-interval cut at the change's range (NaN and a note where the runs give
     none)."""
     rows = []
     for (dataset, method), runs in c.selected().groupby(["dataset", "method"]):
-        for metric, bounds in CALIBRATION_METRICS.items():
+        temperature = estimate(runs.get(TEMPERATURE, pd.Series(dtype=float)).tolist(), confidence)
+        for metric in CALIBRATION_METRICS:
             before = runs.get(f"test_{metric}", pd.Series(math.nan, index=runs.index)).astype(float)
             after = runs.get(f"test_{metric}{CALIBRATED_SUFFIX}", pd.Series(math.nan, index=runs.index)).astype(float)
             if before.isna().all() and after.isna().all():
@@ -41,25 +42,24 @@ def calibration_table(c: Collection, confidence: float = 0.95) -> pd.DataFrame:
             b, a = estimate(before.tolist(), confidence), estimate(after.tolist(), confidence)
             both = before.notna() & after.notna()
             change = estimate((after[both] - before[both]).tolist(), confidence)
-            low, high, note = bounded_interval(change, bounds)
+            low, high, note = bounded_interval(change, CHANGE_RANGE.get(metric, (-math.inf, math.inf)))
             rows.append({"dataset": dataset, "method": method, "metric": metric, "n": int(both.sum()),
                          "before": b.mean, "before_se": b.se, "after": a.mean, "after_se": a.se,
                          "change": change.mean, "change_low": low, "change_high": high,
-                         "note": note.replace("difference", "change")})
+                         "note": note.replace("difference", "change"), "temperature": temperature.mean,
+                         "temperature_se": temperature.se})
     return pd.DataFrame(rows, columns=CALIBRATION_COLUMNS)
 
 
 def reliability_bins(c: Collection) -> pd.DataFrame:
     """Per dataset, method, stage (``before``/``after`` temperature scaling) and bin: confidence and
     accuracy pooled over the selected runs' ``calibration.json`` (each run's bin weighted by its
-    count, so an empty bin adds nothing), the pooled count, how many runs had the artifact and
-    their mean temperature."""
+    count, so an empty bin adds nothing), the pooled count and how many runs had the artifact."""
     rows = []
     for (dataset, method), runs in c.selected().groupby(["dataset", "method"]):
         found = list(json_artifacts(c, list(runs["run_id"]), CALIBRATION_ARTIFACT).values())
         if not found:
             continue
-        temperature = float(np.mean([float(payload["temperature"]) for payload in found]))
         for stage in STAGES:
             counts = np.array([payload[stage]["count"] for payload in found], dtype=float)
             total = counts.sum(axis=0)
@@ -67,7 +67,7 @@ def reliability_bins(c: Collection) -> pd.DataFrame:
                       for key in ("confidence", "accuracy")}
             rows += [{"dataset": dataset, "method": method, "stage": stage, "bin": i,
                       "confidence": pooled["confidence"][i], "accuracy": pooled["accuracy"][i], "count": int(total[i]),
-                      "runs": len(found), "temperature": temperature} for i in range(len(total))]
+                      "runs": len(found)} for i in range(len(total))]
     return pd.DataFrame(rows, columns=BIN_COLUMNS)
 
 
@@ -81,19 +81,14 @@ def _weighted(values: np.ndarray, counts: np.ndarray, total: np.ndarray) -> np.n
     return np.divide(weighted, total, out=np.full(total.shape, math.nan), where=total > 0)
 
 
-def calibration_sentences(table: pd.DataFrame, bins: pd.DataFrame, dataset: str) -> list[str]:
+def calibration_sentences(table: pd.DataFrame, dataset: str) -> list[str]:
     """Calibration on ``dataset`` in words: each method's test ECE before and after temperature
-    scaling, with the temperature where the artifacts give it; or that it was not recorded."""
+    scaling and its mean temperature (nothing when no run recorded calibration)."""
     rows = table[(table["dataset"] == dataset) & (table["metric"] == "ece")]
     if rows.empty:
         return []
-    temperatures = bins[bins["dataset"] == dataset].groupby("method")["temperature"].first()
-    parts = []
-    for _, r in rows.iterrows():
-        text = f"{r['method']} {_value(r['before'])} → {_value(r['after'])}"
-        if r["method"] in temperatures:
-            text += f" (T={temperatures[r['method']]:.2f})"
-        parts.append(text)
+    parts = [f"{r['method']} {_value(r['before'])} → {_value(r['after'])}"
+             + (f" (T={r['temperature']:.2f})" if math.isfinite(r["temperature"]) else "") for _, r in rows.iterrows()]
     return ["Calibration: test ECE before → after temperature scaling (fitted on validation): " + "; ".join(parts)
             + "."]
 

@@ -718,6 +718,7 @@ def test_recall_is_correlated_with_training_class_frequency_per_method(audited):
     frequencies = [n / 1000 for n in AUDIT_COUNTS.values()]
     erm = table.loc["erm"]
     assert erm["classes"] == 4 and erm["spearman_rho"] == pytest.approx(1.0)
+    assert erm["spearman_p"] == pytest.approx(2 / 24)  # exact: 2 of the 4! pairings are as extreme
     assert erm["pearson_r"] == pytest.approx(np.corrcoef(frequencies, list(ERM_RECALL.values()))[0, 1])
     low_means = [statistics.fmean(audit_recall("low", n, s) for s in (1, 2, 3, 4)) for n in AUDIT_COUNTS]
     assert table.loc["low", "pearson_r"] == pytest.approx(np.corrcoef(frequencies, low_means)[0, 1])

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogLocator, MaxNLocator, NullLocator, PercentFormatter
 
 from focustune.files import write_atomic
 from focustune.metric_table import metric_label
@@ -328,18 +328,22 @@ def recall_frequency_figure(recall: pd.DataFrame, correlations: pd.DataFrame, da
         name = f"{method} (Spearman ρ={r:+.2f})" if math.isfinite(r) else method
         ax.plot(group["train_frequency"], group["recall"], marker="o", ms=5, lw=1.2, color=palette(method),
                 label=name, alpha=0.85)
-    frequencies = table.drop_duplicates("class").sort_values("train_frequency")
-    for _, row in frequencies.iterrows():
-        ax.annotate(str(row["class"]), (row["train_frequency"], 0), xycoords=("data", "axes fraction"),
-                    rotation=90, fontsize=6, color="grey", va="bottom", ha="center")
     if table["train_frequency"].min() > 0 and table["train_frequency"].max() / table["train_frequency"].min() >= 10:
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+    classes = table.drop_duplicates("class").sort_values("train_frequency")
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(list(classes["train_frequency"]), [str(c) for c in classes["class"]], rotation=90, fontsize=6)
+    top.xaxis.set_minor_locator(NullLocator())
+    top.tick_params(length=2)
     ax.set_ylim(-0.02, 1.05)
     ax.set_xlabel("training-class frequency (share of the training split)")
     ax.set_ylabel("test recall (mean over seeds)")
     _legend(ax, fontsize=7)
     ax.grid(alpha=0.3)
-    ax.set_title(f"{dataset}: per-class test recall against training-class frequency", fontsize=9)
+    ax.set_title(f"{dataset}: per-class test recall against training-class frequency (top: the classes)", fontsize=9)
     return fig
 
 

@@ -205,7 +205,7 @@ def audit_sentences(audit: pd.DataFrame, correlations: pd.DataFrame, dataset: st
     if not marks.empty:
         kept = int((marks["t_p_holm"] < alpha).sum())
         lines.append(f"Of these {len(marks)} marked class(es), {kept} remain significant at α={alpha:g} after Holm "
-                     f"correction over all {int(audit['t_p'].notna().sum())} per-class tests.")
+                     f"correction over all {int(audit['t_p'].notna().sum())} per-class tests of the report.")
     for _, r in correlations[correlations["dataset"] == dataset].iterrows():
         if math.isfinite(r["spearman_rho"]):
             lines.append(f"{r['method']}: test recall vs training-class frequency over {r['classes']} classes, "

@@ -212,7 +212,8 @@ def _audit_section(doc: Document, t: ReportTables, dataset: str, figures: Mappin
                       "classes; Holm p: the paired t-test's p, Holm-adjusted over every per-class test of the "
                       "report). 'n too small': fewer than 2 paired seeds, or an interval wider than the range. The "
                       "interval holds seed-to-seed variation only: a class with few test images has a recall that "
-                      "moves in large steps (see the confusion matrices). Classes rarest first.")
+                      "moves in large steps (see the confusion matrices). Classes rarest first where training counts "
+                      "were recorded.")
     _figure(doc, figures, dataset, "recall_frequency",
             f"{dataset}: test recall per class (mean over seeds) against the class's share of the training split")
     correlations = t.correlations[t.correlations["dataset"] == dataset]

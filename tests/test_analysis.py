@@ -603,6 +603,22 @@ def test_compare_cli_takes_the_selection_and_refuses_others(phased, tmp_path, ca
     assert exc.value.code == 2
 
 
+def test_compare_prints_no_interval_outside_a_bounded_metrics_range():
+    """Two seeds of balanced accuracy 0.2 and 0.9: the t-interval [-4.1, 5.2] says nothing about a quantity in
+    [0, 1]; the report says the n is too small for an interval instead of printing it."""
+    from focustune_analysis.report_text import mean_se
+    from focustune_analysis.stats import NO_INTERVAL, estimate, within
+
+    wide = estimate([0.2, 0.9])
+    assert wide.low < 0 and within(wide, (0.0, 1.0)).low != within(wide, (0.0, 1.0)).low  # dropped (NaN)
+    kept = within(estimate([0.80, 0.82, 0.81]), (0.0, 1.0))
+    assert 0 < kept.low < kept.high < 1
+    e = within(wide, (0.0, 1.0))
+    row = pd.Series({"balanced_acc": e.mean, "balanced_acc_se": e.se, "balanced_acc_low": e.low,
+                     "balanced_acc_high": e.high})
+    assert mean_se(row, "balanced_acc") == f"0.550 ± 0.350 ({NO_INTERVAL})"
+
+
 # ---------------------------------------------------------------- per-class audit and calibration
 
 AUDIT_COUNTS = {"common": 700, "mid": 200, "uncommon": 80, "rare": 20}  # training images per class (1000)
@@ -692,22 +708,26 @@ def test_the_audit_marks_the_class_a_method_fixes_and_the_one_another_breaks(aud
     assert set(focal.loc[["rare", "uncommon", "mid"], "verdict"]) == {""}
     single = table[table["method"] == "oversample"]
     assert len(single) == 4 and set(single["verdict"]) == {""} and single["diff_low"].isna().all()
-    assert set(single["note"]) == {"n too small (n=1): no interval"}
+    assert set(single["note"]) == {"n too small for an interval (n=1)"}
     assert table["t_p_holm"].dropna().ge(table["t_p"].dropna()).all()
     assert "erm" not in set(table["method"])
 
 
-def test_a_printed_interval_never_leaves_the_metric_range():
-    from focustune_analysis.audit import RECALL_DIFFERENCE_RANGE, bounded_interval
-    from focustune_analysis.stats import estimate
+def test_an_audit_interval_follows_compares_interval_rule():
+    from focustune_analysis.audit import bounded_interval, difference_range
+    from focustune_analysis.stats import NO_INTERVAL, paired_test
 
-    near_one = estimate([0.9, 0.7, 0.95])  # t-interval [0.52, 1.18]: cut at 1
-    low, high, note = bounded_interval(near_one, RECALL_DIFFERENCE_RANGE)
-    assert near_one.high > 1 and high == 1.0 and low == pytest.approx(near_one.low) and "cut" in note
-    assert math.isnan(bounded_interval(estimate([0.6, -0.4]), RECALL_DIFFERENCE_RANGE)[0])  # t(1): wider than [-1, 1]
-    assert "whole range" in bounded_interval(estimate([0.6, -0.4]), RECALL_DIFFERENCE_RANGE)[2]
-    assert "same difference" in bounded_interval(estimate([0.5, 0.5, 0.5]), RECALL_DIFFERENCE_RANGE)[2]
-    assert bounded_interval(estimate([0.1, 0.2, 0.15]), RECALL_DIFFERENCE_RANGE)[2] == ""
+    recall = difference_range("per_class_recall")
+    assert recall == (-1.0, 1.0)
+    near_one = paired_test([0.95, 0.75, 1.0], [0.05, 0.05, 0.05])  # t-interval [0.52, 1.18] leaves [-1, 1]
+    assert near_one.difference.high > 1 and bounded_interval(near_one, recall)[2] == f"{NO_INTERVAL} (n=3)"
+    assert bounded_interval(paired_test([0.7], [0.1]), recall)[2] == f"{NO_INTERVAL} (n=1)"
+    low, high, note = bounded_interval(paired_test([0.3, 0.4, 0.35], [0.1, 0.1, 0.1]), recall)
+    assert 0 < low < 0.25 < high < 0.5 and note == ""
+    same = paired_test([1.0] * 6, [0.5] * 6)  # no spread: the exact sign-flip test (p = 2/2^6) gives [0.5, 0.5]
+    assert bounded_interval(same, recall) == (0.5, 0.5, "the same difference on every seed: exact sign-flip test")
+    assert math.isnan(bounded_interval(paired_test([1.0] * 3, [0.5] * 3), recall)[0])  # 2/2^3 > 0.05: none
+    assert difference_range("nll") is None and difference_range("brier") == (-2.0, 2.0)
 
 
 def test_recall_is_correlated_with_training_class_frequency_per_method(audited):
@@ -757,7 +777,7 @@ def test_the_report_shows_the_audit_and_calibration_and_the_summary_run_logs_the
     rare_row = next(line for line in text.splitlines() if line.startswith("| low | rare |"))
     assert "**fixes**" in rare_row and "20 (2.0%)" in rare_row
     assert "**breaks**" in next(line for line in text.splitlines() if line.startswith("| focal | common |"))
-    assert "n too small (n=1)" in text and "focal: calibration not recorded" in text
+    assert "n too small for an interval (n=1)" in text and "focal: calibration not recorded" in text
     figures = {p.name for p in (report.out / "figures").glob("*.png")}
     assert {"skin_recall_vs_frequency.png", "skin_reliability.png"} <= figures
     assert "(figures/skin_recall_vs_frequency.png)" in text and "(figures/skin_reliability.png)" in text

@@ -92,6 +92,21 @@ def test_start_of_finetuning_augments_the_worst_classes_by_the_share():
     assert set(method.sample_grids) == {1, 3} and all(g.dtype == torch.uint8 for g in method.sample_grids.values())
 
 
+def test_real_image_control_adds_the_same_count_of_the_class_own_images_and_trains_no_gan(monkeypatch):
+    dataset = make_dataset((40, 12, 6, 20), eval_per_class=10)
+    probs = torch.nn.functional.one_hot(torch.zeros_like(dataset.val.labels), 4).float()  # class 1..3 all wrong
+    monkeypatch.setattr(FastGAN, "fit", lambda *a, **k: pytest.fail("the real-image control trains no GAN"))
+    _, params = resolve(MDGAN, {"gan_classes": 1, "generated_share": 0.5, "augment_with": "real", **TINY_GAN})
+    method = MDGAN(params)
+    run = _fake_run(dataset, probs)
+    method.start_phase(method.phases(run.config)[1], 1, run)
+    data = method.training_data(run)
+    added, labels = data.images[len(dataset.train):], data.labels[len(dataset.train):]
+    assert method.classes == [1] and len(added) == round(0.5 * 12) and set(labels.tolist()) == {1}
+    own = dataset.train.images[dataset.train.labels == 1].flatten(1)
+    assert all((own == image.flatten()).all(dim=1).any() for image in added)  # each one of the class's real images
+
+
 @pytest.mark.parametrize("settings, steps", [({"gan_steps": 7}, 7), ({"gan_steps": 7, "gan_epochs": 2.0}, 3),
                                              ({"gan_epochs": 0.01}, 1)])
 def test_the_gan_budget_is_steps_or_passes_over_the_class(settings, steps, monkeypatch):

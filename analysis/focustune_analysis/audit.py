@@ -19,12 +19,10 @@ from scipy import stats
 from focustune.metric_table import metric_row
 from focustune.tracking_schema import TRAIN_COUNT_PREFIX, class_metric_name
 from focustune_analysis.collect import SELECTED_RERUN, Collection
-from focustune_analysis.stats import Estimate, estimate, holm, paired_test
+from focustune_analysis.stats import NO_INTERVAL, PairedTest, estimate, holm, paired_test, within
 
 RECALL_PREFIX = class_metric_name("test", "recall", "")
 LEGACY_RECALL_PREFIX = f"test_{metric_row('per_class_recall').class_prefix}"
-#: Where a difference of two recalls can lie.
-RECALL_DIFFERENCE_RANGE = (-1.0, 1.0)
 FIXES, BREAKS = "fixes", "breaks"
 #: Random pairings of a correlation's permutation test beyond 7 classes (up to 7, all of them).
 PERMUTATIONS = 9999
@@ -54,19 +52,21 @@ def training_counts(runs: pd.DataFrame) -> pd.Series:
     return means
 
 
-def bounded_interval(e: Estimate, bounds: tuple[float, float]) -> tuple[float, float, str]:
-    """``e``'s t-interval as printed: intersected with ``bounds`` (the metric's range, where the true
-    mean lies), or NaN with a note where the seeds cannot give one: fewer than 2, no spread, or an
-    interval that covers the whole range."""
-    low, high = bounds
-    if e.n < 2:
-        return math.nan, math.nan, f"n too small (n={e.n}): no interval"
-    if e.se == 0:
-        return math.nan, math.nan, f"the same difference on all {e.n} seeds: no interval"
-    if e.low <= low and e.high >= high:
-        return math.nan, math.nan, f"n too small (n={e.n}): the interval covers the whole range"
-    note = "interval cut at the metric's range" if e.low < low or e.high > high else ""
-    return max(e.low, low), min(e.high, high), note
+def difference_range(metric: str) -> tuple[float, float] | None:
+    """Where a difference of two values of ``metric`` lies (from its range in ``metric_table``; None
+    for an unbounded metric)."""
+    bounds = metric_row(metric).bounds
+    return None if bounds is None else (bounds[0] - bounds[1], bounds[1] - bounds[0])
+
+
+def bounded_interval(test: PairedTest, bounds: tuple[float, float] | None) -> tuple[float, float, str]:
+    """The interval of a paired difference as compare prints it (:func:`stats.within`): none, with the
+    note that n is too small, below 2 pairs or where the t-interval leaves ``bounds`` (the range of
+    the difference); with no spread, the exact sign-flip test's inverted interval (the note says so)."""
+    e = within(test.difference, bounds)
+    if not math.isfinite(e.low):
+        return math.nan, math.nan, f"{NO_INTERVAL} (n={e.n})"
+    return e.low, e.high, "the same difference on every seed: exact sign-flip test" if test.exact else ""
 
 
 def _verdict(low: float, high: float) -> str:
@@ -86,10 +86,11 @@ def _paired(runs: pd.DataFrame, column: str) -> pd.Series:
 
 def per_class_audit(c: Collection, baseline: str = "erm", confidence: float = 0.95) -> pd.DataFrame:
     """Per dataset, method (not ``baseline``) and class: test recall minus the baseline's, paired by
-    seed over the selected seed re-runs: mean (``diff``) with its t-interval cut at [-1, 1]
-    (``diff_low``/``diff_high``; NaN and a ``note`` where the seeds give none), the paired t-test's p
-    and its Holm adjustment over the whole table, and ``verdict`` ``fixes``/``breaks`` where the
-    interval excludes 0. Classes are listed rarest first where training counts were logged."""
+    seed over the selected seed re-runs: mean (``diff``) with its 95% interval (``diff_low``/
+    ``diff_high``, :func:`bounded_interval`; NaN and a ``note`` where the seeds give none), the paired
+    test's p (t-test; exact sign-flip without spread) and its Holm adjustment over the whole table,
+    and ``verdict`` ``fixes``/``breaks`` where the interval excludes 0. Classes are listed rarest
+    first where training counts were logged."""
     rows = []
     for dataset in c.datasets:
         chosen = c.selected(dataset)
@@ -107,7 +108,7 @@ def per_class_audit(c: Collection, baseline: str = "erm", confidence: float = 0.
                 b = _paired(base, base_columns[name]) if name in base_columns else pd.Series(dtype=float)
                 seeds = sorted(set(a.index) & set(b.index))
                 test = paired_test(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy(), confidence)
-                low, high, note = bounded_interval(test.difference, RECALL_DIFFERENCE_RANGE)
+                low, high, note = bounded_interval(test, difference_range("per_class_recall"))
                 if a.empty or b.empty:
                     missing = method if a.empty else baseline
                     note = f"no seed re-runs of {missing} with this class's recall: no paired difference"

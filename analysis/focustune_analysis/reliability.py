@@ -12,14 +12,11 @@ import pandas as pd
 
 from focustune.metric_table import CALIBRATED_SUFFIX, CALIBRATION_METRICS
 from focustune.tracking_schema import CALIBRATION_ARTIFACT, TEMPERATURE
-from focustune_analysis.audit import bounded_interval
+from focustune_analysis.audit import bounded_interval, difference_range
 from focustune_analysis.collect import Collection
 from focustune_analysis.results import json_artifacts
-from focustune_analysis.stats import estimate
+from focustune_analysis.stats import estimate, paired_test
 
-#: The range of a change in each calibration metric (after minus before temperature scaling): ECE lies
-#: in [0, 1], the Brier score (summed over classes) in [0, 2], NLL in [0, inf).
-CHANGE_RANGE = {"ece": (-1.0, 1.0), "brier": (-2.0, 2.0)}
 STAGES = ("before", "after")
 CALIBRATION_COLUMNS = ["dataset", "method", "metric", "n", "before", "before_se", "after", "after_se", "change",
                        "change_low", "change_high", "note", "temperature", "temperature_se"]
@@ -29,8 +26,8 @@ BIN_COLUMNS = ["dataset", "method", "stage", "bin", "confidence", "accuracy", "c
 def calibration_table(c: Collection, confidence: float = 0.95) -> pd.DataFrame:
     """Per dataset, method and calibration metric with any value: the test value before and after
     temperature scaling (mean and SE over the selected runs), the mean temperature, and the change, after minus before,
-    paired by run, with its t-interval cut at the change's range (NaN and a note where the runs give
-    none)."""
+    paired by run, with its interval as compare prints one (NaN and a note where the runs give none:
+    :func:`~focustune_analysis.audit.bounded_interval`)."""
     rows = []
     for (dataset, method), runs in c.selected().groupby(["dataset", "method"]):
         temperature = estimate(runs.get(TEMPERATURE, pd.Series(dtype=float)).tolist(), confidence)
@@ -41,12 +38,12 @@ def calibration_table(c: Collection, confidence: float = 0.95) -> pd.DataFrame:
                 continue
             b, a = estimate(before.tolist(), confidence), estimate(after.tolist(), confidence)
             both = before.notna() & after.notna()
-            change = estimate((after[both] - before[both]).tolist(), confidence)
-            low, high, note = bounded_interval(change, CHANGE_RANGE.get(metric, (-math.inf, math.inf)))
+            change = paired_test(after[both].to_numpy(), before[both].to_numpy(), confidence)
+            low, high, note = bounded_interval(change, difference_range(metric))
             rows.append({"dataset": dataset, "method": method, "metric": metric, "n": int(both.sum()),
                          "before": b.mean, "before_se": b.se, "after": a.mean, "after_se": a.se,
-                         "change": change.mean, "change_low": low, "change_high": high,
-                         "note": note.replace("difference", "change"), "temperature": temperature.mean,
+                         "change": change.difference.mean, "change_low": low, "change_high": high,
+                         "note": note.replace("seed", "run"), "temperature": temperature.mean,
                          "temperature_se": temperature.se})
     return pd.DataFrame(rows, columns=CALIBRATION_COLUMNS)
 

@@ -19,7 +19,7 @@ from focustune_analysis.document import Document, latex_tabular
 from focustune_analysis.plots import label
 from focustune_analysis.report_tables import ReportTables
 from focustune_analysis.report_text import fmt, fmt_p, mean_se, ranking_sentence, selection_line
-from focustune_analysis.stats import Ranking
+from focustune_analysis.stats import NO_INTERVAL, Ranking
 
 FigureKey = tuple[str | None, str]  # (dataset, kind), dataset None for a figure across datasets
 
@@ -207,10 +207,11 @@ def _audit_section(doc: Document, t: ReportTables, dataset: str, figures: Mappin
                     fmt_p(r["t_p_holm"]), f"**{r['verdict']}**" if r["verdict"] else "", r["note"]]
                    for _, r in rows.iterrows()])
         doc.paragraph(f"Difference: the method's test recall of the class minus {t.baseline}'s, paired by seed over "
-                      "the seed re-runs both have (mean, 95% t-interval cut at the range of a difference of recalls, "
-                      "[-1, 1]). **fixes** / **breaks**: that interval excludes 0 (not corrected for the many "
-                      "classes; Holm p: the paired t-test's p, Holm-adjusted over every per-class test of the "
-                      "report). 'n too small': fewer than 2 paired seeds, or an interval wider than the range. The "
+                      "the seed re-runs both have (mean and 95% t-interval; with the same difference on every seed, "
+                      "the exact sign-flip test's). **fixes** / **breaks**: that interval excludes 0 (not corrected "
+                      "for the many classes; Holm p: the paired test's p, Holm-adjusted over every per-class test of "
+                      f"the report). '{NO_INTERVAL}': fewer than 2 paired seeds, or a t-interval leaving [-1, 1], the "
+                      "range of a difference of recalls. The "
                       "interval holds seed-to-seed variation only: a class with few test images has a recall that "
                       "moves in large steps (see the confusion matrices). Classes rarest first where training counts "
                       "were recorded.")
@@ -254,7 +255,8 @@ def _calibration_section(doc: Document, t: ReportTables, dataset: str, figures: 
     missing = sorted(set(t.c.methods(dataset)) - set(rows["method"]))
     doc.bullets([f"{method}: calibration not recorded (older runs)" for method in missing])
     doc.paragraph("Test split, mean ± SE over each method's selected runs; the temperature is fitted on validation "
-                  "after selection, never on test. Change: paired by run, 95% t-interval cut at the metric's range. "
+                  "after selection, never on test. Change: paired by run, 95% t-interval (none where it leaves the "
+                  "range of the change). "
                   "Lower is better for all three.")
     if (dataset, "reliability") in figures:
         _figure(doc, figures, dataset, "reliability", f"{dataset}: reliability diagrams of each run's selected model "

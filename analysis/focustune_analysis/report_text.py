@@ -16,7 +16,7 @@ from focustune_analysis.references import references_for
 from focustune_analysis.reliability import calibration_sentences
 from focustune_analysis.report_tables import ReportTables
 from focustune_analysis.results import datasets_with_results
-from focustune_analysis.stats import Ranking
+from focustune_analysis.stats import NO_INTERVAL, Ranking
 
 
 def fmt(value: float, digits: int = 3) -> str:
@@ -38,7 +38,10 @@ def mean_se(row: pd.Series, metric: str, interval: bool = True) -> str:
     if not math.isfinite(se):
         return fmt(mean)
     text = f"{mean:.3f} ± {se:.3f}"
-    return text + f" [{row[f'{metric}_low']:.3f}, {row[f'{metric}_high']:.3f}]" if interval else text
+    if not interval:
+        return text
+    low, high = row.get(f"{metric}_low", math.nan), row.get(f"{metric}_high", math.nan)
+    return text + (f" [{low:.3f}, {high:.3f}]" if math.isfinite(low) else f" ({NO_INTERVAL})")
 
 
 def comparison_sentence(row: pd.Series, metric: str, alpha: float) -> str:
@@ -52,6 +55,8 @@ def comparison_sentence(row: pd.Series, metric: str, alpha: float) -> str:
         f"{row['method']} {verb} {row['versus']} by {-d:.3f} {label(metric)}"
     if math.isfinite(row["diff_low"]):
         text += f" (95% CI of the difference {row['diff_low']:+.3f} to {row['diff_high']:+.3f})"
+    elif row["n"] >= 2:
+        text += f" ({NO_INTERVAL} of the difference)"
     if row["n"] >= 2:
         text += (f", paired t-test p={fmt_p(row['t_p'])} (Holm {fmt_p(row['t_p_holm'])}), "
                  f"Wilcoxon p={fmt_p(row['wilcoxon_p'])}, n={row['n']} seeds: ")

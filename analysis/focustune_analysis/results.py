@@ -17,11 +17,20 @@ import numpy as np
 import pandas as pd
 
 from focustune.errors import ConfigError
+from focustune.metric_table import metric_row
 from focustune.tracking_schema import CONFUSION_ARTIFACT, METRIC_NAMES
 from focustune_analysis.collect import SELECTED_RERUN, Collection, final_metric_names
 from focustune_analysis.references import references_for
 from focustune_analysis.search import searched_params
-from focustune_analysis.stats import Ranking, estimate, friedman_nemenyi, holm, paired_test, small_sample_note
+from focustune_analysis.stats import (
+    Ranking,
+    estimate,
+    friedman_nemenyi,
+    holm,
+    paired_test,
+    small_sample_note,
+    within,
+)
 
 STATUSES = ("FINISHED", "KILLED", "FAILED", "RUNNING")
 
@@ -75,7 +84,8 @@ def leaderboard(c: Collection, metrics: Sequence[str] = METRIC_NAMES, primary: s
                    "seeds": ",".join(str(s) for s in sorted(runs["seed"].dropna())),
                    "config": format_config(selected_config(c, dataset, method))}
             for metric in metrics:
-                e = estimate(runs.get(f"test_{metric}", pd.Series(dtype=float)).tolist(), confidence)
+                e = within(estimate(runs.get(f"test_{metric}", pd.Series(dtype=float)).tolist(), confidence),
+                           _bounds(metric))
                 row.update({metric: e.mean, f"{metric}_se": e.se, f"{metric}_low": e.low, f"{metric}_high": e.high})
             block.append(row)
         block.sort(key=lambda r: -r[primary] if math.isfinite(r[primary]) else math.inf)
@@ -87,6 +97,14 @@ def leaderboard(c: Collection, metrics: Sequence[str] = METRIC_NAMES, primary: s
     columns = ["dataset", "method", "source", "n", "seeds", "config"]
     columns += [f"{m}{suffix}" for m in metrics for suffix in ("", "_se", "_low", "_high")]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _bounds(metric: str) -> tuple[float, float] | None:
+    """The range of ``metric``'s values (metric_table), None for a name the table does not know."""
+    try:
+        return metric_row(metric).bounds
+    except ValueError:
+        return None
 
 
 def _paired_scores(c: Collection, dataset: str, method: str, metric: str) -> pd.Series:
@@ -103,12 +121,13 @@ def _comparison_row(c: Collection, dataset: str, method: str, other: str, metric
     a, b = _paired_scores(c, dataset, method, metric), _paired_scores(c, dataset, other, metric)
     seeds = sorted(set(a.index) & set(b.index))
     test = paired_test(a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy(), confidence)
-    d = test.difference
+    bounds = _bounds(metric)
+    d = within(test.difference, bounds and (bounds[0] - bounds[1], bounds[1] - bounds[0]))
     missing = [m for m, s in ((method, a), (other, b)) if s.empty]
     note = (f"no seed re-runs of {', '.join(missing)}: no paired test" if missing
             else small_sample_note(test.n, alpha))
-    if test.n >= 2 and math.isnan(test.t_p):
-        note = "; ".join(filter(None, [note, "identical difference on every seed: t-test undefined"]))
+    if test.exact:
+        note = "; ".join(filter(None, [note, "identical difference on every seed: exact sign-flip test"]))
     return {"dataset": dataset, "method": method, "versus": other, "metric": metric, "n": test.n,
             "seeds": ",".join(map(str, seeds)), "diff": d.mean, "diff_se": d.se, "diff_low": d.low,
             "diff_high": d.high, "t_p": test.t_p, "wilcoxon_p": test.wilcoxon_p, "note": note,

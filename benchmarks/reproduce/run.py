@@ -30,9 +30,14 @@ sys.path[:0] = [str(REPO / "platform"), str(REPO / "analysis"), str(HERE)]
 from focustune.files import write_atomic  # noqa: E402
 from monitor import train_monitored  # noqa: E402
 from protocols import CLAIMS, Arm, Claim, Setting  # noqa: E402
+from tuned import TRIALS, run_sweep, tune_claim  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 DEFAULT_RESULTS = HERE / "results"
+#: The tuned, equal-budget runs' folder inside a results folder.
+TUNED = "tuned"
+#: The machine of the runs written before run files recorded their CPU (the README's hardware section).
+EARLIER_CPU = "AMD EPYC (with AVX512-BF16), 2 cores (not in the run file)"
 #: ``all`` runs the cheapest claims first.
 SUITE_ORDER = ("imet-pneumonia", "learn2mix-mnist", "low-mnist", "mdgan-medmnist")
 #: The part of README.md that run.py writes (everything between these lines).
@@ -49,6 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--torchvision-dir", type=Path, default=Path(tempfile.gettempdir()) / "focustune_torchvision",
                         help="writable torchvision data folder; MNIST is copied there from ../shared when missing")
     parser.add_argument("--summarise-only", action="store_true", help="summarise the existing run files only")
+    parser.add_argument("--tuned", action="store_true", help="the tuned, equal-budget verdict: every arm's "
+                        "hyperparameters searched by focustune sweep (the same trials per arm), then the claim's "
+                        "seeds with the chosen values (results/tuned/<claim>)")
+    parser.add_argument("--trials", type=int, default=TRIALS, help=f"--tuned: search trials per arm (default {TRIALS})")
     parser.add_argument("--max-runs", type=int, metavar="N", help="train at most N runs (grid points count one "
                                                                   "each), then stop: a long protocol in parts")
     args = parser.parse_args(argv)
@@ -149,7 +158,8 @@ class ClaimRuns:
         if code != 0:
             return code
         record = json.loads(partial.read_text())
-        record["protocol"] = {**protocol, "argv": argv, "wall_s": round(time.monotonic() - began, 1)}
+        record["protocol"] = {**protocol, "argv": argv, "wall_s": round(time.monotonic() - began, 1),
+                              "cpu": cpu_name()}
         write_atomic(path, json.dumps(record))
         partial.unlink()
         return 0
@@ -201,19 +211,30 @@ def run_claim(claim: Claim, args: argparse.Namespace, out: Path, execute: Callab
                   "follows the last run; --summarise-only gives an interim one)", flush=True)
             return 0
     summarise(claim, runs.folder, out / claim.name, args.quick)
-    if out == DEFAULT_RESULTS:
-        write_readme_results(out)
+    if out in (DEFAULT_RESULTS, DEFAULT_RESULTS / TUNED):
+        write_readme_results(DEFAULT_RESULTS)
     return 0
+
+
+def run_tuned(claim: Claim, args: argparse.Namespace, out: Path) -> int:
+    """The tuned, equal-budget verdict: every arm's search (resumed; finished ones kept), then the claim's runs
+    with the chosen values in ``out/tuned``, graded by the same rules."""
+    tuned, code = tune_claim(claim, data_dir(claim, args), out / TUNED, args.trials,
+                             execute=None if args.summarise_only else run_sweep)
+    if tuned is None:
+        return code
+    return run_claim(tuned, args, out / TUNED)
 
 
 def summarise(claim: Claim, runs: Path, out: Path, quick: bool) -> None:
     from focustune_analysis.reproduction import summarise_claim
 
-    records = [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))]
+    records = [labelled(claim, p) for p in sorted(runs.glob("*.json"))]
     if not records:
         print(f"[{claim.name}] no finished run in {runs} yet: nothing to summarise", flush=True)
         return
-    host = {"cpu": cpu_name(), "python": platform.python_version(),
+    cpus = sorted({r["protocol"].get("cpu", EARLIER_CPU) for r in records})
+    host = {"cpu": "; ".join(cpus), "python": platform.python_version(),
             "precision": sorted({"float32" if r["params"].get("amp") is False else "amp (bf16 where native)"
                                  for r in records})}
     summary = summarise_claim(claim, records, out, host=host, quick=quick, planned=len(claim.runs(quick)))
@@ -221,11 +242,21 @@ def summarise(claim: Claim, runs: Path, out: Path, quick: bool) -> None:
           f"{out / 'summary.md'}", flush=True)
 
 
+def labelled(claim: Claim, path: Path) -> dict:
+    """A run file's record with its setting and arm labelled as the protocol names them now (by the file's
+    indices: ``s<i>_a<j>_seed<k>``), so a renamed arm keeps its runs (their command lines are checked by ``stale``)."""
+    record = json.loads(path.read_text())
+    setting, arm = (int(part[1:]) for part in path.stem.split("_")[:2])
+    record["protocol"] = {**record["protocol"], "setting": claim.settings[setting].label, "arm": claim.arms[arm].label}
+    return record
+
+
 def write_readme_results(results: Path) -> None:
     """Replace the generated block of ``README.md`` with every claim's summary found in ``results``."""
     from focustune_analysis.reproduction_verdicts import readme_block
 
-    summaries = [json.loads(p.read_text()) for name in SUITE_ORDER if (p := results / name / "summary.json").is_file()]
+    summaries = [json.loads(p.read_text()) for name in SUITE_ORDER for p in (results / name / "summary.json",
+                 results / TUNED / name / "summary.json") if p.is_file()]
     readme = HERE / "README.md"
     text = readme.read_text()
     start, end = text.index(README_START) + len(README_START), text.index(README_END)
@@ -244,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out or (Path(tempfile.mkdtemp(prefix="focustune_reproduce_")) if args.quick else DEFAULT_RESULTS)
     for name in (SUITE_ORDER if args.claim == "all" else [args.claim]):
-        code = run_claim(CLAIMS[name], args, out)
+        code = run_tuned(CLAIMS[name], args, out) if args.tuned else run_claim(CLAIMS[name], args, out)
         if code != 0:
             print(f"[{name}] a run failed (exit {code}); its files so far are in {out / name}", file=sys.stderr)
             return code

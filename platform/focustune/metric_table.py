@@ -46,6 +46,8 @@ class Metric:
     #: A metric of the probabilities that temperature scaling changes: also tracked at test after it,
     #: as ``test_<name>_calibrated``.
     calibrated: bool = False
+    #: The range its values lie in (None: unbounded, e.g. a log-loss); reports print no interval outside it.
+    bounds: tuple[float, float] | None = (0.0, 1.0)
 
     @property
     def per_class(self) -> bool:
@@ -67,8 +69,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("worst_class_recall", "worst-class recall", selectable=True, thresholdable=True),
     Metric("ece", f"expected calibration error (top-label, {CALIBRATION_BINS} equal-width bins)",
            higher_is_better=False, calibrated=True),
-    Metric("brier", "Brier score (sum over classes)", higher_is_better=False, selectable=True, calibrated=True),
-    Metric("nll", "negative log-likelihood", higher_is_better=False, selectable=True, calibrated=True),
+    Metric("brier", "Brier score (sum over classes)", higher_is_better=False, selectable=True, calibrated=True,
+           bounds=(0.0, 2.0)),
+    Metric("nll", "negative log-likelihood", higher_is_better=False, selectable=True, calibrated=True, bounds=None),
     Metric("per_class_recall", "recall", recorded=True, class_prefix="recall_class_", class_metric="recall"),
     Metric("per_class_precision", "precision", class_prefix="precision_class_", class_metric="precision"),
 )

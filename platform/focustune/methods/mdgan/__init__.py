@@ -23,6 +23,10 @@ on real images only) labels each GAN's generated images, and ``generated_as_clas
 it labels as their class, beside ``real_as_class``, the share of the class's real training images
 it labels so (the same check on real images: a GAN that has learned the class comes close to it).
 
+``augment_with=real`` is the control that isolates the GAN: the chosen classes get the same count of
+their own real training images (drawn with replacement, seeded by run and class) instead of GAN
+images, and no GAN trains; everything else (phases, selection, optimiser) is the same.
+
 Each fine-tune epoch logs the chosen classes, the selection split and their accuracy on it at
 selection, their validation accuracy now, the generated count, the GAN steps and that quality
 check per class, each GAN's losses (mean, and mean of the last tenth of steps) and the share of
@@ -85,6 +89,9 @@ class MDGANParams:
                                    "(probe_fraction of the training split, held out of training)")
     finetune_lr_scale: float = hp(1.0, low=1e-4, high=10.0, log=True,
                                   help="learning-rate factor of the fine-tune phase (fresh optimiser)")
+    augment_with: str = hp("gan", choices=("gan", "real"),
+                           help="what the chosen classes get: GAN images, or (a control that isolates the GAN) the "
+                                "same count of the class's real training images, drawn with replacement")
 
 
 def class_accuracies(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -192,13 +199,18 @@ class MDGAN(Method):
         self.quality = {"gan_steps": [], "generated_as_class": [], "real_as_class": []}
         for c in self.classes:
             real = run.train.images[(run.train.labels == c).to(run.train.images.device)]  # images may be on the host
-            gan = FastGAN(real.shape[1], real.shape[-1], device=run.device, seed=run.seed * 1009 + c)
-            steps = self.gan_steps(len(real))
-            losses = gan.fit(real, steps, self.params.gan_batch_size)
             wanted = round(self.params.generated_share * len(real))
-            pool = gan.generate(max(wanted, CHECK_SAMPLES))
-            fake = pool[:wanted]
-            self.gan_losses.append(losses.summary())
+            if self.params.augment_with == "real":
+                generator = torch.Generator().manual_seed(run.seed * 1009 + c)
+                drawn = torch.randint(len(real), (max(wanted, CHECK_SAMPLES),), generator=generator)
+                pool = real[drawn.to(real.device)]
+                fake, steps = pool[:wanted].to(run.device), 0
+            else:
+                gan = FastGAN(real.shape[1], real.shape[-1], device=run.device, seed=run.seed * 1009 + c)
+                steps = self.gan_steps(len(real))
+                self.gan_losses.append(gan.fit(real, steps, self.params.gan_batch_size).summary())
+                pool = gan.generate(max(wanted, CHECK_SAMPLES))
+                fake = pool[:wanted]
             self.sample_grids[c] = sample_grid(pool[:GRID_SAMPLES])
             self.quality["gan_steps"].append(steps)
             self.quality["generated_as_class"].append(labelled_as(run.predict(pool), c))

@@ -1,0 +1,112 @@
+"""The "tuned, equal budget" verdict of a claim: every arm (the method and each baseline) gets its
+learning rate and its own hyperparameters chosen by focustune's own search, the same number of
+trials per arm, then the chosen configuration runs on the claim's seeds and is graded by the same
+rules as the as-published runs.
+
+The search is the ordinary ``focustune sweep`` (Optuna, ASHA early stopping, selection on
+validation by the runs' selection metric), one sweep per (setting, arm), run as its own process:
+the method's search space (``search_spaces/<method>.yaml`` over the shared ranges) is searched, the
+protocol's other options (model, optimiser, epochs, ...) stay fixed, and a grid the as-published arm
+tried (LOW's lambda) is left to the search. A setting that draws its data per run is tuned on data
+seed 0, a draw none of the claim's seeds uses. Each sweep keeps its state (``--resume``) and writes
+its chosen configuration (``chosen.yaml``); a finished sweep is not run again. The chosen values then
+become the arm's options and the claim's runs go through the same resumable runner
+(``results/tuned/<claim>/runs``), so the tuned protocol runs in parts as the as-published one does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from protocols import Arm, Claim, Setting, merged_sets
+
+#: Search trials per arm (the same for every arm of a claim), unless ``--trials`` says otherwise.
+TRIALS = 16
+#: Data seed of the tuning sweeps of a setting that draws its data per run (the claim's seeds start at 1).
+TUNING_DATA_SEED = 0
+CHOSEN = "chosen.yaml"
+
+
+def searched_keys(method: str) -> set[str]:
+    """The hyperparameters the method's search space searches (its file over the shared ranges)."""
+    from focustune.methods import get_method
+    from focustune.spaces import load_space
+
+    return set(load_space(get_method(method)).dimensions)
+
+
+def fixed_sets(claim: Claim, arm: Arm) -> list[str]:
+    """The protocol's ``--set`` options of ``arm`` that its search does not range over."""
+    searched = searched_keys(arm.method)
+    sets = merged_sets([*claim.common, *arm.options])
+    pairs = [(sets[i], sets[i + 1]) for i in range(0, len(sets), 2)]
+    return [word for flag, item in pairs if item.partition("=")[0] not in searched for word in (flag, item)]
+
+
+def sweep_argv(claim: Claim, setting: Setting, arm: Arm, folder: Path, data_dir: str, trials: int) -> list[str]:
+    """The ``focustune sweep`` command line of one arm's search (resumed when its state exists)."""
+    data_seed = ("--data-seed", str(TUNING_DATA_SEED)) if setting.data_seed_per_run else ()
+    resume = ("--resume",) if any((folder / "state").rglob("sweep.json")) else ()
+    return ["sweep", "--methods", arm.method, "--dataset", setting.dataset, "--data-dir", data_dir,
+            *setting.options, *data_seed, "--trials", str(trials), "--epochs", str(setting.epochs or claim.epochs),
+            "--seeds", "0", "--scheduler", "asha", "--storage", str(folder / "state"), "--experiment", "tuning",
+            "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}", "--config-out", str(folder / CHOSEN),
+            *fixed_sets(claim, arm), *resume]
+
+
+def run_sweep(argv: list[str]) -> int:
+    """``focustune ARGV`` in its own process (each sweep starts and stops its own local Ray)."""
+    code = "import sys; from focustune.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*sys.path[:3], os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", code, *argv], env=env, check=False).returncode
+
+
+def chosen(folder: Path, method: str) -> dict[str, Any]:
+    """The searched hyperparameters of the arm's chosen configuration, with where they came from."""
+    from focustune.run_config import read_run_config
+
+    config = read_run_config(folder / CHOSEN)
+    searched = searched_keys(method)
+    return {"values": {k: v for k, v in config.params.items() if k in searched}, "source": config.source}
+
+
+def tune_claim(claim: Claim, data_dir: str, out: Path, trials: int,
+               execute: Callable[[list[str]], int] | None = run_sweep) -> tuple[Claim | None, int]:
+    """Run (or resume) every arm's search; the claim with each arm's chosen values as its options (and
+    the search budgets in ``extra["tuning"]``), or None with the exit status of the first failed sweep
+    (``execute`` None: run no search, and None, 0 while one is not done)."""
+    per_arm: dict[str, dict[str, tuple[str, ...]]] = {}
+    tuning = []
+    for i, setting in enumerate(claim.settings):
+        for j, arm in enumerate(claim.arms):
+            if arm.settings and setting.label not in arm.settings:
+                continue
+            folder = out / claim.name / "sweeps" / f"s{i}_a{j}"
+            folder.mkdir(parents=True, exist_ok=True)
+            argv = sweep_argv(claim, setting, arm, folder, data_dir, trials)
+            if not (folder / CHOSEN).is_file():
+                if execute is None:
+                    print(f"[{claim.name} tuned] the search of {setting.label} / {arm.label} is not done yet: "
+                          "no tuned summary", flush=True)
+                    return None, 0
+                print(f"[{claim.name} tuned] {setting.label} / {arm.label}: focustune {' '.join(argv)}", flush=True)
+                code = execute(argv)
+                if code != 0 or not (folder / CHOSEN).is_file():
+                    return None, code or 1
+            picked = chosen(folder, arm.method)
+            values = tuple(word for key, value in picked["values"].items() for word in ("--set", f"{key}={value}"))
+            per_arm.setdefault(arm.label, {})[setting.label] = (*fixed_sets(claim, arm), *values)
+            tuning.append({"setting": setting.label, "arm": arm.label, "method": arm.method, "trials": trials,
+                           "epochs": setting.epochs or claim.epochs, "searcher": "optuna (TPE)", "scheduler": "asha",
+                           "searched": sorted(searched_keys(arm.method)), "chosen": picked["values"],
+                           "source": picked["source"], "sweep": str(folder.relative_to(out))})
+    arms = tuple(dataclasses.replace(arm, options=(), quick_options=(), grid=(), quick_grid=None,
+                                     per_setting=tuple(per_arm.get(arm.label, {}).items()))
+                 for arm in claim.arms)
+    return dataclasses.replace(claim, arms=arms, common=(), extra={**claim.extra, "tuning": tuning}), 0

@@ -67,10 +67,12 @@ class Logger:
 
     def run(self, parent: str, dataset: str, method: str, kind: str, seed: int, hp: dict, status: str = "FINISHED",
             test: float | None = None, val: float | None = None, epochs: int = len(CURVE),
-            finals: dict | None = None, mechanism_epoch: int = 1, best_phase: str = "train") -> str:
+            finals: dict | None = None, mechanism_epoch: int = 1, best_phase: str = "train",
+            artifacts: dict | None = None) -> str:
         """One trial or re-run, written by the sweep's own writer (:class:`TrialRuns`) from the reports a
         trial makes; ``test``/``val`` set every test_/best_val_ metric (plus OFFSETS); ``finals`` adds or
-        replaces final metrics (``best_epoch``, ``after_mechanism_*``, ...)."""
+        replaces final metrics (``best_epoch``, ``after_mechanism_*``, ...); ``artifacts`` are the files a
+        finished trial reports (name -> JSON text or a dict)."""
         trial_id = f"t{self._tick()}"
         params = {"method": method, "dataset": dataset, "seed": seed, "epochs": len(CURVE), "batch_size": 64,
                   "optimizer": "adam", "selection_metric": "balanced_acc", **hp}
@@ -86,7 +88,8 @@ class Logger:
             report = TrialReport(epoch=epoch, total_epochs=len(CURVE), objective=best,
                                  busy_since=0.0, busy_until=0.0, node_id="node", mechanism_epoch=mechanism_epoch,
                                  scalars={"train_loss": 1.0 / epoch, **{f"val_{m}": value for m in OFFSETS}})
-            writer.epoch_reported(trial_id, report.to_result())
+            if epoch < epochs or status != "FINISHED":  # a finished trial's last result is its final report
+                writer.epoch_reported(trial_id, report.to_result())
         if status == "FINISHED":
             scalars = {**{f"best_val_{m}": level + offset for m, offset in OFFSETS.items()},
                        **({f"test_{m}": test + offset for m, offset in OFFSETS.items()} if test is not None else {}),
@@ -96,7 +99,9 @@ class Logger:
             best_epoch = int(finals.pop("best_epoch"))
             report = replace(report, full_budget=True, best_epoch=best_epoch, best_phase=best_phase,
                              scalars={**report.scalars, **scalars, **finals},
-                             test_confusion_matrix=[[8, 2], [1, 9]] if kind == "seed_rerun" else None)
+                             test_confusion_matrix=[[8, 2], [1, 9]] if kind == "seed_rerun" else None,
+                             artifacts=artifacts)
+            writer.epoch_reported(trial_id, report.to_result())  # as Tune does: a result, then the trial's end
         elif status == "FAILED":
             report = replace(report, diverged=True, failed_reason="training diverged (NaN loss)")
         if status != "RUNNING":
@@ -378,7 +383,8 @@ def test_importance_ranks_the_hyperparameter_that_drives_the_score(cmp):
 
 # ---------------------------------------------------------------- report, files, MLflow
 
-EXPECTED_SECTIONS = ["Leaderboard", "Significance", "Convergence", "Per-class results", "Hyperparameter search", "Runs"]
+EXPECTED_SECTIONS = ["Leaderboard", "Significance", "Convergence", "Per-class results", "Per-class audit against erm",
+                     "Calibration", "Hyperparameter search", "Runs"]
 
 
 def test_report_structure_and_files(report):
@@ -393,7 +399,8 @@ def test_report_structure_and_files(report):
                  "tiny2_leaderboard.png", "ranking.png"):
         assert name in figures and f"(figures/{name})" in text
     assert report.html.read_text().count("data:image/png;base64,") == len(figures)
-    for name in ("runs", "history", "leaderboard", "comparisons", "across_datasets"):
+    for name in ("runs", "history", "leaderboard", "comparisons", "across_datasets", "per_class_audit",
+                 "recall_by_frequency", "calibration"):
         assert (report.out / f"{name}.csv").is_file()
     assert len(pd.read_csv(report.out / "runs.csv")) == len(report.tables["runs"])
     assert set(pd.read_csv(report.out / "comparisons.csv")["family"]) == {"vs erm", "pairwise"}
@@ -610,3 +617,193 @@ def test_compare_prints_no_interval_outside_a_bounded_metrics_range():
     row = pd.Series({"balanced_acc": e.mean, "balanced_acc_se": e.se, "balanced_acc_low": e.low,
                      "balanced_acc_high": e.high})
     assert mean_se(row, "balanced_acc") == f"0.550 ± 0.350 ({NO_INTERVAL})"
+
+
+# ---------------------------------------------------------------- per-class audit and calibration
+
+AUDIT_COUNTS = {"common": 700, "mid": 200, "uncommon": 80, "rare": 20}  # training images per class (1000)
+ERM_RECALL = {"common": 0.95, "mid": 0.80, "uncommon": 0.55, "rare": 0.10}  # erm's test recall, every seed
+NOISE = [0.01, -0.012, 0.008, -0.005]  # a method's seed-to-seed noise (seeds 1..4), rotated per class
+AUDIT_SHIFT = {"low": {"rare": 0.55}, "focal": {"common": -0.15}}  # low fixes rare, focal breaks common
+AUDIT_SEEDS = {"erm": 4, "low": 4, "focal": 4, "oversample": 1}
+T_975[3] = 3.182446
+
+
+def audit_recall(method: str, name: str, seed: int) -> float:
+    if method == "erm":
+        return ERM_RECALL[name]
+    k = list(AUDIT_COUNTS).index(name)
+    return ERM_RECALL[name] + AUDIT_SHIFT.get(method, {}).get(name, 0.0) + NOISE[(seed - 1 + k) % 4]
+
+
+def calibration_record(seed: int) -> dict:
+    """A calibration.json as the trainer writes it (3 bins; seed 1 has an empty first bin before scaling)."""
+    before = {"ece": 0.2, "brier": 0.3, "nll": 0.9, "confidence": [0.2, 0.6, 0.95],
+              "accuracy": [None if seed == 1 else 0.1, 0.4, 0.7 + 0.05 * seed],
+              "count": [0 if seed == 1 else 10, 30, 60 - 10 * seed]}
+    after = {"ece": 0.05, "brier": 0.25, "nll": 0.6, "confidence": [0.3, 0.55, 0.8], "accuracy": [0.3, 0.55, 0.8],
+             "count": [20, 30, 50]}
+    return {"bins": 3, "temperature": 1.5 + 0.1 * seed, "before": before, "after": after}
+
+
+def _audit_finals(method: str, seed: int) -> dict:
+    """A run's per-class and calibration final metrics, named as the trainable names them."""
+    from focustune.tracking_schema import calibration_metrics, tracked_metrics, train_count_metrics
+
+    names = list(AUDIT_COUNTS)
+    finals = {**tracked_metrics("test", {"per_class_recall": [audit_recall(method, n, seed) for n in names]}, names),
+              **train_count_metrics(list(AUDIT_COUNTS.values()), names)}
+    if method in ("erm", "low"):  # focal and oversample: runs from before calibration was recorded
+        record = calibration_record(seed)
+        noise = NOISE[seed - 1]
+        before = {"ece": 0.2 + noise, "brier": 0.3 + noise, "nll": 0.9 + noise}
+        record["after"].update({"ece": 0.05 + noise / 2, "brier": 0.25 + noise / 2, "nll": 0.6 + noise / 2})
+        finals.update({**tracked_metrics("test", before, names), **calibration_metrics(record)})
+    return finals
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    from mlflow import MlflowClient
+
+    from focustune.tracking_schema import CALIBRATION_ARTIFACT
+
+    root = tmp_path_factory.mktemp("audited")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    logger = Logger(client, client.create_experiment("audited", artifact_location=(root / "a").as_uri()))
+    for method, seeds in AUDIT_SEEDS.items():
+        parent = logger.study("skin", method, {"lr": 1e-3})
+        for seed in range(1, seeds + 1):
+            artifacts = {CALIBRATION_ARTIFACT: json.dumps(calibration_record(seed))} if method in ("erm", "low") \
+                else None
+            logger.run(parent, "skin", method, "seed_rerun", seed, {"lr": 1e-3}, test=0.7,
+                       finals=_audit_finals(method, seed), artifacts=artifacts)
+    return collect_runs("audited", uri)
+
+
+@pytest.fixture(scope="module")
+def audited_report(audited, tmp_path_factory):
+    return build_report(audited, tmp_path_factory.mktemp("audit_report"))
+
+
+def test_the_audit_marks_the_class_a_method_fixes_and_the_one_another_breaks(audited):
+    from focustune_analysis.audit import per_class_audit
+
+    table = per_class_audit(audited, "erm")
+    low = table[table["method"] == "low"].set_index("class")
+    assert list(low.index) == ["rare", "uncommon", "mid", "common"]  # rarest first
+    assert low.loc["rare", "train_count"] == 20 and low.loc["rare", "train_frequency"] == pytest.approx(0.02)
+    diffs = [audit_recall("low", "rare", s) - ERM_RECALL["rare"] for s in (1, 2, 3, 4)]
+    half = T_975[3] * statistics.stdev(diffs) / 2
+    rare = low.loc["rare"]
+    assert rare["n"] == 4 and rare["diff"] == pytest.approx(statistics.fmean(diffs))
+    assert (rare["diff_low"], rare["diff_high"]) == pytest.approx((statistics.fmean(diffs) - half,
+                                                                   statistics.fmean(diffs) + half), abs=1e-6)
+    assert rare["verdict"] == "fixes" and rare["baseline_recall"] == pytest.approx(0.10)
+    assert set(low.loc[["uncommon", "mid", "common"], "verdict"]) == {""}  # noise only: the intervals hold 0
+    assert (low.loc[["uncommon", "mid", "common"], "diff_low"] < 0).all()
+    focal = table[table["method"] == "focal"].set_index("class")
+    assert focal.loc["common", "verdict"] == "breaks" and focal.loc["common", "diff_high"] < 0
+    assert set(focal.loc[["rare", "uncommon", "mid"], "verdict"]) == {""}
+    single = table[table["method"] == "oversample"]
+    assert len(single) == 4 and set(single["verdict"]) == {""} and single["diff_low"].isna().all()
+    assert set(single["note"]) == {"n too small for an interval (n=1)"}
+    assert table["t_p_holm"].dropna().ge(table["t_p"].dropna()).all()
+    assert "erm" not in set(table["method"])
+
+
+def test_an_audit_interval_follows_compares_interval_rule():
+    from focustune_analysis.audit import bounded_interval, difference_range
+    from focustune_analysis.stats import NO_INTERVAL, paired_test
+
+    recall = difference_range("per_class_recall")
+    assert recall == (-1.0, 1.0)
+    near_one = paired_test([0.95, 0.75, 1.0], [0.05, 0.05, 0.05])  # t-interval [0.52, 1.18] leaves [-1, 1]
+    assert near_one.difference.high > 1 and bounded_interval(near_one, recall)[2] == f"{NO_INTERVAL} (n=3)"
+    assert bounded_interval(paired_test([0.7], [0.1]), recall)[2] == f"{NO_INTERVAL} (n=1)"
+    low, high, note = bounded_interval(paired_test([0.3, 0.4, 0.35], [0.1, 0.1, 0.1]), recall)
+    assert 0 < low < 0.25 < high < 0.5 and note == ""
+    same = paired_test([1.0] * 6, [0.5] * 6)  # no spread: the exact sign-flip test (p = 2/2^6) gives [0.5, 0.5]
+    assert bounded_interval(same, recall) == (0.5, 0.5, "the same difference on every seed: exact sign-flip test")
+    assert math.isnan(bounded_interval(paired_test([1.0] * 3, [0.5] * 3), recall)[0])  # 2/2^3 > 0.05: none
+    assert difference_range("nll") is None and difference_range("brier") == (-2.0, 2.0)
+
+
+def test_recall_is_correlated_with_training_class_frequency_per_method(audited):
+    from focustune_analysis.audit import frequency_correlations, recall_by_frequency
+
+    recall = recall_by_frequency(audited)
+    table = frequency_correlations(recall).set_index("method")
+    frequencies = [n / 1000 for n in AUDIT_COUNTS.values()]
+    erm = table.loc["erm"]
+    assert erm["classes"] == 4 and erm["spearman_rho"] == pytest.approx(1.0)
+    assert erm["spearman_p"] == pytest.approx(2 / 24)  # exact: 2 of the 4! pairings are as extreme
+    assert erm["pearson_r"] == pytest.approx(np.corrcoef(frequencies, list(ERM_RECALL.values()))[0, 1])
+    low_means = [statistics.fmean(audit_recall("low", n, s) for s in (1, 2, 3, 4)) for n in AUDIT_COUNTS]
+    assert table.loc["low", "pearson_r"] == pytest.approx(np.corrcoef(frequencies, low_means)[0, 1])
+    assert table.loc["low", "spearman_rho"] == pytest.approx(0.8)  # its rare class overtakes the uncommon one
+    row = recall[(recall["method"] == "low") & (recall["class"] == "rare")].iloc[0]
+    assert row["recall"] == pytest.approx(low_means[-1]) and row["n"] == 4
+
+
+def test_calibration_before_and_after_temperature_scaling_and_pooled_reliability(audited):
+    from focustune_analysis.reliability import calibration_table, reliability_bins
+
+    table = calibration_table(audited).set_index(["method", "metric"])
+    assert set(table.index.get_level_values("method")) == {"erm", "low"}  # focal and oversample recorded none
+    ece = table.loc[("erm", "ece")]
+    assert ece["n"] == 4 and ece["before"] == pytest.approx(0.2 + statistics.fmean(NOISE))
+    assert ece["after"] == pytest.approx(0.05 + statistics.fmean(NOISE) / 2)
+    assert ece["change"] == pytest.approx(-0.15 - statistics.fmean(NOISE) / 2) and ece["change_high"] < 0
+    assert ece["temperature"] == pytest.approx(1.5 + 0.25)
+    assert table.loc[("low", "nll"), "after"] == pytest.approx(0.6 + statistics.fmean(NOISE) / 2)
+    bins = reliability_bins(audited).set_index(["method", "stage", "bin"])
+    records = [calibration_record(s)["before"] for s in (1, 2, 3, 4)]
+    top = bins.loc[("erm", "before", 2)]
+    assert top["count"] == sum(r["count"][2] for r in records) and top["runs"] == 4
+    assert top["accuracy"] == pytest.approx(sum(r["accuracy"][2] * r["count"][2] for r in records) / top["count"])
+    assert bins.loc[("erm", "before", 0), "accuracy"] == pytest.approx(0.1)  # seed 1's empty bin adds nothing
+    assert bins.loc[("low", "after", 1), "confidence"] == pytest.approx(0.55)
+    assert "focal" not in set(bins.index.get_level_values("method"))
+
+
+def test_the_report_shows_the_audit_and_calibration_and_the_summary_run_logs_them(audited, audited_report):
+    from focustune.tracking_schema import AUDIT_TABLE
+
+    report = audited_report
+    text = report.markdown.read_text()
+    assert "### Per-class audit against erm" in text and "### Calibration" in text
+    rare_row = next(line for line in text.splitlines() if line.startswith("| low | rare |"))
+    assert "**fixes**" in rare_row and "20 (2.0%)" in rare_row
+    assert "**breaks**" in next(line for line in text.splitlines() if line.startswith("| focal | common |"))
+    assert "n too small for an interval (n=1)" in text and "focal: calibration not recorded" in text
+    figures = {p.name for p in (report.out / "figures").glob("*.png")}
+    assert {"skin_recall_vs_frequency.png", "skin_reliability.png"} <= figures
+    assert "(figures/skin_recall_vs_frequency.png)" in text and "(figures/skin_reliability.png)" in text
+    words = "\n".join(report.conclusions)
+    assert "Per-class audit: low fixes rare (+0.55 [" in words and "Per-class audit: focal breaks common" in words
+    assert "oversample fixes and breaks no class" in words and "Spearman ρ=+1.00" in words
+    assert "Calibration: test ECE before → after temperature scaling" in words and "erm 0.200 → 0.050" in words
+    written = pd.read_csv(report.out / "per_class_audit.csv")
+    assert len(written) == 3 * 4 and set(written["verdict"].dropna()) == {"fixes", "breaks"}
+    client = audited.client()
+    run = client.get_run(log_summary_run(audited, report))
+    metrics = run.data.metrics
+    assert metrics["audit_recall_diff/skin/low/rare"] == pytest.approx(0.55 + statistics.fmean(NOISE))
+    assert metrics["audit_recall_frequency_spearman/skin/erm"] == pytest.approx(1.0)
+    assert metrics["calibration/skin/erm/test_ece_calibrated"] == pytest.approx(0.05 + statistics.fmean(NOISE) / 2)
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, AUDIT_TABLE)).read_text())
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    assert {(r["method"], r["class"]) for r in rows if r["verdict"]} == {("low", "rare"), ("focal", "common")}
+
+
+def test_older_runs_get_the_audit_by_class_index_and_say_what_they_did_not_record(report):
+    audit = report.tables["per_class_audit"]
+    low = audit[(audit["dataset"] == "tiny") & (audit["method"] == "low")].set_index("class")
+    assert list(low.index) == ["class 0", "class 1"] and set(low["verdict"]) == {"fixes"}  # +LOW_GAIN on each seed
+    assert low["train_count"].isna().all()
+    text = report.markdown.read_text()
+    assert "Calibration not recorded: these runs have no test calibration metrics" in text
+    assert "Training-class counts not recorded by these runs" in text
+    assert not list((report.out / "figures").glob("*_reliability.png"))

@@ -13,6 +13,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from focustune.records import StudyRecord
@@ -183,6 +184,12 @@ def test_benchmark_sweep_runs_studies_together_then_compare_reads_it(tmp_path, t
     assert "tiny2" in capsys.readouterr().out
     table = (tmp_path / "report" / "across_datasets.csv").read_text()
     assert "tiny2" in table and "erm" in table and "focal" in table
+    audit = pd.read_csv(tmp_path / "report" / "per_class_audit.csv")  # the trials' own train_count/<class>
+    assert set(audit["method"]) == {"focal"} and audit["n"].eq(2).all()
+    assert sorted(audit.loc[audit["dataset"].str.contains("tiny2"), "train_count"]) == [8, 12, 20]
+    calibration = pd.read_csv(tmp_path / "report" / "calibration.csv")  # their calibration metrics
+    assert set(calibration["method"]) == {"erm", "focal"} and calibration["temperature"].gt(0).all()
+    assert list((tmp_path / "report" / "figures").glob("*_reliability.png"))  # from their calibration.json
 
 
 def test_warm_start_tries_an_earlier_sweeps_best_configurations_first(tmp_path, tiny):

@@ -199,6 +199,7 @@ def test_a_trials_run_gets_per_class_metrics_by_name_and_its_calibration(tmp_pat
     assert metrics["test_precision/c0"] == result.test["per_class_precision"][0]
     assert metrics["test_nll_calibrated"] == result.calibration["after"]["nll"]
     assert metrics["temperature"] == result.calibration["temperature"]
+    assert [metrics[f"train_count/c{i}"] for i in range(3)] == result.data["train_class_counts"] == [40, 12, 6]
     assert {"val_ece", "best_val_brier", "test_ece", "test_ece_calibrated", "test_brier_calibrated"} <= set(metrics)
     stored = json.loads(Path(client.download_artifacts(run_id, "calibration.json", str(tmp_path))).read_text())
     assert stored == json.loads(json.dumps(result.calibration))

@@ -391,6 +391,7 @@ def test_the_sweep_logs_the_after_mechanism_epoch_as_final_metrics(tiny_dataset)
     assert final["after_mechanism_test_balanced_acc"] == after.test["balanced_acc"]
     assert final["before_mechanism_best_val_acc"] == result.stages["before_mechanism"].val["acc"]
     assert all(k.startswith(FINAL_PREFIXES) for k in final if "mechanism" in k)
+    assert [final[f"train_count/c{i}"] for i in range(3)] == result.data["train_class_counts"]  # its training split
 
 
 def test_stage_bests_survive_a_checkpoint(tiny_dataset, tmp_path):

@@ -15,10 +15,12 @@ from typing import Any
 
 # name -> module; loaded on first use so that `focustune --help` does not import pandas/MLflow/SciPy.
 _EXPORTS = {
+    "audit": ["frequency_correlations", "per_class_audit", "recall_by_frequency"],
     "collect": ["Collection", "collect_runs", "read_history"],
     "convergence": ["epochs_to_target", "epochs_to_target_summary", "mean_curves"],
     "phases": ["phase_counts", "select_epochs"],
     "references": ["REFERENCES", "Reference", "references_for"],
+    "reliability": ["calibration_table", "reliability_bins"],
     "report": ["Report", "build_report"],
     "results": ["compare_to_baseline", "confusion_matrices", "cross_dataset_table", "dataset_scores", "leaderboard",
                 "pairwise_comparisons", "per_class_recall", "rank_across_datasets", "status_counts"],

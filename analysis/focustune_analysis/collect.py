@@ -21,12 +21,12 @@ from focustune.records import (BEST_EPOCH, BEST_PHASE, FAILED_REASON, MECHANISM_
                                TRIAL_ID)
 from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, DEFAULT_SELECTION_METRIC, FINAL_PREFIXES,
                                        FINISHED_TRIALS, KIND_RERUN, KIND_STUDY, KIND_TRIAL, METRIC_NAMES, PARENT_TAG,
-                                       STOPPED_EARLY, TAG, default_tracking_uri)
+                                       STOPPED_EARLY, TAG, TEMPERATURE, default_tracking_uri)
 
 HP_PREFIX = "hp."
 # Params that identify a run rather than configure it.
 ID_PARAMS = ("method", "dataset", "seed")
-FINAL_KEYS = (BEST_EPOCH, TRAIN_SECONDS, OBJECTIVE)
+FINAL_KEYS = (BEST_EPOCH, TRAIN_SECONDS, OBJECTIVE, TEMPERATURE)
 HISTORY_METRICS = ("train_loss", OBJECTIVE, "lr", *(f"val_{m}" for m in METRIC_NAMES))
 SELECTED_RERUN, SELECTED_TRIAL = "seed re-runs", "best search trial"
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogLocator, MaxNLocator, NullLocator, PercentFormatter
 
 from focustune.files import write_atomic
 from focustune.metric_table import metric_label
@@ -309,4 +309,66 @@ def ranking_figure(ranking: Ranking, palette: Palette) -> Figure:
     ax.set_ylim(first_row - row_step * rows, 0.75)
     ax.axis("off")
     ax.set_title(title, fontsize=8)
+    return fig
+
+
+def recall_frequency_figure(recall: pd.DataFrame, correlations: pd.DataFrame, dataset: str,
+                            palette: Palette) -> Figure | None:
+    """Test recall of each class (mean over seeds) against its training-class frequency, one series
+    per method (classes joined in frequency order); the legend gives each method's Spearman rho."""
+    table = recall[(recall["dataset"] == dataset)].dropna(subset=["recall", "train_frequency"])
+    if table.empty:
+        return None
+    rho = correlations[correlations["dataset"] == dataset].set_index("method")["spearman_rho"]
+    fig = Figure(figsize=(6.5, 4.0), layout="constrained")
+    ax = fig.subplots()
+    for method, group in table.groupby("method"):
+        group = group.sort_values("train_frequency")
+        r = rho.get(method, math.nan)
+        name = f"{method} (Spearman ρ={r:+.2f})" if math.isfinite(r) else method
+        ax.plot(group["train_frequency"], group["recall"], marker="o", ms=5, lw=1.2, color=palette(method),
+                label=name, alpha=0.85)
+    if table["train_frequency"].min() > 0 and table["train_frequency"].max() / table["train_frequency"].min() >= 10:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
+    classes = table.drop_duplicates("class").sort_values("train_frequency")
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(list(classes["train_frequency"]), [str(c) for c in classes["class"]], rotation=90, fontsize=6)
+    top.xaxis.set_minor_locator(NullLocator())
+    top.tick_params(length=2)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("training-class frequency (share of the training split)")
+    ax.set_ylabel("test recall (mean over seeds)")
+    _legend(ax, fontsize=7)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{dataset}: per-class test recall against training-class frequency (top: the classes)", fontsize=9)
+    return fig
+
+
+def reliability_figure(bins: pd.DataFrame, dataset: str, palette: Palette) -> Figure | None:
+    """Reliability diagram per method: accuracy against mean confidence per bin, pooled over seeds,
+    before (grey) and after (the method's colour) temperature scaling; the diagonal is perfect."""
+    table = bins[(bins["dataset"] == dataset) & (bins["count"] > 0)]
+    methods = sorted(table["method"].unique())
+    if not methods:
+        return None
+    fig, axes = _grid(len(methods), 4, 3.0, 3.0)
+    for ax, method in zip(axes, methods):
+        rows = table[table["method"] == method]
+        ax.plot([0, 1], [0, 1], ls="--", color="black", lw=0.8)
+        for stage, color, text in (("before", (0.6, 0.6, 0.6, 1.0), "before"),
+                                   ("after", palette(method), "after temperature scaling")):
+            part = rows[rows["stage"] == stage].sort_values("bin")
+            ax.plot(part["confidence"], part["accuracy"], marker="o", ms=3, lw=1.2, color=color, label=text)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{method} ({rows['runs'].iloc[0]} run{'s' if rows['runs'].iloc[0] > 1 else ''})", fontsize=8)
+        ax.set_xlabel("confidence (top-label)", fontsize=7)
+        ax.set_ylabel("accuracy", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+    _legend(axes[0], fontsize=6, loc="upper left")
+    fig.suptitle(f"{dataset}: test reliability (bins pooled over seeds, weighted by count)", fontsize=9)
     return fig

@@ -47,7 +47,8 @@ def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", b
                  fraction: float = 0.95, alpha: float = 0.05, confidence: float = 0.95,
                  selection: str = BEST) -> Report:
     """Compute everything, draw the figures and write ``report.md``, ``report.html``, ``runs.csv``,
-    ``history.csv``, ``leaderboard.csv`` and ``comparisons.csv`` into ``out``; with results on
+    ``history.csv``, ``leaderboard.csv``, ``comparisons.csv``, ``per_class_audit.csv``,
+    ``recall_by_frequency.csv`` and ``calibration.csv`` into ``out``; with results on
     several datasets also ``across_datasets.csv``, ``.md`` and ``.tex``; with phased methods
     ``phases.csv``. ``selection`` (see :mod:`focustune_analysis.phases`) picks each run's epoch."""
     t = compute_tables(c, metric, baseline, fraction, alpha, confidence, selection)
@@ -101,6 +102,11 @@ def draw_figures(t: ReportTables, folder: Path) -> dict[FigureKey, Path]:
              f"{s}_convergence.png")
         draw(dataset, "per_class_recall", lambda: plots.per_class_figure(t.recall, dataset, palette),
              f"{s}_per_class_recall.png")
+        draw(dataset, "recall_frequency", lambda: plots.recall_frequency_figure(t.class_recall, t.correlations,
+                                                                                dataset, palette),
+             f"{s}_recall_vs_frequency.png")
+        draw(dataset, "reliability", lambda: plots.reliability_figure(t.reliability, dataset, palette),
+             f"{s}_reliability.png")
         if t.confusion[dataset]:
             draw(dataset, "confusion", lambda: plots.confusion_figure(t.confusion[dataset], dataset),
                  f"{s}_confusion.png")

@@ -19,7 +19,7 @@ from focustune_analysis.document import Document, latex_tabular
 from focustune_analysis.plots import label
 from focustune_analysis.report_tables import ReportTables
 from focustune_analysis.report_text import fmt, fmt_p, mean_se, ranking_sentence, selection_line
-from focustune_analysis.stats import Ranking
+from focustune_analysis.stats import NO_INTERVAL, Ranking
 
 FigureKey = tuple[str | None, str]  # (dataset, kind), dataset None for a figure across datasets
 
@@ -160,6 +160,8 @@ def _dataset_section(doc: Document, t: ReportTables, dataset: str, figures: Mapp
     doc.heading("Per-class results", 3)
     _figure(doc, figures, dataset, "per_class_recall", f"{dataset}: test recall per class")
     _figure(doc, figures, dataset, "confusion", f"{dataset}: test confusion matrices summed over seeds")
+    _audit_section(doc, t, dataset, figures)
+    _calibration_section(doc, t, dataset, figures)
     doc.heading("Hyperparameter search", 3)
     _figure(doc, figures, dataset, "search_progress", f"{dataset}: best search objective so far by trial")
     _figure(doc, figures, dataset, "importance",
@@ -173,6 +175,94 @@ def _dataset_section(doc: Document, t: ReportTables, dataset: str, figures: Mapp
     failed = c.runs[(c.runs["dataset"] == dataset) & c.runs["failed_reason"].notna()]
     doc.bullets([f"{r['method']} {r['kind']} {r['run_name']}: {str(r['failed_reason'])[:200]}"
                  for _, r in failed.iterrows()])
+
+
+def _interval(low: float, high: float) -> str:
+    return f" [{low:+.3f}, {high:+.3f}]" if math.isfinite(low) else ""
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3f}" if math.isfinite(value) else "-"
+
+
+def _plus_minus(mean: float, se: float) -> str:
+    return fmt(mean) + (f" ± {se:.3f}" if math.isfinite(se) else "")
+
+
+def _audit_section(doc: Document, t: ReportTables, dataset: str, figures: Mapping[FigureKey, Path]) -> None:
+    """Per class: each method's test recall against the baseline, paired by seed, the classes it fixes
+    or breaks, and recall against training-class frequency."""
+    doc.heading(f"Per-class audit against {t.baseline}", 3)
+    rows = t.audit[t.audit["dataset"] == dataset]
+    if t.baseline not in t.c.methods(dataset):
+        doc.paragraph(f"No {t.baseline} runs on {dataset}: no per-class audit.")
+    elif rows.empty:
+        doc.paragraph("No per-class test recall recorded by these runs: no per-class audit.")
+    else:
+        doc.table(["method", "class", "training images (share)", "n", f"{t.baseline} recall", "recall",
+                   f"difference to {t.baseline} [95% CI]", "Holm p", "verdict", "note"],
+                  [[r["method"], r["class"], _count_cell(r["train_count"], r["train_frequency"]), str(r["n"]),
+                    fmt(r["baseline_recall"]), fmt(r["recall"]),
+                    _signed(r["diff"]) + _interval(r["diff_low"], r["diff_high"]),
+                    fmt_p(r["t_p_holm"]), f"**{r['verdict']}**" if r["verdict"] else "", r["note"]]
+                   for _, r in rows.iterrows()])
+        doc.paragraph(f"Difference: the method's test recall of the class minus {t.baseline}'s, paired by seed over "
+                      "the seed re-runs both have (mean and 95% t-interval; with the same difference on every seed, "
+                      "the exact sign-flip test's). **fixes** / **breaks**: that interval excludes 0 (not corrected "
+                      "for the many classes; Holm p: the paired test's p, Holm-adjusted over every per-class test of "
+                      f"the report). '{NO_INTERVAL}': fewer than 2 paired seeds, or a t-interval leaving [-1, 1], the "
+                      "range of a difference of recalls. The "
+                      "interval holds seed-to-seed variation only: a class with few test images has a recall that "
+                      "moves in large steps (see the confusion matrices). Classes rarest first where training counts "
+                      "were recorded.")
+    _figure(doc, figures, dataset, "recall_frequency",
+            f"{dataset}: test recall per class (mean over seeds) against the class's share of the training split")
+    correlations = t.correlations[t.correlations["dataset"] == dataset]
+    if (dataset, "recall_frequency") not in figures:
+        if not correlations.empty:
+            doc.paragraph("Training-class counts not recorded by these runs (the `train_count/<class>` metrics of "
+                          "sweeps from this version on): no recall against class frequency.")
+        return
+    doc.table(["method", "classes", "Pearson r (p)", "Spearman ρ (p)", "note"],
+              [[r["method"], str(r["classes"]), _correlation_cell(r["pearson_r"], r["pearson_p"]),
+                _correlation_cell(r["spearman_rho"], r["spearman_p"]), r["note"]] for _, r in correlations.iterrows()])
+
+
+def _count_cell(count: float, share: float) -> str:
+    return f"{count:.0f} ({share:.1%})" if math.isfinite(count) else "not recorded"
+
+
+def _correlation_cell(r: float, p: float) -> str:
+    return f"{r:+.2f} ({fmt_p(p)})" if math.isfinite(r) else "-"
+
+
+def _calibration_section(doc: Document, t: ReportTables, dataset: str, figures: Mapping[FigureKey, Path]) -> None:
+    """Test ECE, Brier score and NLL before and after temperature scaling, and the reliability diagram."""
+    doc.heading("Calibration", 3)
+    rows = t.calibration[t.calibration["dataset"] == dataset]
+    if rows.empty:
+        doc.paragraph("Calibration not recorded: these runs have no test calibration metrics (`test_ece`, "
+                      "`test_ece_calibrated`, ...) and no `calibration.json` artifacts (a sweep older than "
+                      "temperature scaling); sweep again to see it.")
+        return
+    first = ~rows.duplicated("method")
+    doc.table(["method", "temperature", "metric", "n", "before scaling", "after scaling",
+               "change (after − before) [95% CI]", "note"],
+              [[r["method"], _plus_minus(r["temperature"], r["temperature_se"]) if shown else "", label(r["metric"]),
+                str(r["n"]), _plus_minus(r["before"], r["before_se"]), _plus_minus(r["after"], r["after_se"]),
+                _signed(r["change"]) + _interval(r["change_low"], r["change_high"]), r["note"]]
+               for (_, r), shown in zip(rows.iterrows(), first)])
+    missing = sorted(set(t.c.methods(dataset)) - set(rows["method"]))
+    doc.bullets([f"{method}: calibration not recorded (older runs)" for method in missing])
+    doc.paragraph("Test split, mean ± SE over each method's selected runs; the temperature is fitted on validation "
+                  "after selection, never on test. Change: paired by run, 95% t-interval (none where it leaves the "
+                  "range of the change). "
+                  "Lower is better for all three.")
+    if (dataset, "reliability") in figures:
+        _figure(doc, figures, dataset, "reliability", f"{dataset}: reliability diagrams of each run's selected model "
+                "(test split; bins pooled over seeds, weighted by their counts), before and after temperature scaling")
+    else:
+        doc.paragraph("No `calibration.json` artifacts in these runs: no reliability diagram.")
 
 
 def _phases_section(doc: Document, phases: pd.DataFrame, metric: str) -> None:
@@ -208,7 +298,8 @@ def _method_notes(metric: str, baseline: str, fraction: float, alpha: float) -> 
         "Optuna and ASHA saw); only full-budget trials count as best so far. Importance: Optuna's fANOVA "
         "evaluator on a study rebuilt from the finished trials (distributions spanning the observed values).",
         "Files: report.md + figures/, report.html (self-contained), runs.csv (one row per run), history.csv "
-        "(per-epoch values), leaderboard.csv, comparisons.csv; with several datasets across_datasets.csv/.md/.tex "
+        "(per-epoch values), leaderboard.csv, comparisons.csv, per_class_audit.csv, recall_by_frequency.csv, "
+        "calibration.csv; with several datasets across_datasets.csv/.md/.tex "
         "(the table across datasets, the .tex a booktabs tabular).",
     ]
 

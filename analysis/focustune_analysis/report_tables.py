@@ -12,12 +12,14 @@ import pandas as pd
 
 from focustune.errors import ConfigError
 from focustune.tracking_schema import METRIC_NAMES
+from focustune_analysis.audit import frequency_correlations, per_class_audit, recall_by_frequency
 from focustune_analysis.collect import Collection
 from focustune_analysis.convergence import epochs_to_target, epochs_to_target_summary, mean_curves
 from focustune_analysis.phases import BEST, phase_counts, select_epochs
 from focustune_analysis.results import (check_usable, compare_to_baseline, confusion_matrices, cross_dataset_table,
                                         leaderboard, pairwise_comparisons, per_class_recall, rank_across_datasets,
                                         status_counts)
+from focustune_analysis.reliability import calibration_table, reliability_bins
 from focustune_analysis.search import param_importance, search_progress, slices
 from focustune_analysis.stats import Ranking
 
@@ -49,6 +51,11 @@ class ReportTables:
     to_target_summary: pd.DataFrame
     recall: pd.DataFrame
     confusion: dict[str, dict[str, tuple[np.ndarray, int]]]  # dataset -> method -> (summed matrix, runs)
+    audit: pd.DataFrame  # per-class recall against the baseline, paired by seed
+    class_recall: pd.DataFrame  # per-class recall beside training-class frequency
+    correlations: pd.DataFrame  # recall against training-class frequency, per method
+    calibration: pd.DataFrame  # ECE, Brier, NLL before and after temperature scaling
+    reliability: pd.DataFrame  # reliability bins pooled over seeds
     progress: pd.DataFrame
     importance: pd.DataFrame
     slices: pd.DataFrame
@@ -58,7 +65,9 @@ class ReportTables:
         """The tables written as CSV files, by file stem."""
         tables = {"runs": self.c.runs, "history": self.c.history, "leaderboard": self.board,
                   "comparisons": pd.concat([self.vs_base.assign(family=f"vs {self.baseline}"),
-                                            self.pairs.assign(family="pairwise")], ignore_index=True)}
+                                            self.pairs.assign(family="pairwise")], ignore_index=True),
+                  "per_class_audit": self.audit, "recall_by_frequency": self.class_recall,
+                  "calibration": self.calibration}
         if self.across is not None:
             tables[ACROSS] = self.across
         if not self.phases.empty:
@@ -69,7 +78,8 @@ class ReportTables:
         """The CSV tables and the others behind the report, by name."""
         return {**self.csv_tables(), "vs_baseline": self.vs_base, "pairwise": self.pairs,
                 "epochs_to_target": self.to_target, "per_class_recall": self.recall,
-                "search_progress": self.progress, "importance": self.importance, "status": self.status}
+                "search_progress": self.progress, "importance": self.importance, "status": self.status,
+                "frequency_correlations": self.correlations, "reliability": self.reliability}
 
 
 def check_report_options(fraction: float, alpha: float) -> None:
@@ -91,6 +101,7 @@ def compute_tables(c: Collection, metric: str = "balanced_acc", baseline: str = 
     series = f"val_{metric}"
     ranking = rank_across_datasets(c, metric, alpha)
     to_target = epochs_to_target(c, series, fraction)
+    class_recall = recall_by_frequency(c, confidence)
     return ReportTables(
         c=c, metric=metric, baseline=baseline, fraction=fraction, alpha=alpha, selection=selection,
         metrics=metrics, series=series,
@@ -102,4 +113,7 @@ def compute_tables(c: Collection, metric: str = "balanced_acc", baseline: str = 
         to_target=to_target, to_target_summary=epochs_to_target_summary(to_target, confidence),
         recall=per_class_recall(c, confidence=confidence),
         confusion={dataset: confusion_matrices(c, dataset) for dataset in c.datasets},
+        audit=per_class_audit(c, baseline, confidence), class_recall=class_recall,
+        correlations=frequency_correlations(class_recall), calibration=calibration_table(c, confidence),
+        reliability=reliability_bins(c),
         progress=search_progress(c), importance=param_importance(c), slices=slices(c), status=status_counts(c))

@@ -8,10 +8,12 @@ import math
 import pandas as pd
 
 from focustune.tracking_schema import KIND_TRIAL, METRIC_NAMES
+from focustune_analysis.audit import audit_sentences
 from focustune_analysis.collect import SELECTED_RERUN, SELECTED_TRIAL, Collection
 from focustune_analysis.phases import SELECTION_LABELS, phase_sentence
 from focustune_analysis.plots import label
 from focustune_analysis.references import references_for
+from focustune_analysis.reliability import calibration_sentences
 from focustune_analysis.report_tables import ReportTables
 from focustune_analysis.results import datasets_with_results
 from focustune_analysis.stats import NO_INTERVAL, Ranking
@@ -164,6 +166,8 @@ def report_conclusions(t: ReportTables) -> list[str]:
     for dataset in t.c.datasets:
         lines = dataset_conclusions(t.c, dataset, t.board, t.vs_base, t.pairs, t.status, t.metric, t.baseline,
                                     t.alpha)
+        lines += audit_sentences(t.audit, t.correlations, dataset, t.baseline, t.alpha)
+        lines += calibration_sentences(t.calibration, dataset)
         prefix = f"**{dataset}**: " if len(t.c.datasets) > 1 else ""
         conclusions += [prefix + line for line in lines]
     conclusions.append(ranking_sentence(t.ranking, t.metric) if t.ranking is not None

@@ -11,6 +11,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -232,18 +233,26 @@ def per_class_recall(c: Collection, split: str = "test", confidence: float = 0.9
 def confusion_matrices(c: Collection, dataset: str, split: str = "test") -> dict[str, tuple[np.ndarray, int]]:
     """Per method: the confusion matrix (rows = true class) summed over its selected runs, and how
     many runs it sums (runs without a confusion-matrix artifact are skipped)."""
-    client = c.client()
     out: dict[str, tuple[np.ndarray, int]] = {}
+    for method, runs in c.selected(dataset).groupby("method"):
+        found = json_artifacts(c, list(runs["run_id"]), CONFUSION_ARTIFACT)
+        matrices = [np.asarray(payload[split], dtype=np.int64) for payload in found.values()]
+        if matrices:
+            out[method] = (np.sum(matrices, axis=0), len(matrices))
+    return out
+
+
+def json_artifacts(c: Collection, run_ids: Sequence[str], name: str) -> dict[str, Any]:
+    """Run id -> the parsed JSON artifact ``name`` of each run that has one (an older run, or one
+    whose upload failed, is left out)."""
+    client = c.client()
+    out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder, _quiet_downloads():
-        for method, runs in c.selected(dataset).groupby("method"):
-            matrices = []
-            for run_id in runs["run_id"]:
-                if CONFUSION_ARTIFACT not in {f.path for f in client.list_artifacts(run_id)}:
-                    continue  # an older run, or its upload failed
-                path = client.download_artifacts(run_id, CONFUSION_ARTIFACT, f"{folder}/{run_id}")
-                matrices.append(np.asarray(json.loads(Path(path).read_text())[split], dtype=np.int64))
-            if matrices:
-                out[method] = (np.sum(matrices, axis=0), len(matrices))
+        for run_id in run_ids:
+            if name not in {f.path for f in client.list_artifacts(run_id)}:
+                continue
+            path = client.download_artifacts(run_id, name, f"{folder}/{run_id}")
+            out[run_id] = json.loads(Path(path).read_text())
     return out
 
 

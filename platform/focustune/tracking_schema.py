@@ -46,7 +46,10 @@ RUN_TAGS = ("sweep_id", "study", "kind", "dataset", "method")
 #: mechanism first acted), the best epoch within that stage: ``<stage>_best_epoch``,
 #: ``<stage>_best_val_<metric>`` and ``<stage>_test_<metric>``.
 STAGES = ("before_mechanism", "after_mechanism")
-FINAL_PREFIXES = ("best_val_", "test_", *(f"{stage}_" for stage in STAGES))
+#: A run's training split per class (images, after a probe split was held out), one metric per class
+#: ``train_count/<class name>`` (:func:`train_count_metrics`): the class frequencies of ``compare``'s audit.
+TRAIN_COUNT_PREFIX = "train_count/"
+FINAL_PREFIXES = ("best_val_", "test_", *(f"{stage}_" for stage in STAGES), TRAIN_COUNT_PREFIX)
 #: A study run's params ``best.<name>``: the selected configuration.
 BEST_PARAM_PREFIX = "best."
 #: A study run's metrics ``seeds_mean_test_<metric>``: the mean over its seed re-runs.
@@ -87,6 +90,8 @@ STUDY_FIGURE_FILES = {"curves": "validation_curves.png", "per_class": "per_class
 STUDY_SUMMARY_FILE = "study.json"
 #: The summary run's leaderboard, as an MLflow table (``log_table``) beside the report.
 LEADERBOARD_TABLE = "leaderboard_table.json"
+#: The summary run's per-class audit against the baseline, as an MLflow table beside the report.
+AUDIT_TABLE = "per_class_audit_table.json"
 
 #: Artifacts of a training run (``train --log-model``, a trial, a seed re-run): temperature scaling on the
 #: test split, ``{"bins": 15, "temperature": T, "before": {"ece", "brier", "nll", "confidence": [...],
@@ -137,6 +142,12 @@ def tracked_metrics(split: str, metrics: Mapping[str, Any], class_names: Sequenc
             if row.class_metric and index < len(names):
                 out[class_metric_name(split, row.class_metric, names[index])] = float(value)
     return out
+
+
+def train_count_metrics(counts: Sequence[int], class_names: Sequence[Any]) -> dict[str, float]:
+    """A run's training-class counts as MLflow metrics, ``train_count/<class name>`` (names as
+    :func:`tracked_class_names` makes them, so they match the run's ``test_recall/<class name>``)."""
+    return {f"{TRAIN_COUNT_PREFIX}{name}": float(n) for name, n in zip(tracked_class_names(class_names), counts)}
 
 
 def calibration_metrics(calibration: Mapping[str, Any]) -> dict[str, float]:

@@ -22,7 +22,7 @@ from focustune.errors import TrainingDiverged
 from focustune.records import BEST_EPOCH, TrialReport
 from focustune.tracking_schema import (CALIBRATION_ARTIFACT, GPU_MEMORY_MB, GPU_PERCENT, RELIABILITY_ARTIFACT,
                                       TRIAL_CPU_CORES, TRIAL_CPU_PERCENT, TRIAL_MEMORY_MB, calibration_metrics,
-                                      tracked_metrics)
+                                      tracked_metrics, train_count_metrics)
 from focustune.training import Trainer
 
 from focustune.sweeps.trial_config import resolve_trial
@@ -74,6 +74,7 @@ def with_final(report: TrialReport, trainer: Trainer) -> TrialReport:
         scalars.update({f"{stage}_{BEST_EPOCH}": best.best_epoch,
                         **tracked_metrics(f"{stage}_best_val", best.val, names),
                         **tracked_metrics(f"{stage}_test", best.test, names)})
+    scalars.update(train_count_metrics(result.data["train_class_counts"], names))  # for compare's per-class audit
     artifacts = {path: png_base64(image) for path, image in trainer.method.images().items()}
     artifacts[CALIBRATION_ARTIFACT] = json.dumps(result.calibration)
     artifacts[RELIABILITY_ARTIFACT] = base64.b64encode(reliability_png(result.calibration)).decode("ascii")

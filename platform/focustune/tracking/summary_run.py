@@ -1,6 +1,7 @@
 """The comparison report of ``focustune compare`` logged into the sweep's experiment as a
 ``summary`` run: its conclusions as the run's description, each method's test score as a metric,
-the report's files as artifacts and the leaderboard as an MLflow table."""
+the per-class audit and calibration as metrics, the report's files as artifacts and the leaderboard
+and the per-class audit as MLflow tables."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from focustune.tracking.batches import log_batched
-from focustune.tracking_schema import KIND_SUMMARY, LEADERBOARD_TABLE, METRIC_NAMES, NOTE_TAG, TAG, source_tags
+from focustune.tracking_schema import (AUDIT_TABLE, CALIBRATED_SUFFIX, KIND_SUMMARY, LEADERBOARD_TABLE, METRIC_NAMES,
+                                       NOTE_TAG, TAG, source_tags)
 from focustune_analysis.collect import Collection
 from focustune_analysis.report import Report, slug
 from focustune_analysis.report_compose import leaderboard_rows
@@ -23,6 +25,27 @@ def leaderboard_table(board: pd.DataFrame, metric: str) -> pd.DataFrame:
     columns, rows = leaderboard_rows(board, metrics)
     return pd.DataFrame([[dataset, *row] for dataset, row in zip(board["dataset"], rows)],
                         columns=["dataset", *columns])
+
+
+def _key(*parts: str) -> str:
+    """An MLflow metric name of ``parts`` joined by '/' (each part as a file-name part, no '.' or '..')."""
+    return "/".join(slug(part).strip(".") or "_" for part in parts)
+
+
+def audit_metrics(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """The per-class audit and the calibration as named metrics (MLflow refuses arrays):
+    ``audit_recall_diff/<dataset>/<method>/<class>`` (mean paired difference of test recall to the
+    baseline), ``audit_recall_frequency_spearman/<dataset>/<method>`` and
+    ``calibration/<dataset>/<method>/test_<metric>`` (and ``..._calibrated``, after temperature scaling)."""
+    out = {_key("audit_recall_diff", r["dataset"], r["method"], r["class"]): float(r["diff"])
+           for _, r in tables["per_class_audit"].iterrows()}
+    out.update({_key("audit_recall_frequency_spearman", r["dataset"], r["method"]): float(r["spearman_rho"])
+                for _, r in tables["frequency_correlations"].iterrows()})
+    for _, r in tables["calibration"].iterrows():
+        name = f"test_{r['metric']}"
+        out[_key("calibration", r["dataset"], r["method"], name)] = float(r["before"])
+        out[_key("calibration", r["dataset"], r["method"], name + CALIBRATED_SUFFIX)] = float(r["after"])
+    return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
 def log_summary_run(c: Collection, report: Report) -> str:
@@ -39,6 +62,7 @@ def log_summary_run(c: Collection, report: Report) -> str:
     ours = board[board["source"] != "published"]
     scores = {f"{slug(r['dataset'])}.{slug(r['method'])}.test_{report.metric}": float(r[report.metric])
               for _, r in ours.iterrows() if math.isfinite(r[report.metric])}
+    scores.update(audit_metrics(report.tables))
     log_batched(client, run_id, metrics=scores,
                 params={"metric": report.metric, "baseline": report.baseline, "datasets": ",".join(c.datasets)[:500]},
                 timestamp_ms=int(datetime.now(timezone.utc).timestamp() * 1000))
@@ -46,6 +70,9 @@ def log_summary_run(c: Collection, report: Report) -> str:
         folder = path.parent.relative_to(report.out).as_posix()
         client.log_artifact(run_id, str(path), artifact_path=None if folder == "." else folder)
     client.log_table(run_id, leaderboard_table(board, report.metric), LEADERBOARD_TABLE)
+    audit = report.tables["per_class_audit"]
+    if not audit.empty:
+        client.log_table(run_id, audit.drop(columns="differences"), AUDIT_TABLE)
     client.set_terminated(run_id, "FINISHED")
     for old in earlier:
         client.delete_run(old.info.run_id)

@@ -67,7 +67,7 @@ def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
     _print_summary(summary, spec)
     print(utilisation_line(sweep.state.data.get("utilisation", {})))
     print(f"\nCompare the runs in MLflow: {ui_hint(spec.tracking)}")
-    return 0
+    return 1 if any(study.get("selection_refused") for study in summary.values()) else 0
 
 
 def _print_summary(summary: dict[str, dict[str, Any]], spec: Any) -> None:
@@ -75,9 +75,15 @@ def _print_summary(summary: dict[str, dict[str, Any]], spec: Any) -> None:
     print()
     print(text_table(SUMMARY_COLUMNS, summary_rows(summary, spec.seeds)))
     for key, study in summary.items():
-        if study.get("best_config"):
+        if study.get("selection_refused"):  # the front exists (in MLflow), but no point meets --select
+            print(f"{key}: {study['selection_refused']}")
+        elif study.get("best_config"):
             tuned = {k: v for k, v in study["best_config"].items() if k not in spec.fixed and k != "epochs"}
-            print(f"{key} best configuration (by validation): " + ", ".join(f"{k}={v}" for k, v in tuned.items()))
+            rule = f" by --select '{study['selection_rule']}'" if study.get("selection_rule") else ""
+            print(f"{key} best configuration (by validation{rule}): " + ", ".join(f"{k}={v}" for k, v in tuned.items()))
+            if study.get("front") is not None:
+                print(f"{key} Pareto front: {len(study['front'])} of {len(study.get('points', []))} point(s) "
+                      f"({', '.join(study['objectives'])}; table and figure on the study's MLflow run)")
         else:
             print(f"{key}: no search trial finished its full budget ({study.get('failed', 0)} failed, "
                   f"{study.get('stopped_early', 0)} stopped early); no re-runs")

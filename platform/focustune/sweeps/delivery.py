@@ -22,7 +22,7 @@ from typing import Any
 from focustune.run_config import RunConfig
 from focustune.sweeps.spec import DatasetSpec, SweepSpec
 from focustune.sweeps.state import SweepState, filesystem
-from focustune.records import SEED_KEY, STUDY_KEY
+from focustune.records import SEED_KEY, STUDY_KEY, TRIAL_ID
 from focustune.sweeps.trial_config import resolve_trial
 from focustune.tracking_schema import CONFIG_ARTIFACT, split_study_key
 from focustune.training import CHECKPOINT_FILE
@@ -48,7 +48,17 @@ def study_run_config(spec: SweepSpec, data: DatasetSpec, key: str, study: dict[s
     return RunConfig(
         **vars(data.referenced()), method=trial.method, params=trial.params, seed=trial.seed,
         source={"study": key, "experiment": spec.experiment, "study_run_id": parent, "selected": selected["kind"],
-                "seed": selected["seed"], f"val_{metric}": selected["val"].get(metric)})
+                "seed": selected["seed"], f"val_{metric}": selected["val"].get(metric), **selection_source(study)})
+
+
+def selection_source(study: dict[str, Any]) -> dict[str, Any]:
+    """With a selection rule, what the model records of it: the objectives, the rule and the chosen
+    point of the front (its trial id and validation values)."""
+    if not study.get("selection_rule"):
+        return {}
+    point = next((p for p in study.get("points", []) if p[TRIAL_ID] == study.get("chosen")), None)
+    return {"objectives": study["objectives"], "selection_rule": study["selection_rule"],
+            "chosen_point": None if point is None else {TRIAL_ID: point[TRIAL_ID], "val": point["values"]}}
 
 
 def _file_label(key: str) -> str:

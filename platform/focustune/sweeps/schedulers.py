@@ -106,12 +106,12 @@ class ParetoRungs:
 
     def __init__(self, objectives: tuple[str, ...], grace: int, max_t: int, reduction_factor: float):
         self.objectives, self.reduction_factor = tuple(objectives), reduction_factor
-        self.milestones: list[int] = []
+        self.milestones: list[float] = []
         milestone = float(grace)
         while milestone < max_t:
-            self.milestones.append(int(milestone))
+            self.milestones.append(milestone)
             milestone *= reduction_factor
-        self.recorded: dict[int, dict[str, tuple[float, ...]]] = {m: {} for m in self.milestones}
+        self.recorded: dict[float, dict[str, tuple[float, ...]]] = {m: {} for m in self.milestones}
         self.best: dict[str, tuple[tuple[float, float], dict[str, float]]] = {}  # trial -> (score, values)
 
     def observe(self, trial_id: str, result: dict) -> None:

@@ -79,7 +79,7 @@ def _print_summary(summary: dict[str, dict[str, Any]], spec: Any) -> None:
             print(f"{key}: {study['selection_refused']}")
         elif study.get("best_config"):
             tuned = {k: v for k, v in study["best_config"].items() if k not in spec.fixed and k != "epochs"}
-            rule = f" by --select '{study['selection_rule']}'" if study.get("selection_rule") else ""
+            rule = f", --select '{study['selection_rule']}'" if study.get("selection_rule") else ""
             print(f"{key} best configuration (by validation{rule}): " + ", ".join(f"{k}={v}" for k, v in tuned.items()))
             if study.get("front") is not None:
                 print(f"{key} Pareto front: {len(study['front'])} of {len(study.get('points', []))} point(s) "

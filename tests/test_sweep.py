@@ -381,3 +381,7 @@ def test_tune_with_two_objectives_selects_from_the_front_by_the_rule_and_logs_th
     source = yaml.safe_load((tmp_path / "best_config.yaml").read_text())["source"]  # recorded with the model
     assert source["selection_rule"] == "balanced_acc | worst_class_recall>=0.3"
     assert source["chosen_point"]["trial_id"] == study["chosen"] and study["model"]["registered"]["version"] == "1"
+    from focustune_analysis import build_report, collect_runs
+
+    report = build_report(collect_runs("pareto", uri), tmp_path / "report")  # compare's report shows the front
+    assert "Pareto fronts" in report.headings and any("pareto_tiny_erm" in f.name for f in report.files)

@@ -81,7 +81,7 @@ def _pair_panel(ax: Any, frame: pd.DataFrame, x: str, y: str) -> None:
     ax.scatter(off[x], off[y], color="#999999", s=22, label="dominated")
     pair = pareto_front([Point(str(i), {x: r[x], y: r[y]}) for i, r in frame.iterrows()], (x, y))
     on = frame.loc[[int(p.key) for p in pair]].sort_values(x, ascending=metric_row(x).sign > 0)
-    ax.step(on[x], on[y], where="post", color="#1f77b4", linewidth=1.2)
+    ax.step(on[x], on[y], where="pre", color="#1f77b4", linewidth=1.2)
     ax.scatter(on[x], on[y], color="#1f77b4", s=30, label="front of this pair", zorder=3)
     chosen = frame[frame["chosen"]]
     if not chosen.empty:

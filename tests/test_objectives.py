@@ -171,4 +171,5 @@ def test_the_study_record_holds_the_front_and_the_chosen_point_or_why_none():
     assert [p["on_front"] for p in summary["points"]] == [True, True, False]
     refused = study_summary(results, TWO, SelectionRule.parse("balanced_acc | worst_class_recall>=0.95", TWO), STUDY)
     assert refused["chosen"] is None and refused["best_config"] is None and refused["selected"] is None
-    assert "no point of the front of alpha/erm (2 point(s)) meets worst_class_recall>=0.95" in refused["selection_refused"]
+    message = "no point of the front of alpha/erm (2 point(s)) meets worst_class_recall>=0.95"
+    assert message in refused["selection_refused"]

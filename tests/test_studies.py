@@ -290,7 +290,8 @@ def test_utilisation_of_a_resumed_sweep_counts_every_attempts_nodes_over_its_own
 def sweep_args(**given) -> argparse.Namespace:
     names = ["dataset", "datasets", "plan", "methods", "trials", "epochs", "seeds", "scheduler", "experiment",
              "tracking_uri", "address", "storage", "optuna_storage", "warm_start", "cpus_per_trial",
-             "gpus_per_trial", "max_concurrent", "data_dir", "size", "imbalance_ratio", "space", "set"]
+             "gpus_per_trial", "max_concurrent", "data_dir", "size", "imbalance_ratio", "space", "set", "objectives",
+             "select"]
     return argparse.Namespace(**{n: None for n in names}, resume=False) if not given else \
         argparse.Namespace(**{**{n: None for n in names}, "resume": False, **given})
 

@@ -362,3 +362,42 @@ def test_asha_stopped_trials_are_pruned_in_optuna_and_tagged_in_mlflow(tmp_path)
     study = optuna.load_study(study_name="digits-lt/erm", storage=storage)
     states = [t.state.name for t in study.trials]
     assert states.count("PRUNED") == len(stopped) and states.count("COMPLETE") == len(full)
+
+
+def test_tune_with_two_objectives_selects_from_the_front_by_the_rule_and_logs_the_front(tmp_path, tiny):
+    import sys
+
+    import yaml
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = [sys.executable, "-m", "focustune.cli", "tune", "--method", "erm", "--dataset", str(tiny),
+               "--objectives", "balanced_acc,worst_class_recall", "--select", "balanced_acc | worst_class_recall>=0.3",
+               "--trials", "4", "--epochs", "3", "--set", "batch_size=8", "--set", "lr=0.01", "--scheduler", "asha",
+               "--max-concurrent", "2", "--tracking-uri", uri, "--experiment", "pareto", "--register", "pareto-erm"]
+    proc = start(command, tmp_path / "tune.log", cwd=tmp_path)
+    try:
+        proc.wait(timeout=420)
+    finally:
+        stop_group(proc)
+    out = (tmp_path / "tune.log").read_text()
+    assert proc.returncode == 0, out[-3000:]
+    record = json.loads((tmp_path / "focustune_runs" / "pareto" / "sweep.json").read_text())["studies"]["tiny/erm"]
+    study = record["pareto"]
+    points = {p["trial_id"]: p["values"] for p in study["points"]}
+    front = [points[t] for t in study["front"]]
+    assert front and study["chosen"] in study["front"]
+    chosen = points[study["chosen"]]
+    assert chosen["worst_class_recall"] >= 0.3
+    assert chosen["balanced_acc"] == max(v["balanced_acc"] for v in front if v["worst_class_recall"] >= 0.3)
+    parent = by_kind(runs_of(uri, "pareto"), "study")[0]
+    assert parent.data.params["chosen_trial"] == study["chosen"]
+    assert parent.data.params["selection_rule"] == "balanced_acc | worst_class_recall>=0.3"
+    logged = {a.path for a in client(uri).list_artifacts(parent.info.run_id, "pareto")}
+    assert {"pareto/points.json", "pareto/front.md", "pareto/front.png"} <= logged
+    source = yaml.safe_load((tmp_path / "best_config.yaml").read_text())["source"]  # recorded with the model
+    assert source["selection_rule"] == "balanced_acc | worst_class_recall>=0.3"
+    assert source["chosen_point"]["trial_id"] == study["chosen"] and record["model"]["registered"]["version"] == "1"
+    from focustune_analysis import build_report, collect_runs
+
+    report = build_report(collect_runs("pareto", uri), tmp_path / "report")  # compare's report shows the front
+    assert "Pareto fronts" in report.headings and any("pareto_tiny_erm" in f.name for f in report.files)

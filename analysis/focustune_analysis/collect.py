@@ -21,7 +21,7 @@ from focustune.records import (BEST_EPOCH, BEST_PHASE, FAILED_REASON, MECHANISM_
                                TRIAL_ID)
 from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, DEFAULT_SELECTION_METRIC, FINAL_PREFIXES,
                                        FINISHED_TRIALS, KIND_RERUN, KIND_STUDY, KIND_TRIAL, METRIC_NAMES, PARENT_TAG,
-                                       STOPPED_EARLY, TAG, TEMPERATURE, default_tracking_uri)
+                                       STOPPED_EARLY, STUDY_SELECTION_PARAMS, TAG, TEMPERATURE, default_tracking_uri)
 
 HP_PREFIX = "hp."
 # Params that identify a run rather than configure it.
@@ -191,9 +191,10 @@ def _studies_table(raw: list[Any]) -> pd.DataFrame:
             "best_objective": metrics.get(BEST_OBJECTIVE), "finished_trials": metrics.get(FINISHED_TRIALS),
             "best": {k.removeprefix(BEST_PARAM_PREFIX): parse_value(v) for k, v in params.items()
                      if k.startswith(BEST_PARAM_PREFIX) and k.removeprefix(BEST_PARAM_PREFIX) not in ID_PARAMS},
+            **{name: params.get(name) for name in STUDY_SELECTION_PARAMS},  # several objectives (else None)
         })
     columns = ["run_id", "dataset", "method", "sweep_id", "status", "start_time", "trials", "epochs", "seeds",
-               "scheduler", "best_objective", "finished_trials", "best"]
+               "scheduler", "best_objective", "finished_trials", "best", *STUDY_SELECTION_PARAMS]
     return pd.DataFrame(rows, columns=columns).sort_values(["dataset", "method"], ignore_index=True)
 
 

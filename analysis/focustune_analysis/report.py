@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from focustune.files import write_atomic
-from focustune_analysis import plots
+from focustune_analysis import pareto, plots
 from focustune_analysis.collect import Collection
 from focustune_analysis.phases import BEST
 from focustune_analysis.report_compose import (FigureKey, compose_report, cross_dataset_document, cross_dataset_latex,
@@ -57,7 +57,8 @@ def build_report(c: Collection, out: str | Path, metric: str = "balanced_acc", b
     figures = draw_figures(t, out / "figures")
     conclusions = report_conclusions(t)
     doc = compose_report(t, conclusions, figures)
-    written = [*figures.values(), *_write_cross_dataset(t, out), *_write_csv(t.csv_tables(), out)]
+    fronts = pareto.add_front_section(doc, c, out / "figures")  # studies searched for several objectives
+    written = [*figures.values(), *fronts, *_write_cross_dataset(t, out), *_write_csv(t.csv_tables(), out)]
     markdown = write_atomic(out / "report.md", doc.to_markdown(out))
     page = write_atomic(out / "report.html", doc.to_html())
     return Report(out, markdown, page, [markdown, page, *written], conclusions, terminal_text(t, conclusions, markdown),

@@ -149,12 +149,48 @@ class DeliveredModel:
 
 
 @dataclass
+class FrontPoint:
+    """A full-budget search trial of a study selected among several objectives: its trial id, its
+    objectives' best-epoch validation ``values`` and their ``test`` values, its hyperparameters, and
+    whether it is on the Pareto front."""
+
+    trial_id: str
+    values: dict[str, float | None]
+    test: dict[str, float | None]
+    config: dict[str, Any]
+    on_front: bool
+
+
+@dataclass
+class ParetoRecord:
+    """How a study searched for several objectives (or selected by ``--select``) chose its trial: the
+    ``objectives`` in order, the ``selection_rule`` as text, every point, the trial ids on the
+    ``front``, the ``chosen`` one, and why none was when no point meets the rule (``selection_refused``)."""
+
+    objectives: list[str]
+    selection_rule: str
+    points: list[FrontPoint]
+    front: list[str]
+    chosen: str | None = None
+    selection_refused: str | None = None
+
+    @property
+    def chosen_point(self) -> FrontPoint | None:
+        return next((p for p in self.points if p.trial_id == self.chosen), None)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ParetoRecord:
+        return cls(**{**data, "points": [FrontPoint(**p) for p in data.get("points") or []]})
+
+
+@dataclass
 class StudyRecord:
     """A study's record in ``sweep.json``: written by the sweep (its parent run first, its summary after
     the Tune run, its hand-over last), read by the study's MLflow run, the workbench and the CLI.
     Trial counts: ``finished`` their full budget of ``total`` search trials, ``failed``, ``stopped_early``.
     ``best_config``: the best full-budget search trial's hyperparameters (by validation, never test),
-    with its ``best_objective`` and its test scores (``best_trial_test``)."""
+    with its ``best_objective`` and its test scores (``best_trial_test``); with several objectives or
+    ``--select``, the front it was chosen from (``pareto``)."""
 
     parent_run_id: str | None = None
     finished: int = 0
@@ -167,6 +203,7 @@ class StudyRecord:
     reruns: list[RerunRow] = field(default_factory=list)
     selected: SelectedRun | None = None
     model: DeliveredModel | None = None
+    pareto: ParetoRecord | None = None
 
     @property
     def completed_reruns(self) -> list[RerunRow]:
@@ -175,7 +212,7 @@ class StudyRecord:
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["reruns"] = [row.to_json() for row in self.reruns]
-        for name in ("selected", "model"):
+        for name in ("selected", "model", "pareto"):
             out[name] = None if out[name] is None else asdict(out[name])
         return out
 
@@ -189,4 +226,6 @@ class StudyRecord:
             values["selected"] = SelectedRun(**data["selected"])
         if data.get("model"):
             values["model"] = DeliveredModel(**data["model"])
+        if data.get("pareto"):
+            values["pareto"] = ParetoRecord.from_json(data["pareto"])
         return cls(**values)

@@ -88,6 +88,12 @@ STUDY_FIGURES = "figures"
 STUDY_FIGURE_FILES = {"curves": "validation_curves.png", "per_class": "per_class_recall.png",
                       "search": "search_best_so_far.png"}
 STUDY_SUMMARY_FILE = "study.json"
+#: A study run with a selection rule (several objectives or ``--select``): its params ``objectives``
+#: (comma-separated metrics), ``selection_rule`` and ``chosen_trial`` (the selected point's trial id),
+#: and its Pareto front as artifacts: every point (JSON), the table (Markdown) and the figure.
+OBJECTIVES_PARAM, SELECTION_RULE_PARAM, CHOSEN_TRIAL_PARAM = "objectives", "selection_rule", "chosen_trial"
+STUDY_SELECTION_PARAMS = (OBJECTIVES_PARAM, SELECTION_RULE_PARAM, CHOSEN_TRIAL_PARAM)
+PARETO_POINTS_FILE, PARETO_TABLE_FILE, PARETO_FIGURE_FILE = "pareto/points.json", "pareto/front.md", "pareto/front.png"
 #: The summary run's leaderboard, as an MLflow table (``log_table``) beside the report.
 LEADERBOARD_TABLE = "leaderboard_table.json"
 #: The summary run's per-class audit against the baseline, as an MLflow table beside the report.

@@ -39,7 +39,14 @@ _SWEEP_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--trials", {"type": int, "help": "search trials per study (dataset x method)"}),
     ("--epochs", {"type": int, "help": "epochs of every trial (default 30, the same for every method)"}),
     ("--seeds", {"type": int, "help": "re-runs of each study's best configuration"}),
-    ("--scheduler", {"choices": ("none", "asha"), "help": "asha = early stopping per study"}),
+    ("--scheduler", {"choices": ("none", "asha"), "help": "asha = early stopping per study (with several "
+                                                           "objectives: by non-dominated rank)"}),
+    ("--objectives", {"metavar": "M1,M2", "help": "several objectives, comma-separated metrics (each in its own "
+                                                  "direction), e.g. balanced_acc,worst_class_recall: a Pareto front "
+                                                  "per study (default: the selection metric alone)"}),
+    ("--select", {"metavar": "RULE", "help": "which point of the front is handed over, e.g. \"balanced_acc | "
+                                             "worst_class_recall>=0.6\": the best by the first metric among points "
+                                             "meeting every constraint (default: the first objective)"}),
 )
 _CLUSTER_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--address", {"help": "Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto; default $RAY_ADDRESS, "

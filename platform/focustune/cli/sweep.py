@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
         stderr(f"focustune: error: every search trial of every study failed ({failed}); see each trial's "
                "failed_reason in MLflow")
         return 1
-    return 0
+    return 1 if any(study.pareto and study.pareto.selection_refused for study in summary.values()) else 0
 
 
 def every_trial_failed(summary: dict[str, StudyRecord]) -> bool:
@@ -95,9 +95,16 @@ def _print_summary(summary: dict[str, StudyRecord], spec: Any) -> None:
     print()
     print(text_table(SUMMARY_COLUMNS, summary_rows(summary, spec.seeds)))
     for key, study in summary.items():
-        if study.best_config:
+        pareto = study.pareto
+        if pareto and pareto.selection_refused:  # the front exists (in MLflow), but no point meets --select
+            print(f"{key}: {pareto.selection_refused}")
+        elif study.best_config:
             tuned = {k: v for k, v in study.best_config.items() if k not in spec.fixed and k != "epochs"}
-            print(f"{key} best configuration (by validation): " + ", ".join(f"{k}={v}" for k, v in tuned.items()))
+            rule = f", --select '{pareto.selection_rule}'" if pareto else ""
+            print(f"{key} best configuration (by validation{rule}): " + ", ".join(f"{k}={v}" for k, v in tuned.items()))
+            if pareto:
+                print(f"{key} Pareto front: {len(pareto.front)} of {len(pareto.points)} point(s) "
+                      f"({', '.join(pareto.objectives)}; table and figure on the study's MLflow run)")
         else:
             print(f"{key}: no search trial finished its full budget ({study.failed} failed, "
                   f"{study.stopped_early} stopped early); no re-runs")

@@ -22,7 +22,7 @@ from typing import Any
 from focustune.run_config import RunConfig
 from focustune.sweeps.spec import DatasetSpec, SweepSpec
 from focustune.sweeps.state import SweepState, filesystem
-from focustune.records import SEED_KEY, STUDY_KEY, DeliveredModel, SelectedRun
+from focustune.records import SEED_KEY, STUDY_KEY, TRIAL_ID, DeliveredModel, ParetoRecord, SelectedRun
 from focustune.sweeps.trial_config import resolve_trial
 from focustune.tracking_schema import CONFIG_ARTIFACT, split_study_key
 from focustune.training import CHECKPOINT_FILE
@@ -40,14 +40,26 @@ def best_weights(location: str) -> dict[str, Any]:
     return state["best"]["state"]
 
 
-def study_run_config(spec: SweepSpec, data: DatasetSpec, key: str, selected: SelectedRun, parent: str) -> RunConfig:
-    """The selected run's configuration and seed, with the dataset's options."""
+def study_run_config(spec: SweepSpec, data: DatasetSpec, key: str, selected: SelectedRun, parent: str,
+                     pareto: ParetoRecord | None = None) -> RunConfig:
+    """The selected run's configuration and seed, with the dataset's options (and, with a selection
+    rule, what it selected from: ``pareto``)."""
     trial = resolve_trial({**selected.config, STUDY_KEY: key, SEED_KEY: selected.seed})
     metric = trial.train_config.selection_metric
     return RunConfig(
         **vars(data.referenced()), method=trial.method, params=trial.params, seed=trial.seed,
         source={"study": key, "experiment": spec.experiment, "study_run_id": parent, "selected": selected.kind,
-                "seed": selected.seed, f"val_{metric}": selected.val.get(metric)})
+                "seed": selected.seed, f"val_{metric}": selected.val.get(metric), **selection_source(pareto)})
+
+
+def selection_source(pareto: ParetoRecord | None) -> dict[str, Any]:
+    """With a selection rule, what the model records of it: the objectives, the rule and the chosen
+    point of the front (its trial id and validation values)."""
+    if pareto is None:
+        return {}
+    point = pareto.chosen_point
+    return {"objectives": pareto.objectives, "selection_rule": pareto.selection_rule,
+            "chosen_point": None if point is None else {TRIAL_ID: point.trial_id, "val": point.values}}
 
 
 def _file_label(key: str) -> str:
@@ -97,7 +109,7 @@ def deliver_models(spec: SweepSpec, state: SweepState, parents: dict[str, str], 
         if study.model or not study.selected or not study.best_config:
             continue
         selected = study.selected
-        config = study_run_config(spec, data_specs[split_study_key(key)[0]], key, selected, parent)
+        config = study_run_config(spec, data_specs[split_study_key(key)[0]], key, selected, parent, study.pareto)
         places = config_locations(spec, key, several)
         for place in places:
             write_config(config, place)

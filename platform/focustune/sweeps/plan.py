@@ -25,7 +25,7 @@ OPTION_KEYS = {"methods": "methods", "trials": "trials", "epochs": "epochs", "se
                "max_concurrent": "max_concurrent", "wait_for_nodes": "wait_for_nodes",
                **{key: key for key in SHAPING_KEYS},  # the data options
                "spaces": "space", "set": "set", "register": "register", "config_out": "config_out",
-               "system_metrics": "system_metrics"}
+               "system_metrics": "system_metrics", "objectives": "objectives", "select": "select"}
 PLAN_KEYS = {"datasets", *OPTION_KEYS}
 DATASET_KEYS = {f.name for f in fields(DatasetSpec)}
 
@@ -83,7 +83,7 @@ def sweep_spec(args: argparse.Namespace, defaults: dict[str, Any]) -> SweepSpec:
     spaces = _option(args, plan, "spaces", {})
     fixed = _option(args, plan, "set", {})
     option = lambda key: _option(args, plan, key, defaults.get(key))  # noqa: E731
-    return SweepSpec(
+    spec = SweepSpec(
         datasets=[_dataset(e, per_dataset) for e in entries],
         methods=[str(m) for m in _listed(option("methods") or [], "--methods")],
         trials=option("trials"), epochs=option("epochs"), seeds=option("seeds"), scheduler=option("scheduler"),
@@ -94,7 +94,11 @@ def sweep_spec(args: argparse.Namespace, defaults: dict[str, Any]) -> SweepSpec:
         resume=bool(args.resume), register=option("register"),
         config_out=option("config_out"), system_metrics=bool(option("system_metrics")),
         space_files=dict(spaces) if isinstance(spaces, dict) else dict(map(space_assignment, spaces)),
-        fixed=dict(fixed) if isinstance(fixed, dict) else params.parse_assignments(fixed))
+        fixed=dict(fixed) if isinstance(fixed, dict) else params.parse_assignments(fixed),
+        objectives=[str(m) for m in _listed(option("objectives") or [], "--objectives")],
+        select=None if option("select") is None else str(option("select")))
+    spec.apply_objectives()
+    return spec
 
 
 def space_assignment(item: str) -> tuple[str, str]:

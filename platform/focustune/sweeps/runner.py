@@ -84,12 +84,14 @@ class Sweep:
         self.state.add_attempt(slots)  # a resumed sweep's utilisation counts every driver's nodes
         results = self._fit(keys, refs, tracking, parents, slots, warm_starts)
         tracking.close_orphans({str(r.metrics.get("trial_id")) for r in results if r.metrics})
-        for key, summary in study_summaries(keys, results).items():
+        for key, summary in study_summaries(keys, results, self.spec.objective_names, self.spec.selection_rule).items():
             self.state.studies[key] = replace(self.state.study(key), **summary)
         self.state.data["utilisation"] = utilisation(busy_intervals(results), slots, self.state.attempts())
         self.state.save()
         for key in keys:
             study = self.state.study(key)
+            if study.pareto is not None:  # a selection rule: the front, on the study run
+                tracking.log_front(parents[key], key, study.pareto)
             if study.best_config is not None:
                 best = resolve_trial({**study.best_config, STUDY_KEY: key})
                 tracking.log_best(parents[key], study, best.tracked_params)
@@ -164,14 +166,18 @@ class Sweep:
         fixed = {**spec.fixed_values, SEED_KEY: SEARCH_SEED}
         return MultiStudySearch(
             {key: DefineByRun(self.spaces[key], fixed) for key in keys},
-            study_queue(keys, spec.trials, spec.seeds, spec.one_study_at_a_time), spec.optuna_url, spec.search_seed,
-            warm_starts=warm_starts, max_concurrent=spec.max_concurrent)
+            study_queue(keys, spec.trials, spec.seeds, spec.one_study_at_a_time, spec.objective_names,
+                        spec.selection_rule), spec.optuna_url, spec.search_seed,
+            warm_starts=warm_starts, max_concurrent=spec.max_concurrent, objectives=spec.objective_names)
 
     def _scheduler(self, keys: list[str]) -> Any:
-        """Per-study ASHA with each method's grace period (``--scheduler asha``), else None."""
+        """Per-study ASHA with each method's grace period (``--scheduler asha``; by non-dominated rank
+        with several objectives), else None."""
         if self.spec.scheduler != "asha":
             return None
-        from focustune.sweeps.schedulers import PerStudyASHA
+        from focustune.sweeps.schedulers import PerStudyASHA, PerStudyMOASHA
 
         graces = {key: study_grace(split_study_key(key)[1], self.spec.fixed_values) for key in keys}
+        if self.spec.multi_objective:
+            return PerStudyMOASHA(graces, max_t=self.spec.epochs, objectives=self.spec.objective_names)
         return PerStudyASHA(graces, max_t=self.spec.epochs)

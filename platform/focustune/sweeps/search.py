@@ -1,5 +1,9 @@
 """The sweep's searcher: one seeded Optuna TPE study per (dataset, method), multiplexed into one Tune run.
 
+With several objectives (``--objectives``) each study is an Optuna multi-objective study (one
+direction per objective, from its row's ``sign`` in ``metric_table``), told each full-budget trial's
+best-epoch validation values; the sampler stays TPE (:func:`study_sampler` says why).
+
 Tune asks :class:`MultiStudySearch` for a configuration whenever a slot is free; the
 :class:`~focustune.sweeps.studies.StudyQueue` picks the study, that study's own Optuna study proposes
 (it sees only its own trials), and a finished search is followed by its seed re-runs. Studies live in
@@ -17,7 +21,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ray import tune
 from ray.tune.search import Searcher
 
-from focustune.sweeps.studies import RERUN, Outcome, Study, StudyQueue, selection_score
+from focustune.objectives import SelectionRule, directions
+from focustune.sweeps.studies import RERUN, Outcome, Study, StudyQueue, objective_values, selection_score
 from focustune.records import DIVERGED, FULL_BUDGET, KIND_KEY, OBJECTIVE, SEED_KEY, STUDY_KEY
 
 if TYPE_CHECKING:  # the spaces module needs torch (through the declared hyperparameters); the searcher does not
@@ -45,6 +50,23 @@ def _ordered(space: SearchSpace) -> list[Dimension]:
         done += ready
         pending = [d for d in pending if d not in ready]
     return done
+
+
+def study_sampler(seed: int) -> Any:
+    """The sampler of every study, one objective or several: Optuna's seeded ``TPESampler``.
+
+    Why TPE for several objectives too: in Optuna 4 it is MOTPE when the study has several directions
+    (Ozaki et al., 2020/2022: built for expensive multi-objective searches, such as a training run per
+    trial), fast since 4.0, and it proposes from the very first trials after its random start-up,
+    which suits our budgets of 12-40 trials per study. ``NSGAIISampler`` evolves a population of 50 by
+    default: with 40 trials it never completes one generation, and it is a random search until then.
+    It also keeps the one-objective path unchanged (the same sampler, seed and settings), and it reads
+    PRUNED and FAILED trials as the one-objective TPE does. (Ray Tune's ``OptunaSearch`` takes lists
+    of metrics and modes for this, then also creates a TPE study with ``directions``; the sweep keeps
+    its own searcher, which multiplexes one study per (dataset, method).)"""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 class DefineByRun:
@@ -92,8 +114,10 @@ class MultiStudySearch(Searcher):
     _current: ClassVar[Any] = None  # a weak reference to the searcher Tune uses in this process
 
     def __init__(self, spaces: dict[str, DefineByRun], queue: StudyQueue, storage: str, sampler_seed: int,
-                 warm_starts: dict[str, list[dict]] | None = None, max_concurrent: int | None = None):
+                 warm_starts: dict[str, list[dict]] | None = None, max_concurrent: int | None = None,
+                 objectives: tuple[str, ...] = ()):
         super().__init__(metric=OBJECTIVE, mode="max")
+        self.objectives = tuple(objectives)  # several: multi-objective studies; else the one-objective path
         self.spaces, self.queue, self.storage, self.sampler_seed = spaces, queue, storage, sampler_seed
         self.warm_starts = warm_starts or {}
         self.max_concurrent = max_concurrent
@@ -106,6 +130,11 @@ class MultiStudySearch(Searcher):
     def current(cls) -> MultiStudySearch | None:
         return None if cls._current is None else cls._current()
 
+    @property
+    def several(self) -> bool:
+        """Several objectives (a searcher pickled before they existed has one)."""
+        return len(getattr(self, "objectives", ())) > 1
+
     def _register(self) -> None:
         type(self)._current = weakref.ref(self)
 
@@ -116,13 +145,13 @@ class MultiStudySearch(Searcher):
             import optuna
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own progress
-            sampler = optuna.samplers.TPESampler(seed=self.sampler_seed)
+            sampler = study_sampler(self.sampler_seed)
             try:
                 study = optuna.load_study(study_name=key, storage=self.storage, sampler=sampler)
                 self._fail_lost_trials(study)
             except KeyError:
-                study = optuna.create_study(study_name=key, storage=self.storage, sampler=sampler,
-                                            direction="maximize")
+                goals = {"directions": directions(self.objectives)} if self.several else {"direction": "maximize"}
+                study = optuna.create_study(study_name=key, storage=self.storage, sampler=sampler, **goals)
                 for params in self.warm_starts.get(key, []):
                     study.enqueue_trial(params, skip_if_exists=True)
             self._studies[key] = study
@@ -172,7 +201,8 @@ class MultiStudySearch(Searcher):
             self._tell(live.study, live.number, result, full, failed)  # while still live: not a lost trial
         del self.live[trial_id]
         score = selection_score(result, live.config) if full else None
-        self.queue.search_ended(live.study, Outcome(live.config, score, _final(result, "test_"), trial_id))
+        values = objective_values(result, getattr(self, "objectives", ())) if full else {}
+        self.queue.search_ended(live.study, Outcome(live.config, score, _final(result, "test_"), trial_id, values))
 
     # ---------------------------------------------------------------- after a restore
     def reconcile(self, trials: list) -> None:
@@ -224,7 +254,12 @@ class MultiStudySearch(Searcher):
         study = self.optuna_study(key)
         # skip_if_finished: a trial told just before the driver died (after the searcher's last
         # snapshot) is re-run by the restored Tune and ends a second time; Optuna keeps the first
-        if full:
+        values = [float(result.get(f"best_val_{m}", math.nan)) for m in self.objectives] if self.several else []
+        if full and self.several and all(map(math.isfinite, values)):
+            study.tell(number, values, skip_if_finished=True)
+        elif full and self.several:  # a NaN value (an AUC of one class): Optuna would fail it anyway
+            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        elif full:
             study.tell(number, float(result[OBJECTIVE]), skip_if_finished=True)
         else:
             study.tell(number, state=TrialState.FAIL if failed else TrialState.PRUNED, skip_if_finished=True)
@@ -267,6 +302,9 @@ def _final(result: dict, prefixes: tuple[str, ...] | str = ("test_", "best_val_"
             and not isinstance(v, bool)}
 
 
-def study_queue(keys: list[str], trials: int, seeds: int, one_at_a_time: bool = False) -> StudyQueue:
-    """A fresh queue: every study gets ``trials`` search trials and re-runs with seeds 1..``seeds``."""
-    return StudyQueue([Study(key, trials, list(range(1, seeds + 1))) for key in keys], one_at_a_time)
+def study_queue(keys: list[str], trials: int, seeds: int, one_at_a_time: bool = False,
+                objectives: tuple[str, ...] = (), rule: SelectionRule | None = None) -> StudyQueue:
+    """A fresh queue: every study gets ``trials`` search trials and re-runs with seeds 1..``seeds`` (of
+    the point ``rule`` selects from its front of ``objectives``, when given)."""
+    return StudyQueue([Study(key, trials, list(range(1, seeds + 1)), objectives=tuple(objectives), rule=rule)
+                       for key in keys], one_at_a_time)

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from focustune.data.options import DataOptions
+from focustune.errors import ConfigError
+from focustune.objectives import SelectionRule, parse_objectives
 from focustune.tracking_schema import default_tracking_uri
 
 
@@ -51,6 +53,8 @@ class SweepSpec:
     register: str | None = None  # registered-model name of the selected models (see sweeps.delivery)
     config_out: str | None = None  # also write the chosen configuration there (tune: best_config.yaml)
     system_metrics: bool = False  # each trial reports its CPU/GPU use per epoch (trainable.ResourceUse)
+    objectives: list[str] = field(default_factory=list)  # metrics of metric_table (empty: the selection metric)
+    select: str | None = None  # the rule that picks a study's point of the Pareto front (focustune.objectives)
 
     @property
     def storage_root(self) -> str:
@@ -77,6 +81,37 @@ class SweepSpec:
         return f"sqlite:///{folder / 'optuna.db'}"
 
     @property
+    def objective_names(self) -> tuple[str, ...]:
+        """What each study optimises (``--objectives``; by default the one selection metric)."""
+        return parse_objectives(self.objectives)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objective_names) > 1
+
+    @property
+    def selection_rule(self) -> SelectionRule | None:
+        """How a study picks its point of the front: None on the one-objective path without ``--select``
+        (today's best trial by validation), else the parsed rule (the first objective by default)."""
+        if not self.multi_objective and not self.select:
+            return None
+        return SelectionRule.parse(self.select, self.objective_names)
+
+    @property
     def fixed_values(self) -> dict[str, Any]:
         """The hyperparameters every trial of the sweep shares: ``fixed`` and the epoch budget."""
         return {**self.fixed, "epochs": self.epochs}
+
+    def apply_objectives(self) -> None:
+        """Refuse unknown objectives, a malformed ``--select`` rule and a fixed ``selection_metric`` other
+        than the first objective (ConfigError); with ``--objectives``, make the first objective every
+        trial's ``selection_metric``: it picks the trial's best epoch, whose validation values are the
+        trial's point (and its one objective on the one-objective path)."""
+        objectives = self.objective_names
+        self.selection_rule  # noqa: B018 (parsing it is the check)
+        fixed = self.fixed.get("selection_metric")
+        if self.objectives and fixed is not None and fixed != objectives[0]:
+            raise ConfigError(f"--set selection_metric={fixed} contradicts --objectives {','.join(objectives)}: the "
+                              "first objective picks each trial's best epoch; drop the --set or reorder")
+        if self.objectives:
+            self.fixed["selection_metric"] = objectives[0]

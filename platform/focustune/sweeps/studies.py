@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from focustune.objectives import NoPointMeets, Point, SelectionRule, pareto_front
 from focustune.records import OBJECTIVE
 from focustune.tracking_schema import DEFAULT_SELECTION_METRIC
 from focustune.tracking_schema import KIND_RERUN as RERUN
@@ -33,6 +34,12 @@ class Outcome:
     score: tuple[float, float] | None = None
     test: dict[str, float] = field(default_factory=dict)
     trial_id: str | None = None
+    values: dict[str, float] = field(default_factory=dict)  # several objectives: best-epoch validation values
+
+
+def objective_values(metrics: dict[str, Any], objectives: tuple[str, ...]) -> dict[str, float]:
+    """A full-budget trial's point: each objective's validation value at its best epoch."""
+    return {m: float(metrics[f"best_val_{m}"]) for m in objectives if f"best_val_{m}" in metrics}
 
 
 @dataclass
@@ -46,6 +53,10 @@ class Study:
     ended: list[Outcome] = field(default_factory=list)
     reruns_started: int = 0
     reruns: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> final metrics (ok or not)
+    #: Several objectives (or a ``--select`` rule): the rule picks ``best`` from the front of the
+    #: completed trials; None: the best by validation score, as with one objective.
+    objectives: tuple[str, ...] = ()
+    rule: SelectionRule | None = None
 
     @property
     def search_done(self) -> bool:
@@ -57,8 +68,17 @@ class Study:
 
     @property
     def best(self) -> Outcome | None:
-        """The full-budget trial with the best validation score (never test)."""
-        return max(self.completed, key=lambda o: o.score or (-math.inf, -math.inf), default=None)
+        """The full-budget trial with the best validation score (never test); with a selection rule,
+        the front's point it selects (None when no point meets it)."""
+        if self.rule is None:
+            return max(self.completed, key=lambda o: o.score or (-math.inf, -math.inf), default=None)
+        by_id = {str(o.trial_id): o for o in self.completed}
+        points = [Point(trial_id, o.values) for trial_id, o in sorted(by_id.items())]  # the summaries' order
+        try:
+            chosen = self.rule.choose(pareto_front(points, self.objectives), self.objectives, self.key)
+        except NoPointMeets:
+            return None
+        return by_id[chosen.key]
 
     @property
     def reruns_to_start(self) -> int:

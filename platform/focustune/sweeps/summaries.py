@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from focustune.objectives import NoPointMeets, Point, SelectionRule, pareto_front
 from focustune.sweeps.state import checkpoint_location
-from focustune.sweeps.studies import RERUN, SEARCH, Interval, selection_score
+from focustune.sweeps.studies import RERUN, SEARCH, Interval, objective_values, selection_score
 from focustune.records import (BEST_EPOCH, BUSY_SINCE, BUSY_UNTIL, DIVERGED, FULL_BUDGET, KIND_KEY, NODE_ID, OBJECTIVE,
-                               SEED_KEY, STUDY_KEY, TRIAL_ID, RerunRow, SelectedRun)
+                               SEED_KEY, STUDY_KEY, TRIAL_ID, FrontPoint, ParetoRecord, RerunRow,
+                               SelectedRun)
 from focustune.sweeps.trial_config import hyperparameters
 from focustune.tracking_schema import METRIC_NAMES
 
@@ -35,30 +37,59 @@ def busy_intervals(results: Any) -> list[Interval]:
     return intervals
 
 
-def study_summaries(keys: list[str], results: Any) -> dict[str, dict[str, Any]]:
+def study_summaries(keys: list[str], results: Any, objectives: tuple[str, ...] = (),
+                    rule: SelectionRule | None = None) -> dict[str, dict[str, Any]]:
     """Per study key, the :func:`study_summary` of its trials' results."""
     by_study: dict[str, list[Any]] = {key: [] for key in keys}
     for result in results:
         if result.config and result.config.get(STUDY_KEY) in by_study:
             by_study[result.config[STUDY_KEY]].append(result)
-    return {key: study_summary(group) for key, group in by_study.items()}
+    return {key: study_summary(group, objectives, rule, key) for key, group in by_study.items()}
 
 
-def study_summary(results: list[Any]) -> dict[str, Any]:
+def study_summary(results: list[Any], objectives: tuple[str, ...] = (), rule: SelectionRule | None = None,
+                  key: str = "the study") -> dict[str, Any]:
     """Trial counts, the best full-budget search trial (its configuration, objective and test scores),
     the seed re-runs and the selected run of one study's results: the summary fields of its
-    :class:`~focustune.records.StudyRecord`, by name."""
+    :class:`~focustune.records.StudyRecord`, by name. With a selection ``rule`` (several
+    ``objectives``, or ``--select``), the best trial is the front's point the rule selects, and the
+    summary holds the front (:func:`front_record`)."""
     searched = [r for r in results if r.config.get(KIND_KEY) == SEARCH]
     done = [(r, m) for r in searched if (m := completed_metrics(r)) is not None]
     failed = [r for r in searched if r.error is not None or (r.metrics or {}).get(DIVERGED)]
     summary: dict[str, Any] = {"finished": len(done), "total": len(searched), "best_config": None,
                                "failed": len(failed), "stopped_early": len(searched) - len(done) - len(failed)}
-    if done:
-        summary.update(_best(results, done))
+    chosen: list[Done] = done
+    if rule is not None:
+        summary["pareto"], chosen = front_record(done, objectives, rule, key)
+    if chosen:
+        summary.update(_best(results, chosen))
     summary["reruns"] = sorted((rerun_row(r) for r in results if r.config.get(KIND_KEY) == RERUN),
                                key=lambda row: row.seed)
-    summary["selected"] = _selected(results, done)
+    summary["selected"] = _selected(results, chosen)
     return summary
+
+
+def front_record(done: list[Done], objectives: tuple[str, ...], rule: SelectionRule,
+                 key: str) -> tuple[ParetoRecord, list[Done]]:
+    """The study's front among ``objectives`` (every full-budget search trial a point, at its
+    objectives' best-epoch validation values), the point ``rule`` selects, and that completed trial
+    (none when no point of the front meets the rule)."""
+    by_id = {str(m.get(TRIAL_ID)): (r, m) for r, m in done}
+    points = [Point(trial_id, objective_values(m, objectives)) for trial_id, (_, m) in sorted(by_id.items())]
+    front = pareto_front(points, objectives)
+    on_front = {p.key for p in front}
+    record = ParetoRecord(
+        objectives=list(objectives), selection_rule=str(rule), front=[p.key for p in front],
+        points=[FrontPoint(p.key, dict(p.values), {m: by_id[p.key][1].get(f"test_{m}") for m in objectives},
+                           hyperparameters(by_id[p.key][0].config), p.key in on_front) for p in points])
+    try:
+        chosen = rule.choose(front, objectives, key)
+    except NoPointMeets as refused:
+        record.selection_refused = str(refused)
+        return record, []
+    record.chosen = chosen.key
+    return record, [by_id[chosen.key]]
 
 
 def _best(results: list[Any], done: list[Done]) -> dict[str, Any]:

@@ -7,16 +7,18 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from focustune.tracking import workbench
 from focustune.tracking.batches import log_batched
 from focustune.tracking.trial_runs import TrialRuns
 from focustune.tracking.operations import is_transport_error, mlflow_client
-from focustune.records import TRIAL_ID, StudyRecord
-from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, FINISHED_TRIALS, KIND_STUDY,
-                                       LOST_ON_RESTART, SEEDS_MEAN_PREFIX, TAG, UTILISATION, source_tags,
-                                       split_study_key)
+from focustune.records import TRIAL_ID, ParetoRecord, StudyRecord
+from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, CHOSEN_TRIAL_PARAM, FINISHED_TRIALS,
+                                       KIND_STUDY, LOST_ON_RESTART, OBJECTIVES_PARAM, PARETO_FIGURE_FILE,
+                                       PARETO_POINTS_FILE, PARETO_TABLE_FILE, SEEDS_MEAN_PREFIX, SELECTION_RULE_PARAM,
+                                       TAG, UTILISATION, source_tags, split_study_key)
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +61,35 @@ class StudyTracking:
             self.state.save()
             log_batched(self.client, run.info.run_id, params={
                 "method": method, "dataset": dataset, "trials": self.spec.trials, "epochs": self.spec.epochs,
-                "seeds": self.spec.seeds, "scheduler": self.spec.scheduler,
+                "seeds": self.spec.seeds, "scheduler": self.spec.scheduler, **self._objective_params,
                 **{f"data.{k}": data.get(k) for k in ("sizes", "train_class_counts", "imbalance", "source")}})
             if dataset in self.inputs:
                 self.client.log_inputs(run.info.run_id, datasets=[workbench.dataset_input(self.inputs[dataset])])
         return study.parent_run_id
+
+    @property
+    def _objective_params(self) -> dict[str, str]:
+        """With a selection rule: the objectives and the rule (none on the one-objective path)."""
+        rule = self.spec.selection_rule
+        if rule is None:
+            return {}
+        return {OBJECTIVES_PARAM: ",".join(self.spec.objective_names), SELECTION_RULE_PARAM: str(rule)}
+
+    def log_front(self, parent: str, key: str, pareto: ParetoRecord) -> None:
+        """The study's Pareto front on its run: every point (JSON), the front's table (Markdown), the
+        figure (:mod:`focustune_analysis.pareto`) and the chosen point's trial id (param)."""
+        from focustune_analysis.pareto import front_figure, front_markdown, points_frame
+
+        record = asdict(pareto)
+        self.client.log_dict(parent, record, PARETO_POINTS_FILE)
+        frame = points_frame(record["points"], pareto.objectives, pareto.chosen)
+        self.client.log_text(parent, front_markdown(frame, pareto.objectives, pareto.selection_rule,
+                                                    pareto.selection_refused), PARETO_TABLE_FILE)
+        fig = front_figure(frame, pareto.objectives, f"{key}: Pareto front")
+        if fig is not None:
+            self.client.log_figure(parent, fig, PARETO_FIGURE_FILE)
+        if pareto.chosen:
+            log_batched(self.client, parent, params={CHOSEN_TRIAL_PARAM: pareto.chosen})
 
     def trial_runs(self, parents: dict[str, str],
                    params_for: Callable[[dict[str, Any]], dict[str, Any]]) -> TrialRuns:

@@ -72,6 +72,34 @@ def family(root: int) -> set[int]:
     return members
 
 
+def listening_addresses(pids: set[int]) -> set[tuple[str, str]]:
+    """(address, process name: its first 15 characters) of every TCP socket in LISTEN state that one of
+    ``pids`` holds, read from /proc (``/proc/net/tcp`` and ``tcp6``, and each process's open file descriptors)."""
+    import ipaddress
+
+    owners: dict[str, str] = {}
+    for pid in pids:
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    owners[target[8:-1]] = name
+        except OSError:  # the process ended meanwhile
+            continue
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in owners:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(fields[1].split(":")[0])
+            words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is little-endian
+            address = ipaddress.ip_address(words)
+            found.add((str(getattr(address, "ipv4_mapped", None) or address), owners[fields[9]]))  # ::ffff:a.b.c.d
+    return found
+
+
 def command_line(pid: int) -> str:
     return _processes().get(pid, (0, 0, ""))[2]
 

@@ -16,16 +16,18 @@ QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPO
               "TUNE_GLOBAL_CHECKPOINT_S": "5"}
 
 
-#: Ray's switch between a single-machine Ray and one that other nodes may join, read when ray is
-#: imported (ray_constants.ENABLE_RAY_CLUSTER, meant for Windows and macOS): off, every server of the
-#: Ray started binds 127.0.0.1; on (Linux's default), they bind all interfaces, guarded by token auth only.
+#: Ray's switch between a single-machine Ray and one that other nodes may join (meant for Windows and
+#: macOS, on by default on Linux). Read once, when ray is imported, into ``ray_constants.ENABLE_RAY_CLUSTER``;
+#: on, ``ray.init`` replaces a loopback ``_node_ip_address`` by the machine's address
+#: (``services.resolve_ip_for_localhost``), and then GCS and raylet bind every interface and the
+#: runtime-env agent the machine's address, guarded by token auth only. Off, every server binds 127.0.0.1.
 SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK = "127.0.0.1"
 
 
 def init_ray(address: str | None) -> None:
-    """Join ``address`` (or $RAY_ADDRESS); else start a private local Ray, never a stale cluster. The
-    private Ray listens on 127.0.0.1 only where this process had not imported ray before (the CLI):
-    Ray reads :data:`SINGLE_MACHINE` at import."""
+    """Join ``address`` (or $RAY_ADDRESS); else start a private local Ray, never a stale cluster, whose
+    servers listen on 127.0.0.1 only, whether or not this process imported ray before."""
     for key, value in QUIET_TUNE.items():
         os.environ.setdefault(key, value)
     target = address or os.environ.get("RAY_ADDRESS") or "local"
@@ -36,19 +38,30 @@ def init_ray(address: str | None) -> None:
             return
         kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True, "logging_level": "warning"}
         if target == "local":  # a private single-node Ray
-            kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1")
+            kwargs.update(include_dashboard=False, _node_ip_address=LOOPBACK)
         ray.init(address=target, **kwargs)
 
 
 @contextmanager
 def _single_machine(local: bool) -> Iterator[None]:
-    """For a private local Ray: :data:`SINGLE_MACHINE` off while ray is imported and starts its servers
-    (they inherit it), then as before, so that nothing this process starts later (``ray start`` of a
-    worker node, say) sees it."""
+    """For a private local Ray: single-machine mode while ray starts its servers, then as before, so
+    that nothing this process starts later (``ray start`` of a worker node, say) sees it. Both places
+    Ray reads it: the environment (Ray's own processes inherit it and read it at their import) and, as
+    ray may be imported already (the sweep imports Tune before starting Ray), the constant this
+    process's ray read at its import."""
     with restored_environment(SINGLE_MACHINE):
-        if local:
-            os.environ[SINGLE_MACHINE] = "0"
-        yield
+        if not local:
+            yield
+            return
+        os.environ[SINGLE_MACHINE] = "0"
+        from ray._private import ray_constants  # the one place Ray 2.60 keeps the switch it read
+
+        before = ray_constants.ENABLE_RAY_CLUSTER
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        try:
+            yield
+        finally:
+            ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 def trial_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> dict[str, int]:

@@ -8,6 +8,7 @@ import statistics
 from typing import Any
 
 from focustune.cli import options
+from focustune.credentials import masked
 from focustune.data.options import DataOptions
 from focustune.text_table import text_table
 from focustune.tracking_schema import split_study_key, ui_hint
@@ -60,13 +61,13 @@ def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
 
         warm_starts = warm_start_configs(spec.tracking, spec.warm_start, spaces)
     print(f"sweep of {', '.join(spec.methods)} on {', '.join(datasets)}: {spec.trials} trial(s) x {spec.epochs} "
-          f"epoch(s) per study, {spec.seeds} seed re-run(s); storage {spec.storage_path}; "
-          f"MLflow {spec.tracking} (experiment {spec.experiment})", flush=True)
+          f"epoch(s) per study, {spec.seeds} seed re-run(s); storage {masked(spec.storage_path)}; "
+          f"MLflow {masked(spec.tracking)} (experiment {spec.experiment})", flush=True)
     sweep = runner.Sweep(spec, spaces)
     summary = sweep.run(datasets, warm_starts)
     _print_summary(summary, spec)
     print(utilisation_line(sweep.state.data.get("utilisation", {})))
-    print(f"\nCompare the runs in MLflow: {ui_hint(spec.tracking)}")
+    print(f"\nCompare the runs in MLflow: {ui_hint(masked(spec.tracking))}")
     return 0
 
 

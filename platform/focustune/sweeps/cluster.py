@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from focustune.credentials import SECRET_ENV_VARS
 from focustune.environment import restored_environment
 
 # Tune's own console tables and checkpoint-frequency warnings: the sweep prints its own progress.
@@ -40,6 +41,18 @@ def init_ray(address: str | None) -> None:
         if target == "local":  # a private single-node Ray
             kwargs.update(include_dashboard=False, _node_ip_address=LOOPBACK)
         ray.init(address=target, **kwargs)
+    keep_secrets_out_of_runtime_env()
+
+
+def keep_secrets_out_of_runtime_env() -> None:
+    """Tune copies the driver's AWS keys into every trial actor's runtime environment
+    (``tune.execution.class_cache.ENV_VARS_TO_PROPAGATE``), and Ray's runtime-env agent writes each
+    environment it creates to its log, readable by every user of the machine. Not ours: a private
+    Ray's workers inherit the driver's environment (through the raylet it starts), and a cluster's
+    nodes use the credentials of their own environment or role."""
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(SECRET_ENV_VARS)
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from focustune.credentials import masked, remember
 from focustune.spaces import SearchSpace
 from focustune.sweeps.cluster import awaited_resources, init_ray, pend_one_trial_per_slot, slot_count, trial_slots
 from focustune.sweeps.preflight import study_grace
@@ -47,6 +48,7 @@ class Sweep:
 
     def __init__(self, spec: SweepSpec, spaces: dict[str, SearchSpace], out: Any = sys.stdout):
         self.spec, self.spaces, self.out = spec, spaces, out
+        remember(spec.tracking, spec.optuna_url)  # what Tune's restored experiment holds masked (credentials)
         self.state = SweepState.open(spec)
 
     def _print(self, message: str) -> None:
@@ -137,7 +139,7 @@ class Sweep:
         trainable = self._trainable(refs)
         path = f"{self.spec.storage_path}/{TUNE_RUN}"
         if tune.Tuner.can_restore(path):
-            self._print(f"resuming {len(keys)} studies from {path}")
+            self._print(f"resuming {len(keys)} studies from {masked(path)}")
             return tune.Tuner.restore(path, trainable=trainable, resume_errored=True).fit()
         spec = self.spec
         search, scheduler = self._searcher(keys, warm_starts), self._scheduler(keys)
@@ -146,7 +148,7 @@ class Sweep:
         callbacks = [TrialLedger(), TrackingCallback(runs), SweepProgress(budgets, slots, self.out)]
         self._print(f"{len(keys)} studies at once: {spec.trials} search trial(s) x {spec.epochs} epoch(s) each, "
                     f"then {spec.seeds} seed re-run(s); {slot_count(slots)} trial "
-                    f"slot(s); Optuna studies in {spec.optuna_url}")
+                    f"slot(s); Optuna studies in {masked(spec.optuna_url)}")
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
             metric=OBJECTIVE, mode="max", search_alg=search, scheduler=scheduler, num_samples=-1,
             reuse_actors=REUSE_WORKERS),  # the searcher keeps to --max-concurrent (search.MultiStudySearch)

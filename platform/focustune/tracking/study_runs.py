@@ -11,6 +11,7 @@ from typing import Any
 from focustune.tracking import workbench
 from focustune.tracking.batches import log_batched
 from focustune.tracking.trial_runs import TrialRuns
+from focustune.credentials import masked
 from focustune.tracking.operations import is_transport_error, mlflow_client
 from focustune.records import TRIAL_ID
 from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, FINISHED_TRIALS, KIND_STUDY,
@@ -114,4 +115,4 @@ class StudyTracking:
             if not is_transport_error(exc):
                 raise
             log.warning("MLflow at %s unreachable: the study runs' descriptions and figures were not logged "
-                        "(run the same command with --resume to add them): %s", self.spec.tracking, exc)
+                        "(run the same command with --resume to add them): %s", masked(self.spec.tracking), exc)

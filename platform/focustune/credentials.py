@@ -39,6 +39,8 @@ def masked(uri: str) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
         if any(SECRET_QUERY_KEYS.fullmatch(k) for k, _ in pairs):
             query = urlencode([(k, MASK if SECRET_QUERY_KEYS.fullmatch(k) else v) for k, v in pairs], safe="*")
+    if (netloc, query) == (parts.netloc, parts.query):
+        return uri  # as given (rebuilding it would drop an empty host: sqlite:////path)
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 

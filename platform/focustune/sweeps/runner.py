@@ -130,6 +130,7 @@ class Sweep:
         the callbacks, searcher and scheduler its experiment checkpoint holds)."""
         from ray import tune
 
+        from focustune.sweeps import signed_storage
         from focustune.sweeps.progress import SweepProgress, use_attempts
         from focustune.sweeps.search import TrialLedger
         from focustune.sweeps.tune_tracking import TrackingCallback
@@ -137,10 +138,12 @@ class Sweep:
         pend_one_trial_per_slot(slots)
         use_attempts(self.state.attempts())  # the live view's utilisation, as the final one
         trainable = self._trainable(refs)
-        path = f"{self.spec.storage_path}/{TUNE_RUN}"
-        if tune.Tuner.can_restore(path):
-            self._print(f"resuming {len(keys)} studies from {masked(path)}")
-            return tune.Tuner.restore(path, trainable=trainable, resume_errored=True).fit()
+        files, root = signed_storage.storage(self.spec.storage_path)  # Tune's pickles signed, checked on resume
+        if tune.Tuner.can_restore(f"{root}/{TUNE_RUN}", storage_filesystem=files):
+            signed_storage.check_experiment(files, f"{root}/{TUNE_RUN}")
+            self._print(f"resuming {len(keys)} studies from {masked(self.spec.storage_path)}/{TUNE_RUN}")
+            return tune.Tuner.restore(f"{root}/{TUNE_RUN}", trainable=trainable, resume_errored=True,
+                                      storage_filesystem=files).fit()
         spec = self.spec
         search, scheduler = self._searcher(keys, warm_starts), self._scheduler(keys)
         budgets = {key: (spec.trials, spec.seeds) for key in keys}
@@ -152,7 +155,8 @@ class Sweep:
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
             metric=OBJECTIVE, mode="max", search_alg=search, scheduler=scheduler, num_samples=-1,
             reuse_actors=REUSE_WORKERS),  # the searcher keeps to --max-concurrent (search.MultiStudySearch)
-            run_config=tune.RunConfig(name=TUNE_RUN, storage_path=spec.storage_path, callbacks=callbacks, verbose=0,
+            run_config=tune.RunConfig(name=TUNE_RUN, storage_path=root, storage_filesystem=files, callbacks=callbacks,
+                                      verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS)))
         return tuner.fit()

@@ -186,3 +186,74 @@ def test_resume_runs_no_pickle_planted_under_the_storage_and_resumes_what_it_wro
     code, out = sweep("--resume")
     assert code == 0 and "resuming 1 studies" in out, out[-3000:]
     assert (tmp_path / "key" / "resume.key").stat().st_mode & 0o777 == 0o600  # the key stayed out of the storage
+
+
+def test_a_checkpoint_tune_deletes_stays_until_a_snapshot_taken_after_the_deletion_is_stored(tmp_path, monkeypatch):
+    """The kill window of Tune 2.60, made deterministic: Tune deletes a trial's checkpoint (through its
+    storage filesystem, as its checkpoint manager does) while the stored snapshot still names it. A
+    driver killed now must find it on resume; it goes once a later snapshot is stored."""
+    from pyarrow import fs
+
+    from focustune.sweeps.tune_storage import DELETES, storage
+
+    monkeypatch.setenv("FOCUSTUNE_RESUME_KEY", str(tmp_path / "key"))
+    files, root = storage(str(tmp_path / "store"))
+    trial = f"{root}/benchmark/trial_1"
+    for n in range(3):
+        files.create_dir(f"{trial}/checkpoint_00000{n}")
+    snapshot = f"{root}/benchmark/experiment_state-2026.json"
+
+    def upload_snapshot() -> None:  # as Tune's syncer uploads its staging folder
+        with files.open_output_stream(snapshot) as stream:
+            stream.write(b"{}")
+
+    def exists(n: int) -> bool:
+        return files.get_file_info(f"{trial}/checkpoint_00000{n}").type != fs.FileType.NotFound
+
+    upload_snapshot()
+    files.delete_dir(f"{trial}/checkpoint_000000")  # Tune: a newer checkpoint arrived, the oldest goes
+    assert exists(0)  # killed here: the stored snapshot may still name it, and it is there
+    upload_snapshot()  # began after the deletion, but may carry a state taken before it
+    assert exists(0)
+    upload_snapshot()  # taken after the deletion: it no longer names the folder
+    assert not exists(0) and exists(1) and exists(2)
+    files.delete_dir(f"{trial}/checkpoint_000001")
+    DELETES.flush()  # the run ended: its final snapshot is stored
+    assert not exists(1) and exists(2) and not DELETES.pending()
+
+
+@pytest.mark.slow
+def test_a_five_second_s3_outage_during_checkpoint_writes_fails_no_trial_attempt(tmp_path):
+    import time
+
+    from servers import s3_client, s3_endpoint, start, stop_group, sweep_command, tcp_proxy, tiny_npz, wait_until
+
+    tiny = tiny_npz(tmp_path / "tiny.npz")
+    with s3_endpoint(tmp_path) as (endpoint, bucket, env), tcp_proxy(int(endpoint.rsplit(":", 1)[1])) as proxy:
+        env = {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}
+        log = tmp_path / "sweep.log"
+        driver = start(sweep_command("--dataset", str(tiny), "--methods", "erm", "--trials", "2", "--seeds", "0",
+                                     "--epochs", "12", "--set", "batch_size=8", "--cpus-per-trial", "1",
+                                     "--max-concurrent", "1", "--storage", f"s3://{bucket}/runs",
+                                     "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                     "--experiment", "outage"), log, env=env, cwd=tmp_path)
+        try:
+            s3 = s3_client(env)
+
+            def checkpoints() -> int:
+                found = s3.list_objects_v2(Bucket=bucket, Prefix="runs/outage/benchmark/").get("Contents", [])
+                return sum("/checkpoint_" in o["Key"] for o in found)
+
+            assert wait_until(lambda: checkpoints() > 0 or driver.poll() is not None, 300), log.read_text()[-3000:]
+            proxy.pause()  # while the trial writes its next checkpoints
+            time.sleep(5)
+            proxy.resume()
+            driver.wait(timeout=400)
+        finally:
+            stop_group(driver)
+        out = log.read_text()
+        assert driver.returncode == 0, out[-3000:]
+        keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="runs/")
+                for o in page.get("Contents", [])]
+    assert not [k for k in keys if k.rsplit("/", 1)[-1] in ("error.txt", "error.pkl")], keys  # no attempt failed
+    assert "failed" not in out.lower() and "error" not in out.lower(), out[-3000:]

@@ -34,12 +34,9 @@ from focustune.tracking_schema import split_study_key, study_key
 # run_trial builds its trainer, seeds and thread count on every call, so nothing leaks between trials.
 REUSE_WORKERS = True
 TUNE_RUN = "benchmark"  # the one Tune experiment of a sweep, under its storage path
-#: Checkpoints kept per trial. A resumed sweep restores each unfinished trial from the checkpoint that
-#: Tune's last stored snapshot names, and Tune deletes older checkpoints before the snapshot naming the
-#: newer one is uploaded. Keeping one, every checkpoint opened that gap, and a snapshot upload still in
-#: flight widened it: a driver killed there resumed into "Could not recover from checkpoint as it does
-#: not exist on storage anymore" (seen with S3 storage). Keeping three opens it at every third
-#: checkpoint only, and a snapshot may lag two checkpoints; it narrows the gap, it does not close it.
+#: Checkpoints kept per trial. Tune asks to delete older ones before the snapshot naming a newer one
+#: is uploaded; tune_storage.DeferredDeletes holds each deletion until no stored snapshot names it. Tune
+#: also forces a snapshot every KEPT_CHECKPOINTS checkpoints of a trial: three keeps those rare.
 KEPT_CHECKPOINTS = 3
 
 
@@ -130,7 +127,7 @@ class Sweep:
         the callbacks, searcher and scheduler its experiment checkpoint holds)."""
         from ray import tune
 
-        from focustune.sweeps import signed_storage
+        from focustune.sweeps import tune_storage
         from focustune.sweeps.progress import SweepProgress, use_attempts
         from focustune.sweeps.search import TrialLedger
         from focustune.sweeps.tune_tracking import TrackingCallback
@@ -138,12 +135,13 @@ class Sweep:
         pend_one_trial_per_slot(slots)
         use_attempts(self.state.attempts())  # the live view's utilisation, as the final one
         trainable = self._trainable(refs)
-        files, root = signed_storage.storage(self.spec.storage_path)  # Tune's pickles signed, checked on resume
+        files, root = tune_storage.storage(self.spec.storage_path)  # Tune's pickles signed, checked on resume
         if tune.Tuner.can_restore(f"{root}/{TUNE_RUN}", storage_filesystem=files):
-            signed_storage.check_experiment(files, f"{root}/{TUNE_RUN}")
+            tune_storage.check_experiment(files, f"{root}/{TUNE_RUN}")
             self._print(f"resuming {len(keys)} studies from {masked(self.spec.storage_path)}/{TUNE_RUN}")
-            return tune.Tuner.restore(f"{root}/{TUNE_RUN}", trainable=trainable, resume_errored=True,
-                                      storage_filesystem=files).fit()
+            restored = tune.Tuner.restore(f"{root}/{TUNE_RUN}", trainable=trainable, resume_errored=True,
+                                          storage_filesystem=files)
+            return tune_storage.fitted(restored)
         spec = self.spec
         search, scheduler = self._searcher(keys, warm_starts), self._scheduler(keys)
         budgets = {key: (spec.trials, spec.seeds) for key in keys}
@@ -159,7 +157,7 @@ class Sweep:
                                       verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS)))
-        return tuner.fit()
+        return tune_storage.fitted(tuner)
 
     def _searcher(self, keys: list[str], warm_starts: dict[str, list[dict]]) -> Any:
         """One Optuna study per key, every search trial with the fixed values and the search seed."""

@@ -29,11 +29,11 @@ def checkpoint_location(checkpoint: Any) -> str:
     """A Tune checkpoint's folder as a local path or a storage URI (s3://, gs://, ...)."""
     from pyarrow import fs
 
-    from focustune.sweeps.signed_storage import SignedFiles
+    from focustune.sweeps.tune_storage import SignedFiles
 
     files = checkpoint.filesystem
     if isinstance(files, fs.PyFileSystem) and isinstance(files.handler, SignedFiles):
-        files = files.handler.inner  # Tune's storage (signed_storage); checkpoints themselves are not signed
+        files = files.handler.inner  # Tune's storage (tune_storage); checkpoints themselves are not signed
     if isinstance(files, fs.LocalFileSystem):
         return checkpoint.path
     return f"{files.type_name}://{checkpoint.path}"

@@ -1,5 +1,7 @@
-"""Tune's pickles under ``--storage``, signed by the driver that wrote them and checked before any is loaded.
+"""Tune's storage (``--storage``) as the sweep gives it to Tune: pickles signed, checkpoints deleted only
+once no snapshot names them, object-store requests retried through an outage.
 
+**Signed pickles.**
 Tune keeps its experiment as pickles (``tuner.pkl``, ``experiment_state-*.json`` with pickled trials,
 ``search_gen_state-*.pkl``, ``callback-states-*.pkl``, a trial's ``error.pkl``), and ``--resume`` loads
 them: whoever can write the storage (a shared bucket or NFS folder) could run code on the driver. So
@@ -10,6 +12,17 @@ goes to the storage (:func:`key_path`, 0600), and a file whose HMAC does not mat
 
 The HMAC file is written before the file it signs and keeps the previous HMAC too, so a driver killed
 between the two writes leaves a pair that still matches.
+
+**Checkpoints kept while named.** Tune (2.60) deletes a trial's oldest checkpoint as soon as it has
+more than ``num_to_keep``, before the experiment snapshot naming a newer one is uploaded; a driver
+killed in between resumes a trial from a checkpoint that is gone, and the trial fails (Tune's
+``Trainable.restore`` checks that it exists before the trial's code runs). Here a deletion of a
+``checkpoint_*`` folder waits (:class:`DeferredDeletes`) until two snapshot uploads that began after it
+have completed: the second was taken after the deletion was asked for, so it no longer names the folder.
+
+**Retries.** An S3 store is reached with pyarrow's retry strategy (:data:`S3_ATTEMPTS` attempts,
+exponential backoff, about 13 s in all), so an outage of a few seconds delays a write instead of
+failing the trial's attempt.
 """
 
 from __future__ import annotations
@@ -32,6 +45,9 @@ from focustune.errors import ResumeRefused
 PICKLED = re.compile(r"(tuner\.pkl|experiment_state-.*\.json|search_gen_state-.*\.pkl|callback-states-.*\.pkl"
                      r"|error\.pkl)")
 SUFFIX = ".focustune-hmac"
+CHECKPOINT_FOLDER = re.compile(r"checkpoint_\d+")
+SNAPSHOT = re.compile(r"experiment_state-.*\.json")
+S3_ATTEMPTS = 9  # AWS's default strategy, doubling waits: ~13 s in all before a request fails (measured)
 KEY_ENV = "FOCUSTUNE_RESUME_KEY"  # another key file (a shared secret of several drivers, say)
 
 
@@ -72,9 +88,9 @@ class SignedFiles(fs.FileSystemHandler):
     which write only checkpoints): the key stays out of it."""
 
     def __init__(self, inner: fs.FileSystem):
-        self.inner = inner
+        self.inner = with_retries(inner)
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple:  # pyarrow pickles an S3 filesystem without its retry strategy: set again
         return SignedFiles, (self.inner,)
 
     # ---------------------------------------------------------------- signing and checking
@@ -88,11 +104,14 @@ class SignedFiles(fs.FileSystemHandler):
 
     def write_signed(self, path: str, content: bytes) -> None:
         """The HMAC first (with the previous one), then the file."""
+        snapshot = DELETES.snapshot_begins() if SNAPSHOT.fullmatch(path.rsplit("/", 1)[-1]) else None
         hmacs = [*self._hmacs(path)[-1:], signature(path, content)]
         with self.inner.open_output_stream(path + SUFFIX) as stream:
             stream.write(json.dumps(hmacs).encode())
         with self.inner.open_output_stream(path) as stream:
             stream.write(content)
+        if snapshot is not None:
+            DELETES.snapshot_done(snapshot)
 
     def read_checked(self, path: str) -> bytes:
         with self.inner.open_input_stream(path) as stream:
@@ -124,7 +143,10 @@ class SignedFiles(fs.FileSystemHandler):
         self.inner.create_dir(path, recursive=recursive)
 
     def delete_dir(self, path: str) -> None:
-        self.inner.delete_dir(path)
+        if CHECKPOINT_FOLDER.fullmatch(path.rstrip("/").rsplit("/", 1)[-1]):
+            DELETES.ask(self.inner, path)
+        else:
+            self.inner.delete_dir(path)
 
     def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
         self.inner.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
@@ -171,6 +193,58 @@ class SignedFiles(fs.FileSystemHandler):
         return self.inner.open_append_stream(path, compression=None, metadata=metadata)
 
 
+class DeferredDeletes:
+    """Checkpoint folders Tune asked to delete, deleted once two snapshot uploads that began after the
+    request have completed (Tune uploads one snapshot at a time, and takes the next one after the
+    previous upload ended). One per process: Tune's checkpoint manager deletes on the driver, through
+    filesystem objects unpickled from the trials' reports."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._begun = 0  # snapshot uploads begun so far
+        self._pending: list[tuple[int, fs.FileSystem, str]] = []  # (uploads begun when asked, where, path)
+
+    def ask(self, files: fs.FileSystem, path: str) -> None:
+        with self._lock:
+            self._pending.append((self._begun, files, path))
+
+    def snapshot_begins(self) -> int:
+        with self._lock:
+            self._begun += 1
+            return self._begun
+
+    def snapshot_done(self, number: int) -> None:
+        """Snapshot upload ``number`` completed: delete what was asked before upload ``number - 1`` began."""
+        with self._lock:
+            due = [(files, path) for begun, files, path in self._pending if begun <= number - 2]
+            self._pending = [p for p in self._pending if p[0] > number - 2]
+        for files, path in due:
+            _delete(files, path)
+
+    def flush(self) -> None:
+        """Delete everything asked for (the run is over: its last snapshot is uploaded)."""
+        with self._lock:
+            due, self._pending = [(files, path) for _, files, path in self._pending], []
+        for files, path in due:
+            _delete(files, path)
+
+    def pending(self) -> list[str]:
+        with self._lock:
+            return [path for _, _, path in self._pending]
+
+
+def _delete(files: fs.FileSystem, path: str) -> None:
+    try:
+        files.delete_dir(path)
+    except FileNotFoundError:  # gone already (a resumed driver's own request)
+        pass
+
+
+DELETES = DeferredDeletes()
+
+
 class _SigningWriter:
     """A file object collecting what Tune writes; on close, written signed (:meth:`SignedFiles.write_signed`)."""
 
@@ -197,6 +271,14 @@ class _SigningWriter:
             self.files.write_signed(self.path, b"".join(self.parts))
 
 
+def with_retries(files: fs.FileSystem) -> fs.FileSystem:
+    """An S3 filesystem with the same options and :data:`S3_ATTEMPTS` attempts per request; others as they are."""
+    if not isinstance(files, fs.S3FileSystem):
+        return files
+    options = files.__reduce__()[1][0]
+    return fs.S3FileSystem(**{**options, "retry_strategy": fs.AwsDefaultS3RetryStrategy(S3_ATTEMPTS)})
+
+
 def storage(location: str) -> tuple[fs.FileSystem, str]:
     """Tune's storage for ``location`` (a local folder or a storage URI): its signing filesystem and path."""
     if "://" in location:
@@ -213,3 +295,11 @@ def check_experiment(files: fs.FileSystem, path: str) -> None:
     for info in files.get_file_info(fs.FileSelector(path)):
         if info.type == fs.FileType.File and signed(info.path):
             handler.read_checked(info.path)
+
+
+def fitted(tuner: Any) -> Any:
+    """``tuner.fit()``'s results; then the checkpoint folders still waiting are deleted (Tune uploaded
+    its last snapshot before ``fit`` returned)."""
+    results = tuner.fit()
+    DELETES.flush()
+    return results

@@ -43,7 +43,7 @@ from focustune.errors import ResumeRefused
 
 #: The files of a Tune experiment that Tune unpickles when it restores one.
 PICKLED = re.compile(r"(tuner\.pkl|experiment_state-.*\.json|search_gen_state-.*\.pkl|callback-states-.*\.pkl"
-                     r"|error\.pkl)")
+                     r"|error\.pkl|params\.pkl)")
 SUFFIX = ".focustune-hmac"
 CHECKPOINT_FOLDER = re.compile(r"checkpoint_\d+")
 SNAPSHOT = re.compile(r"experiment_state-.*\.json")

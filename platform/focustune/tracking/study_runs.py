@@ -5,6 +5,7 @@ open, and the study runs' views (:mod:`focustune.tracking.workbench`)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -84,12 +85,30 @@ class StudyTracking:
         left RUNNING or ended before the snapshot caught up: each trial keeps exactly one FINISHED
         run. Returns how many were closed."""
         query = (f"tags.`{TAG}sweep_id` = '{self.state.data['sweep_id']}' and tags.`{TAG}kind` != '{KIND_STUDY}'")
-        orphans = [r for r in self.client.search_runs([self.experiment_id], filter_string=query, max_results=5000)
-                   if r.data.tags.get(TAG + TRIAL_ID) not in known_trials and r.info.status in ("RUNNING", "FINISHED")]
-        for run in orphans:
-            self.client.set_tag(run.info.run_id, TAG + LOST_ON_RESTART, "true")
-            self.client.set_terminated(run.info.run_id, status="KILLED")
-        return len(orphans)
+
+        def close() -> int:  # idempotent: repeated whole after an outage
+            orphans = [r for r in self.client.search_runs([self.experiment_id], filter_string=query, max_results=5000)
+                       if r.data.tags.get(TAG + TRIAL_ID) not in known_trials
+                       and r.info.status in ("RUNNING", "FINISHED")]
+            for run in orphans:
+                self.client.set_tag(run.info.run_id, TAG + LOST_ON_RESTART, "true")
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+            return len(orphans)
+
+        return self._when_reachable(close)
+
+    def _when_reachable(self, call: Callable[[], Any], wait_s: float = 120.0) -> Any:
+        """``call()``, waited out through an MLflow outage of up to ``wait_s`` (the search may end while
+        the server restarts); any other error at once."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return call()
+            except Exception as exc:  # sorted below: only an outage is waited out
+                if not is_transport_error(exc) or time.monotonic() > deadline:
+                    raise
+                log.warning("MLflow at %s unreachable; trying again", masked(self.spec.tracking))
+                time.sleep(2.0)
 
     def close_parent(self, parent: str, study: dict[str, Any], usage: dict[str, Any], status: str = "FINISHED") -> None:
         """Seed re-runs' mean test metrics and the sweep's utilisation on the study run; then end it."""

@@ -16,7 +16,7 @@ ROOTS = (REPO / "platform", REPO / "analysis")
 LAYERS = ("shared", "core", "analysis", "tracking", "sweeps", "cli")
 SHARED = {"focustune", "focustune.tracking_schema", "focustune.files", "focustune.text_table", "focustune.errors",
           "focustune.yaml_files", "focustune.registry", "focustune.params", "focustune.records", "focustune.network",
-          "focustune.metric_table", "focustune.objectives"}
+          "focustune.metric_table", "focustune.objectives", "focustune.credentials"}
 
 
 def layer_of(module: str) -> str:

@@ -19,3 +19,8 @@ class TrainingDiverged(FocusTuneError):
     """The training loss became NaN or infinite."""
 
     exit_code = 3
+
+
+class ResumeRefused(FocusTuneError):
+    """What ``--resume`` finds under the storage is not what this driver wrote (or not readable as it):
+    nothing of it is loaded."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from focustune.cli import catalogue, compare, predict, sweep, train, ui
+from focustune.credentials import masked_text
 from focustune.cli.console import stderr
 from focustune.errors import FocusTuneError
 
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
         return code
     except FocusTuneError as exc:
-        stderr(f"focustune: error: {exc}")
+        stderr(f"focustune: error: {masked_text(str(exc))}")  # no password of a URI shown
         return exc.exit_code
     except KeyboardInterrupt:
         stderr("focustune: interrupted")

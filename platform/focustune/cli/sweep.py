@@ -9,6 +9,7 @@ from typing import Any
 
 from focustune.cli import options
 from focustune.cli.console import stderr
+from focustune.credentials import masked
 from focustune.data.options import DataOptions
 from focustune.errors import ConfigError
 from focustune.records import StudyRecord
@@ -69,13 +70,13 @@ def _run(args: argparse.Namespace, defaults: dict[str, Any]) -> int:
 
         warm_starts = warm_start_configs(spec.tracking, spec.warm_start, spaces)
     print(f"sweep of {', '.join(spec.methods)} on {', '.join(datasets)}: {spec.trials} trial(s) x {spec.epochs} "
-          f"epoch(s) per study, {spec.seeds} seed re-run(s); storage {spec.storage_path}; "
-          f"MLflow {spec.tracking} (experiment {spec.experiment})", flush=True)
+          f"epoch(s) per study, {spec.seeds} seed re-run(s); storage {masked(spec.storage_path)}; "
+          f"MLflow {masked(spec.tracking)} (experiment {spec.experiment})", flush=True)
     sweep = runner.Sweep(spec, spaces)
     summary = sweep.run(datasets, warm_starts)
     _print_summary(summary, spec)
     print(utilisation_line(sweep.state.data.get("utilisation", {})))
-    print(f"\nCompare the runs in MLflow: {ui_hint(spec.tracking)}")
+    print(f"\nCompare the runs in MLflow: {ui_hint(masked(spec.tracking))}")
     if every_trial_failed(summary):
         failed = sum(study.failed for study in summary.values())
         stderr(f"focustune: error: every search trial of every study failed ({failed}); see each trial's "

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from focustune.credentials import SECRET_ENV_VARS
 from focustune.environment import restored_environment
 
 # Tune's own console tables and checkpoint-frequency warnings: the sweep prints its own progress.
@@ -22,6 +23,7 @@ QUIET_TUNE = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPO
 #: default), it swaps 127.0.0.1 for the machine's address (``services.resolve_ip_for_localhost``) and
 #: the servers bind every interface, guarded by token auth only.
 SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK = "127.0.0.1"
 
 
 def init_ray(address: str | None) -> None:
@@ -37,8 +39,20 @@ def init_ray(address: str | None) -> None:
             return
         kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True, "logging_level": "warning"}
         if target == "local":  # a private single-node Ray
-            kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1")
+            kwargs.update(include_dashboard=False, _node_ip_address=LOOPBACK)
         ray.init(address=target, **kwargs)
+    keep_secrets_out_of_runtime_env()
+
+
+def keep_secrets_out_of_runtime_env() -> None:
+    """Tune copies the driver's AWS keys into every trial actor's runtime environment
+    (``tune.execution.class_cache.ENV_VARS_TO_PROPAGATE``), and Ray's runtime-env agent writes each
+    environment it creates to its log, readable by every user of the machine. Not ours: a private
+    Ray's workers inherit the driver's environment (through the raylet it starts), and a cluster's
+    nodes use the credentials of their own environment or role."""
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(SECRET_ENV_VARS)
 
 
 @contextmanager

@@ -18,6 +18,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
+from focustune.credentials import masked, remember
 from focustune.spaces import SearchSpace
 from focustune.sweeps.cluster import awaited_resources, init_ray, pend_one_trial_per_slot, slot_count, trial_slots
 from focustune.sweeps.preflight import study_grace
@@ -34,12 +35,9 @@ from focustune.tracking_schema import split_study_key, study_key
 # run_trial builds its trainer, seeds and thread count on every call, so nothing leaks between trials.
 REUSE_WORKERS = True
 TUNE_RUN = "benchmark"  # the one Tune experiment of a sweep, under its storage path
-#: Checkpoints kept per trial. A resumed sweep restores each unfinished trial from the checkpoint that
-#: Tune's last stored snapshot names, and Tune deletes older checkpoints before the snapshot naming the
-#: newer one is uploaded. Keeping one, every checkpoint opened that gap, and a snapshot upload still in
-#: flight widened it: a driver killed there resumed into "Could not recover from checkpoint as it does
-#: not exist on storage anymore" (seen with S3 storage). Keeping three opens it at every third
-#: checkpoint only, and a snapshot may lag two checkpoints; it narrows the gap, it does not close it.
+#: Checkpoints kept per trial. Tune asks to delete older ones before the snapshot naming a newer one
+#: is uploaded; tune_storage.DeferredDeletes holds each deletion until no stored snapshot names it. Tune
+#: also forces a snapshot every KEPT_CHECKPOINTS checkpoints of a trial: three keeps those rare.
 KEPT_CHECKPOINTS = 3
 
 
@@ -48,6 +46,7 @@ class Sweep:
 
     def __init__(self, spec: SweepSpec, spaces: dict[str, SearchSpace], out: Any = sys.stdout):
         self.spec, self.spaces, self.out = spec, spaces, out
+        remember(spec.tracking, spec.optuna_url)  # what Tune's restored experiment holds masked (credentials)
         self.state = SweepState.open(spec)
 
     def _print(self, message: str) -> None:
@@ -131,6 +130,7 @@ class Sweep:
         the callbacks, searcher and scheduler its experiment checkpoint holds)."""
         from ray import tune
 
+        from focustune.sweeps import tune_storage
         from focustune.sweeps.progress import SweepProgress, use_attempts
         from focustune.sweeps.search import TrialLedger
         from focustune.sweeps.tune_tracking import TrackingCallback
@@ -138,10 +138,13 @@ class Sweep:
         pend_one_trial_per_slot(slots)
         use_attempts(self.state.attempts())  # the live view's utilisation, as the final one
         trainable = self._trainable(refs)
-        path = f"{self.spec.storage_path}/{TUNE_RUN}"
-        if tune.Tuner.can_restore(path):
-            self._print(f"resuming {len(keys)} studies from {path}")
-            return tune.Tuner.restore(path, trainable=trainable, resume_errored=True).fit()
+        files, root = tune_storage.storage(self.spec.storage_path)  # Tune's pickles signed, checked on resume
+        if tune.Tuner.can_restore(f"{root}/{TUNE_RUN}", storage_filesystem=files):
+            tune_storage.check_experiment(files, f"{root}/{TUNE_RUN}")
+            self._print(f"resuming {len(keys)} studies from {masked(self.spec.storage_path)}/{TUNE_RUN}")
+            restored = tune.Tuner.restore(f"{root}/{TUNE_RUN}", trainable=trainable, resume_errored=True,
+                                          storage_filesystem=files)
+            return tune_storage.fitted(restored)
         spec = self.spec
         search, scheduler = self._searcher(keys, warm_starts), self._scheduler(keys)
         budgets = {key: (spec.trials, spec.seeds) for key in keys}
@@ -149,14 +152,15 @@ class Sweep:
         callbacks = [TrialLedger(), TrackingCallback(runs), SweepProgress(budgets, slots, self.out)]
         self._print(f"{len(keys)} studies at once: {spec.trials} search trial(s) x {spec.epochs} epoch(s) each, "
                     f"then {spec.seeds} seed re-run(s); {slot_count(slots)} trial "
-                    f"slot(s); Optuna studies in {spec.optuna_url}")
+                    f"slot(s); Optuna studies in {masked(spec.optuna_url)}")
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
             metric=OBJECTIVE, mode="max", search_alg=search, scheduler=scheduler, num_samples=-1,
             reuse_actors=REUSE_WORKERS),  # the searcher keeps to --max-concurrent (search.MultiStudySearch)
-            run_config=tune.RunConfig(name=TUNE_RUN, storage_path=spec.storage_path, callbacks=callbacks, verbose=0,
+            run_config=tune.RunConfig(name=TUNE_RUN, storage_path=root, storage_filesystem=files, callbacks=callbacks,
+                                      verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS)))
-        return tuner.fit()
+        return tune_storage.fitted(tuner)
 
     def _searcher(self, keys: list[str], warm_starts: dict[str, list[dict]]) -> Any:
         """One Optuna study per key, every search trial with the fixed values and the search seed."""

@@ -12,15 +12,19 @@ an Optuna RDB storage (SQLite next to the sweep state by default), named ``DATAS
 
 from __future__ import annotations
 
+import json
 import math
-import pickle
 import weakref
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ray import tune
 from ray.tune.search import Searcher
 
+from focustune import credentials
+from focustune.errors import ResumeRefused
+from focustune.files import write_atomic
 from focustune.objectives import SelectionRule, directions
 from focustune.sweeps.studies import RERUN, Outcome, Study, StudyQueue, objective_values, selection_score
 from focustune.records import DIVERGED, FULL_BUDGET, KIND_KEY, OBJECTIVE, SEED_KEY, STUDY_KEY
@@ -275,15 +279,50 @@ class MultiStudySearch(Searcher):
         self._register()
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
+        """The state as data (JSON), never a pickle: ``--resume`` reads it back from shared storage.
+        Tune names the file ``searcher-state-*.pkl``."""
+        write_atomic(checkpoint_path, json.dumps(state_to_data(self.get_state())).encode())
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
+        self.set_state(state_from_data(Path(checkpoint_path).read_bytes(), checkpoint_path))
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_studies": {}}  # storage connections do not pickle
+    def __getstate__(self) -> dict:  # storage connections do not pickle; nor does the storage's password
+        return {**self.__dict__, "_studies": {}, "storage": credentials.stored(self.storage)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, storage=credentials.revealed(state["storage"]))
+
+
+STATE_FORMAT, STATE_VERSION = "focustune.searcher-state", 1
+
+
+def state_to_data(state: dict) -> dict[str, Any]:
+    """The searcher's state (:meth:`MultiStudySearch.get_state`) as plain JSON data, with its version."""
+    queue: StudyQueue = state["queue"]
+    return {"format": STATE_FORMAT, "version": STATE_VERSION, "one_at_a_time": queue.one_at_a_time,
+            "studies": [asdict(study) for study in queue.studies.values()],
+            "live": {tid: asdict(t) for tid, t in state["live"].items()},
+            "ended": {tid: asdict(t) for tid, t in state["ended"].items()}}
+
+
+def state_from_data(raw: bytes, where: str) -> dict:
+    """The searcher's state back from :func:`state_to_data`'s JSON; anything else is refused."""
+    try:
+        data = json.loads(raw)
+        if data.get("format") != STATE_FORMAT or data.get("version") != STATE_VERSION:
+            raise ValueError(f"not {STATE_FORMAT} version {STATE_VERSION}")
+        studies = []
+        for study in data["studies"]:
+            ended = [Outcome(**{**o, "score": None if o.get("score") is None else tuple(o["score"])})
+                     for o in study["ended"]]
+            reruns = {int(seed): metrics for seed, metrics in study["reruns"].items()}
+            studies.append(Study(**{**study, "ended": ended, "reruns": reruns}))
+        return {"queue": StudyQueue(studies, bool(data["one_at_a_time"])),
+                "live": {tid: LiveTrial(**t) for tid, t in data["live"].items()},
+                "ended": {tid: LiveTrial(**t) for tid, t in data["ended"].items()}}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSON errors are ValueErrors
+        raise ResumeRefused(f"{where} is not a searcher state this version of focustune wrote ({exc}); "
+                            "nothing was loaded from it") from exc
 
 
 class TrialLedger(tune.Callback):

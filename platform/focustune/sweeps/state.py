@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from focustune.credentials import masked
 from focustune.files import write_atomic
 from focustune.records import StudyRecord
 from focustune.sweeps.spec import SweepSpec
@@ -29,9 +30,23 @@ def checkpoint_location(checkpoint: Any) -> str:
     """A Tune checkpoint's folder as a local path or a storage URI (s3://, gs://, ...)."""
     from pyarrow import fs
 
-    if isinstance(checkpoint.filesystem, fs.LocalFileSystem):
+    from focustune.sweeps.tune_storage import SignedFiles
+
+    files = checkpoint.filesystem
+    if isinstance(files, fs.PyFileSystem) and isinstance(files.handler, SignedFiles):
+        files = files.handler.inner  # Tune's storage (tune_storage); checkpoints themselves are not signed
+    if isinstance(files, fs.LocalFileSystem):
         return checkpoint.path
-    return f"{checkpoint.filesystem.type_name}://{checkpoint.path}"
+    return f"{files.type_name}://{checkpoint.path}"
+
+
+def stored_spec(spec: SweepSpec) -> dict[str, Any]:
+    """The spec as ``sweep.json`` keeps it: every URI's password masked (:mod:`focustune.credentials`)."""
+    data = asdict(spec)
+    for key in ("tracking_uri", "optuna_storage", "storage", "address", "warm_start"):
+        if isinstance(data.get(key), str):
+            data[key] = masked(data[key])
+    return data
 
 
 class SweepState:
@@ -61,7 +76,7 @@ class SweepState:
             files, path = filesystem(location)
             with files.open_input_stream(path) as stream:
                 return cls(location, json.loads(stream.read().decode()))
-        state = cls(location, {"sweep_id": uuid.uuid4().hex[:12], "spec": asdict(spec)})
+        state = cls(location, {"sweep_id": uuid.uuid4().hex[:12], "spec": stored_spec(spec), "studies": {}})
         state.save()
         return state
 

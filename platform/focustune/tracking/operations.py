@@ -18,6 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
+from focustune import credentials
+from focustune.credentials import masked
+
 log = logging.getLogger(__name__)
 
 #: MLflow's HTTP client fails fast instead of retrying for minutes: the queue retries itself.
@@ -124,11 +127,12 @@ class OperationQueue:
         self._sender: threading.Thread | None = None
         self._stopping = False
 
-    def __getstate__(self) -> dict:  # pickled with the Tune experiment
-        return {k: v for k, v in self.__dict__.items() if k not in self.RUNTIME}
+    def __getstate__(self) -> dict:  # pickled with the Tune experiment, without the URI's password
+        state = {k: v for k, v in self.__dict__.items() if k not in self.RUNTIME}
+        return {**state, "tracking_uri": credentials.stored(self.tracking_uri)}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update(state, tracking_uri=credentials.revealed(state["tracking_uri"]))
         self._start_runtime()
 
     def _apply(self, op: Operation) -> None:
@@ -167,7 +171,7 @@ class OperationQueue:
             time.sleep(min(self.retry_interval_s, max(deadline - time.monotonic(), 0)))
         if self.queue and wait_s:
             log.warning("MLflow at %s unreachable: %d logging operation(s) could not be sent",
-                        self.tracking_uri, len(self.queue))
+                        masked(self.tracking_uri), len(self.queue))
         return not self.queue
 
     # ---------------------------------------------------------------- state for restores
@@ -210,14 +214,14 @@ class OperationQueue:
                 with self._queue_lock:
                     self.queue.pop(0)
         if self._down_since is not None:
-            log.warning("MLflow at %s is reachable again; buffered logging sent", self.tracking_uri)
+            log.warning("MLflow at %s is reachable again; buffered logging sent", masked(self.tracking_uri))
             self._down_since = None
 
     def _went_down(self, exc: Exception) -> None:
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.warning("MLflow at %s is unreachable (%s); training continues and logging is buffered "
-                        "(%d operation(s))", self.tracking_uri, type(exc).__name__, len(self.queue))
+                        "(%d operation(s))", masked(self.tracking_uri), type(exc).__name__, len(self.queue))
 
     def _set_aside(self, op: Operation, exc: Exception) -> None:
         """A failed operation is logged with its error and kept (it is not retried, nor blocks others)."""

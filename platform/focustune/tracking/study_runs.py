@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from focustune.tracking import workbench
 from focustune.tracking.batches import log_batched
 from focustune.tracking.trial_runs import TrialRuns
+from focustune.credentials import masked
 from focustune.tracking.operations import is_transport_error, mlflow_client
 from focustune.records import TRIAL_ID, ParetoRecord, StudyRecord
 from focustune.tracking_schema import (BEST_OBJECTIVE, BEST_PARAM_PREFIX, CHOSEN_TRIAL_PARAM, FINISHED_TRIALS,
@@ -110,12 +112,30 @@ class StudyTracking:
         left RUNNING or ended before the snapshot caught up: each trial keeps exactly one FINISHED
         run. Returns how many were closed."""
         query = (f"tags.`{TAG}sweep_id` = '{self.state.data['sweep_id']}' and tags.`{TAG}kind` != '{KIND_STUDY}'")
-        orphans = [r for r in self.client.search_runs([self.experiment_id], filter_string=query, max_results=5000)
-                   if r.data.tags.get(TAG + TRIAL_ID) not in known_trials and r.info.status in ("RUNNING", "FINISHED")]
-        for run in orphans:
-            self.client.set_tag(run.info.run_id, TAG + LOST_ON_RESTART, "true")
-            self.client.set_terminated(run.info.run_id, status="KILLED")
-        return len(orphans)
+
+        def close() -> int:  # idempotent: repeated whole after an outage
+            orphans = [r for r in self.client.search_runs([self.experiment_id], filter_string=query, max_results=5000)
+                       if r.data.tags.get(TAG + TRIAL_ID) not in known_trials
+                       and r.info.status in ("RUNNING", "FINISHED")]
+            for run in orphans:
+                self.client.set_tag(run.info.run_id, TAG + LOST_ON_RESTART, "true")
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+            return len(orphans)
+
+        return self._when_reachable(close)
+
+    def _when_reachable(self, call: Callable[[], Any], wait_s: float = 120.0) -> Any:
+        """``call()``, waited out through an MLflow outage of up to ``wait_s`` (the search may end while
+        the server restarts); any other error at once."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return call()
+            except Exception as exc:  # sorted below: only an outage is waited out
+                if not is_transport_error(exc) or time.monotonic() > deadline:
+                    raise
+                log.warning("MLflow at %s unreachable; trying again", masked(self.spec.tracking))
+                time.sleep(2.0)
 
     def close_parent(self, parent: str, study: StudyRecord, usage: dict[str, Any], status: str = "FINISHED") -> None:
         """Seed re-runs' mean test metrics and the sweep's utilisation on the study run; then end it."""
@@ -141,4 +161,4 @@ class StudyTracking:
             if not is_transport_error(exc):
                 raise
             log.warning("MLflow at %s unreachable: the study runs' descriptions and figures were not logged "
-                        "(run the same command with --resume to add them): %s", self.spec.tracking, exc)
+                        "(run the same command with --resume to add them): %s", masked(self.spec.tracking), exc)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -176,7 +176,6 @@ class Member:
     batch: Batch | None = None
     record: dict[str, Any] | None = None
     dropped: bool = False
-    masks: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @contextmanager
     def own_streams(self) -> Iterator[None]:

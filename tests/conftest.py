@@ -14,8 +14,14 @@ SHARED_MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
 
 
 def without_timings(history: list[dict]) -> list[dict]:
-    """Epoch records minus their wall-clock fields, for comparing two runs of the same computation."""
-    return [{k: v for k, v in record.items() if k not in ("seconds", "samples_per_s")} for record in history]
+    """Epoch records minus their wall-clock fields (a method's own included, such as mdgan's
+    ``gan_seconds`` and ``gan_time_share``), for comparing two runs of the same computation."""
+    return [_untimed(record) for record in history]
+
+
+def _untimed(record: dict) -> dict:
+    return {k: _untimed(v) if isinstance(v, dict) else v for k, v in record.items()
+            if k not in ("seconds", "samples_per_s") and not k.endswith(("_seconds", "_time_share"))}
 
 
 def make_split(counts: list[int], size: int = 12, channels: int = 1, seed: int = 0) -> Split:

@@ -14,7 +14,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,20 @@ from focustune.training.optimisers import Optimisation
 from focustune.transforms import augment_batch, normalise
 
 EpochCallback = Callable[["Trainer", dict[str, Any]], None]
+#: An epoch one optimisation step at a time (:meth:`Trainer.epoch_steps`): it yields each training
+#: batch (x, y), takes back the step's detached per-sample losses and returns the epoch's record.
+EpochSteps = Generator[tuple[torch.Tensor, torch.Tensor], torch.Tensor, dict[str, Any]]
+StepFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def drive(steps: EpochSteps, step: StepFunction) -> dict[str, Any]:
+    """Run ``steps`` to its end, taking each of its batches with ``step``; return the epoch's record."""
+    try:
+        batch = next(steps)
+        while True:
+            batch = steps.send(step(*batch))
+    except StopIteration as end:
+        return end.value
 
 
 def check_operating_point(config: TrainConfig, dataset: ImageDataset) -> None:
@@ -196,7 +210,8 @@ class Trainer:
         self.method.end_step(y, losses)
         return losses
 
-    def _train_epoch(self, epoch: int, phase: Phase) -> tuple[EpochStats, int]:
+    def _train_epoch(self, epoch: int, phase: Phase) -> Generator[
+            tuple[torch.Tensor, torch.Tensor], torch.Tensor, tuple[EpochStats, int]]:
         self.model.train()
         data = self.method.training_data(self.run)
         k = self.dataset.num_classes
@@ -206,7 +221,7 @@ class Trainer:
         for index, images in self.batch_source(data.images, self.method.epoch_batches(epoch, data, self.run)):
             x = augment_batch(normalise(images), self.config.augment, self.generator)
             y = data.labels[index]
-            losses = self._step(x, y)
+            losses = yield x, y  # trained by _step, or by a pack's stacked step (training/packing.py)
             loss_sum.index_add_(0, y, losses.float())
             count.index_add_(0, y, torch.ones_like(losses, dtype=torch.float32))
             seen += int(index.shape[0])
@@ -250,15 +265,18 @@ class Trainer:
         returned copy adds ``phase_seconds`` (the phase's start, e.g. mdgan's GAN training) and
         ``val_seconds`` (the validation pass)."""
         with deterministic_algorithms(self.config.deterministic):
-            return self._run_epoch()
+            return drive(self.epoch_steps(), self._step)
 
-    def _run_epoch(self) -> dict[str, Any]:
+    def epoch_steps(self) -> EpochSteps:
+        """:meth:`run_epoch` (without its determinism setting) one optimisation step at a time, for a
+        driver that trains the batches itself: it must step like :meth:`_step` (the method's
+        ``end_step`` included) and send back the detached per-sample losses."""
         clock, epoch = time.perf_counter, self.epoch
         started = clock()
         _, phase = self._begin_epoch(epoch)
         training_started = clock()
         self.run.val_probs = None  # the model is about to change
-        stats, seen = self._train_epoch(epoch, phase)
+        stats, seen = yield from self._train_epoch(epoch, phase)
         train_loss = float(stats.class_loss_sum.sum() / stats.class_count.sum().clamp_min(1))
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch + 1}; "

@@ -298,7 +298,8 @@ def log_train_run(tracking_uri: str, experiment: str, trainer: Any, config: RunC
     from mlflow import MlflowClient
 
     result = trainer.result()
-    tags = {TAG + "kind": KIND_TRAIN, TAG + "method": result.method, TAG + "dataset": result.dataset}
+    tags = {TAG + "kind": KIND_TRAIN, TAG + "method": result.method, TAG + "dataset": result.dataset,
+            **{TAG + k: v for k, v in trainer.method.tags().items()}}
     with use_store(tracking_uri), mlflow.start_run(
             experiment_id=mlflow.set_experiment(experiment).experiment_id,
             run_name=f"{result.dataset}-{result.method}-seed{result.seed}", tags=tags) as run:

@@ -168,3 +168,31 @@ def test_train_reuses_a_gan_folder(tmp_path, capsys):
     assert "trained, kept in" in capsys.readouterr().err
     assert main([*args, "--set", "lr=0.01"]) == 0
     assert capsys.readouterr().err.count("reused from") == 3
+
+
+def test_a_trials_mlflow_run_names_the_gan_it_used(tmp_path):
+    """``Method.tags`` -> the trial's last report -> its run's tags, under the names tracking_schema defines."""
+    from mlflow import MlflowClient
+
+    from focustune.records import TrialReport
+    from focustune.sweeps.trainable import with_final
+    from focustune.tracking.trial_runs import TrialRuns
+    from focustune.tracking_schema import TAG
+
+    trainer = _mdgan(make_dataset((30, 10, 6), eval_per_class=8), SharedStore(str(tmp_path / "gans")), gan_classes=1)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("gans", artifact_location=(tmp_path / "artifacts").as_uri())
+    tracking = TrialRuns(uri, experiment, {}, {"sweep_id": "s"}, params_for=dict)
+    tracking.runs["t1"] = client.create_run(experiment).info.run_id
+    last = TrialReport(epoch=trainer.epoch, total_epochs=trainer.total_epochs, objective=0.0, busy_since=0.0,
+                       busy_until=0.0, full_budget=True)
+    tracking.trial_completed("t1", with_final(last, trainer).to_result())
+    tracking._apply(tracking.queue[-1])
+    tags = client.get_run(tracking.runs["t1"]).data.tags
+    [c] = trainer.method.classes
+    assert tags[TAG + gan_tag(c, "address")] == trainer.method.gans[0]["address"]
+    assert (tmp_path / "gans" / tags[TAG + gan_tag(c, "address")] / MARKER).exists()
+    assert tags[TAG + gan_tag(c, "source")] == "trained"
+    assert float(tags[TAG + gan_tag(c, "generated_as_class")]) == pytest.approx(
+        trainer.method.quality["generated_as_class"][0], abs=1e-4)

@@ -140,7 +140,7 @@ def test_the_pretrained_classifier_labels_generated_and_real_images_of_each_augm
         return gan
 
     monkeypatch.setattr(FastGAN, "generate", generate)
-    monkeypatch.setattr("focustune.methods.mdgan.FastGAN", build)
+    monkeypatch.setattr("focustune.methods.mdgan.stored.FastGAN", build)
     _, params = resolve(MDGAN, {"gan_classes": 2, **TINY_GAN})
     method = MDGAN(params)
     val = dataset.val.labels.clone()
@@ -304,7 +304,7 @@ def test_checkpoint_mid_finetune_restores_the_augmented_set_and_continues_identi
     with pytest.raises(Interrupt):
         first.fit()
 
-    monkeypatch.setattr("focustune.methods.mdgan.FastGAN.fit",
+    monkeypatch.setattr("focustune.methods.mdgan.stored.FastGAN.fit",
                         lambda *a, **k: pytest.fail("a resumed run must not retrain the GANs"))
     resumed = _trainer(tiny_dataset, **settings)
     assert resumed.load_checkpoint(tmp_path)

@@ -69,6 +69,8 @@ class TrialReport:
     train_seconds: float | None = None
     test_confusion_matrix: list[list[int]] | None = None
     artifacts: Mapping[str, str] | None = None
+    #: Tags the method gives its run (``Method.tags``: mdgan's GAN addresses and quality check).
+    method_tags: Mapping[str, str] | None = None
     diverged: bool = False
     failed_reason: str = ""
 

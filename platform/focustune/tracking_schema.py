@@ -41,6 +41,20 @@ LOST_ON_RESTART = "lost_on_restart"
 #: Tags (after ``TAG``) that every trial and re-run carries, so the UI can group and filter by them.
 RUN_TAGS = ("sweep_id", "study", "kind", "dataset", "method")
 
+#: Tags (after ``TAG``) of an mdgan run, per augmented class: ``gan.class_<c>.<field>``, the fields
+#: being the GAN's store address, whether the run "trained" it or "reused" it, and its quality check
+#: (the share of its generated images, and of the class's real training images, that the pretrained
+#: classifier labels as the class).
+GAN_TAG_FIELDS = ("address", "source", "generated_as_class", "real_as_class")
+
+
+def gan_tag(class_index: int, field: str) -> str:
+    """The tag (after ``TAG``) of ``field`` (one of :data:`GAN_TAG_FIELDS`) of class ``class_index``'s GAN."""
+    if field not in GAN_TAG_FIELDS:
+        raise ValueError(f"unknown GAN tag field {field!r}; known: {', '.join(GAN_TAG_FIELDS)}")
+    return f"gan.class_{class_index}.{field}"
+
+
 #: Final metrics of a run: its best validation epoch's scores and that epoch's test scores.
 #: Phased methods (IMET, mdgan) also log, per stage of the run (before and after the method's
 #: mechanism first acted), the best epoch within that stage: ``<stage>_best_epoch``,

@@ -41,6 +41,9 @@ def add_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--output-json", help="write the run's result to this file")
     cmd.add_argument("--checkpoint-dir", help="save a checkpoint there after every epoch")
     cmd.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir's checkpoint")
+    cmd.add_argument("--gan-store", metavar="PATH", help="mdgan: keep each class's GAN in this folder or storage URI "
+                                                        "and reuse the one already there (a sweep's is "
+                                                        "<storage>/gans)")
     options.add_device(cmd)
     cmd.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     cmd.add_argument("--log-model", action="store_true", help="log the run and its model to MLflow")
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from focustune.config import resolve
     from focustune.data.dataset import check_seed
     from focustune.methods import get_method
+    from focustune.shared_store import SharedStore
     from focustune.training import Trainer
 
     overrides = _overrides(args)
@@ -71,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
     dataset = _data_options(args).load()
 
     log = (lambda m: None) if args.quiet else stderr
+    gan_store = SharedStore(args.gan_store, log=log) if args.gan_store else None
     trainer = Trainer(method_cls(method_params), config, dataset, seed=args.seed, device=args.device,
-                      checkpoint_dir=args.checkpoint_dir, log=log)
+                      checkpoint_dir=args.checkpoint_dir, log=log, gan_store=gan_store)
     if args.resume:
         _resume(trainer, args.checkpoint_dir)
     summary = dataset.summary()

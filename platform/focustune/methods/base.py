@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from focustune.config import TrainConfig
     from focustune.data import ImageDataset, Split
     from focustune.models import Classifier
+    from focustune.shared_store import SharedStore
 
 
 @dataclass
@@ -70,6 +71,8 @@ class RunContext:
     #: The current model's validation probabilities: set by the trainer after an epoch's training
     #: (it evaluates validation anyway), cleared when training goes on.
     val_probs: torch.Tensor | None = None
+    #: Where trained GANs are kept and found again (mdgan), or None: each run trains its own.
+    gan_store: SharedStore | None = None
 
     @property
     def class_counts(self) -> torch.Tensor:
@@ -171,6 +174,10 @@ class Method:
 
     def images(self) -> dict[str, torch.Tensor]:
         """Images to record with the run, uint8 [C, H, W] by artifact path (``*.png``); none by default."""
+        return {}
+
+    def tags(self) -> dict[str, str]:
+        """Text to record with the run as tags (names from :mod:`focustune.tracking_schema`); none by default."""
         return {}
 
     # ---- checkpoints -------------------------------------------------------

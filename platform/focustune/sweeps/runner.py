@@ -35,6 +35,7 @@ from focustune.tracking_schema import split_study_key, study_key
 # run_trial builds its trainer, seeds and thread count on every call, so nothing leaks between trials.
 REUSE_WORKERS = True
 TUNE_RUN = "benchmark"  # the one Tune experiment of a sweep, under its storage path
+GAN_STORE = "gans"  # the sweep's GANs (mdgan; each trained once, found again by every trial), under its storage path
 #: Checkpoints kept per trial. Tune asks to delete older ones before the snapshot naming a newer one
 #: is uploaded; tune_storage.DeferredDeletes holds each deletion until no stored snapshot names it. Tune
 #: also forces a snapshot every KEPT_CHECKPOINTS checkpoints of a trial: three keeps those rare.
@@ -121,7 +122,7 @@ class Sweep:
         device = "cuda" if spec.gpus_per_trial > 0 else "cpu"
         return tune.with_resources(
             tune.with_parameters(run_trial, dataset_refs=refs, cpus=spec.cpus_per_trial, device=device,
-                                 system_metrics=spec.system_metrics),
+                                 system_metrics=spec.system_metrics, gan_store=f"{spec.storage_path}/{GAN_STORE}"),
             {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
 
     def _fit(self, keys: list[str], refs: dict[str, Any], tracking: Any, parents: dict[str, str],

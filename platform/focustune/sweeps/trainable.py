@@ -20,6 +20,7 @@ from focustune.data import ImageDataset, Split
 from focustune.data.dataset import SPLITS
 from focustune.errors import TrainingDiverged
 from focustune.records import BEST_EPOCH, TrialReport
+from focustune.shared_store import SharedStore
 from focustune.tracking_schema import (CALIBRATION_ARTIFACT, GPU_MEMORY_MB, GPU_PERCENT, RELIABILITY_ARTIFACT,
                                       TRIAL_CPU_CORES, TRIAL_CPU_PERCENT, TRIAL_MEMORY_MB, calibration_metrics,
                                       tracked_metrics, train_count_metrics)
@@ -80,7 +81,8 @@ def with_final(report: TrialReport, trainer: Trainer) -> TrialReport:
     artifacts[RELIABILITY_ARTIFACT] = base64.b64encode(reliability_png(result.calibration)).decode("ascii")
     return replace(report, full_budget=True, best_epoch=result.best_epoch, best_phase=result.best_phase,
                    train_seconds=result.seconds, test_confusion_matrix=result.test["confusion_matrix"],
-                   artifacts=artifacts, scalars=scalars)
+                   artifacts=artifacts, scalars=scalars,
+                   method_tags=trainer.method.tags() or None)
 
 
 def png_base64(grid: torch.Tensor) -> str:
@@ -123,10 +125,11 @@ class ResourceUse:
 
 
 def run_trial(config: dict[str, Any], *, dataset_refs: dict[str, Any], cpus: float = 1.0,
-              device: str | None = None, system_metrics: bool = False) -> None:
+              device: str | None = None, system_metrics: bool = False, gan_store: str | None = None) -> None:
     """Train one configuration of its study (dataset and method from ``config[STUDY_KEY]``); report
     every epoch with a checkpoint (and with ``system_metrics`` its :class:`ResourceUse`); resume from
-    Tune's checkpoint. Only this study's dataset is read."""
+    Tune's checkpoint. Only this study's dataset is read. ``gan_store``: the sweep's GAN store (a folder
+    or URI), where every trial finds the GANs another trial trained."""
     import ray
     from ray import tune
 
@@ -155,8 +158,9 @@ def run_trial(config: dict[str, Any], *, dataset_refs: dict[str, Any], cpus: flo
             sent = replace(sent, busy_until=time.time())
             tune.report(sent.to_result(), checkpoint=tune.Checkpoint.from_directory(folder))
 
+    store = SharedStore(gan_store, log=print) if gan_store else None
     trainer = Trainer(trial.build_method(), trial.train_config, dataset, seed=trial.seed, device=device,
-                      callback=report)
+                      callback=report, gan_store=store)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:

@@ -336,7 +336,8 @@ def log_train_run(tracking_uri: str, experiment: str, trainer: Any, config: RunC
     from mlflow import MlflowClient
 
     result = trainer.result()
-    tags = {TAG + "kind": KIND_TRAIN, TAG + "method": result.method, TAG + "dataset": result.dataset}
+    tags = {TAG + "kind": KIND_TRAIN, TAG + "method": result.method, TAG + "dataset": result.dataset,
+            **{TAG + k: v for k, v in trainer.method.tags().items()}}
     names = [str(c) for c in trainer.dataset.class_names]
     with made_bundle(trainer.best_state, asdict(config), trainer.dataset, result.val) as (folder, card), \
             use_store(tracking_uri), mlflow.start_run(

@@ -107,7 +107,7 @@ class TrialRuns(OperationQueue):
         final = {k: v for k, v in scalar_metrics(report).items() if k.startswith(FINAL_PREFIXES)}
         final.update({k: float(v) for k, v in ((BEST_EPOCH, report.best_epoch), (TRAIN_SECONDS, report.train_seconds))
                       if v is not None})
-        tags = {STOPPED_EARLY: str(stopped).lower(), **report.tags()}
+        tags = {STOPPED_EARLY: str(stopped).lower(), **report.tags(), **(report.method_tags or {})}
         self._enqueue(EndRun(trial_id, "KILLED" if stopped else "FINISHED", tags, final, files))
 
     def trial_errored(self, trial_id: str, reason: str, last_result: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from focustune.methods.base import EpochStats, Method, Phase, RunContext, mechan
 from focustune.metric_table import METRICS, metric_row
 from focustune.models import Classifier, build_model, seeded_init
 from focustune.operating_points import parse_rule
+from focustune.shared_store import SharedStore
 from focustune.training import checkpoints
 from focustune.training.device import (amp_dtype, autocast, deterministic_algorithms, device_data_limit,
                                        precision_name, reserve_deterministic_workspace, seed_everything,
@@ -81,13 +82,14 @@ class Trainer:
     """Train ``method`` on ``dataset`` with ``config``; select the best epoch on validation.
 
     ``data_limit``: bytes of images kept on the device (default :func:`device_data_limit`); a
-    dataset above it stays in host memory and its batches are streamed to the device.
+    dataset above it stays in host memory and its batches are streamed to the device. ``gan_store``:
+    where a method that trains GANs (mdgan) keeps them and finds them again.
     """
 
     def __init__(self, method: Method, config: TrainConfig, dataset: ImageDataset, *, seed: int = 0,
                  device: str | torch.device | None = None, callback: EpochCallback | None = None,
                  checkpoint_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
-                 data_limit: int | None = None):
+                 data_limit: int | None = None, gan_store: SharedStore | None = None):
         method.check_data(config, dataset)
         check_operating_point(config, dataset)
         self.method, self.config, self.seed, self.dataset = method, config, seed, dataset
@@ -111,7 +113,8 @@ class Trainer:
         self._logits: tuple[torch.Tensor, torch.Tensor] | None = None  # (val, test) of the last weights evaluated
         self.run = RunContext(config=config, num_classes=dataset.num_classes, device=self.device,
                               generator=self.generator, seed=seed, train=self.data.train, val=self.data.val,
-                              probe=self.probe, model=self.model, predict=self.predict_probs, log=self.log)
+                              probe=self.probe, model=self.model, predict=self.predict_probs, log=self.log,
+                              gan_store=gan_store)
         method.setup(self.run)
 
     # ------------------------------------------------------------------ building blocks

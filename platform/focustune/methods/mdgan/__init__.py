@@ -43,6 +43,10 @@ Our reading where the paper leaves details open:
 * the GANs are trained one after another, each with its own seed (run seed, class); on a GPU they
   could run concurrently (one CUDA stream or process per class, as they share nothing), which is
   left out for simplicity;
+* a GAN is trained once and reused when the run has a GAN store (``run.gan_store``: a sweep's
+  ``<storage>/gans``, ``focustune train --gan-store PATH``): its address is a digest of what it depends
+  on (:mod:`focustune.methods.mdgan.stored`), and every trial and seed re-run that needs the same GAN
+  loads it (``gan_reused`` per class; the run's tags ``gan.class_<c>.*`` name it and its quality check);
 * the generated images (uint8) and labels are method state, so a run resumed inside the
   fine-tune phase continues on the same augmented set without retraining the GANs.
 """
@@ -60,9 +64,11 @@ from focustune.config import TrainConfig
 from focustune.data import ImageDataset, Split
 from focustune.errors import ConfigError
 from focustune.methods.base import EpochStats, Method, Phase, RunContext
-from focustune.methods.mdgan.fastgan import MAX_IMAGE_SIZE, FastGAN, sample_grid
+from focustune.methods.mdgan.fastgan import MAX_IMAGE_SIZE, sample_grid
+from focustune.methods.mdgan.stored import obtain_gan
 from focustune.methods.registry import register
 from focustune.params import hp
+from focustune.tracking_schema import gan_tag
 
 GRID_SAMPLES = 32
 #: Generated images the quality check labels at least (more when more are generated).
@@ -139,6 +145,8 @@ class MDGAN(Method):
         self.gan_seconds = 0.0
         self.generated: Split | None = None
         self.sample_grids: dict[int, torch.Tensor] = {}
+        #: Per chosen class: its GAN's store address, whether it was reused, and its training seconds.
+        self.gans: list[dict[str, Any]] = []
         self._augmented: Split | None = None
         self._clock_start = time.perf_counter()
         self._clock_offset = 0.0
@@ -195,22 +203,19 @@ class MDGAN(Method):
     def _generate(self, run: RunContext) -> Split:
         """Train one FastGAN per chosen class; return the generated images with their labels."""
         images, labels = [], []
-        self.gan_losses, self.sample_grids = [], {}
+        self.gan_losses, self.sample_grids, self.gans = [], {}, []
         self.quality = {"gan_steps": [], "generated_as_class": [], "real_as_class": []}
         for c in self.classes:
             real = run.train.images[(run.train.labels == c).to(run.train.images.device)]  # images may be on the host
             wanted = round(self.params.generated_share * len(real))
-            if self.params.augment_with == "real":
+            if self.params.augment_with == "real":  # the control: real images of the class, drawn again
                 generator = torch.Generator().manual_seed(run.seed * 1009 + c)
                 drawn = torch.randint(len(real), (max(wanted, CHECK_SAMPLES),), generator=generator)
-                pool = real[drawn.to(real.device)]
-                fake, steps = pool[:wanted].to(run.device), 0
+                pool, steps = real[drawn.to(real.device)].to(run.device), 0
             else:
-                gan = FastGAN(real.shape[1], real.shape[-1], device=run.device, seed=run.seed * 1009 + c)
                 steps = self.gan_steps(len(real))
-                self.gan_losses.append(gan.fit(real, steps, self.params.gan_batch_size).summary())
-                pool = gan.generate(max(wanted, CHECK_SAMPLES))
-                fake = pool[:wanted]
+                pool = self._gan_images(run, real, c, steps, max(wanted, CHECK_SAMPLES))
+            fake = pool[:wanted]
             self.sample_grids[c] = sample_grid(pool[:GRID_SAMPLES])
             self.quality["gan_steps"].append(steps)
             self.quality["generated_as_class"].append(labelled_as(run.predict(pool), c))
@@ -220,6 +225,20 @@ class MDGAN(Method):
         empty = run.train.images[:0]
         return Split(torch.cat(images) if images else empty,
                      torch.cat(labels) if labels else run.train.labels[:0])
+
+    def _gan_images(self, run: RunContext, real: torch.Tensor, c: int, steps: int, count: int) -> torch.Tensor:
+        """``count`` images from class ``c``'s GAN: the run's GAN store's when it holds one for these
+        images and settings, else one trained now (and kept there)."""
+        obtained = obtain_gan(run.gan_store, real, c, steps, self.params.gan_batch_size,
+                              seed=run.seed * 1009 + c, device=run.device)
+        self.gans.append({"address": obtained.address, "reused": obtained.reused,
+                          "train_seconds": obtained.train_seconds})
+        run.log(f"mdgan: class {c}'s GAN {obtained.address} "
+                f"{'reused from' if obtained.reused else 'trained, kept in'}"
+                f"{'' if run.gan_store is None else ' ' + run.gan_store.where(obtained.address)}"
+                f" ({obtained.train_seconds:.1f} s of GAN training)")
+        self.gan_losses.append(obtained.losses.summary())
+        return obtained.gan.generate(count)
 
     def training_data(self, run: RunContext) -> Split:
         if self.generated is None:
@@ -246,6 +265,8 @@ class MDGAN(Method):
             **{key: list(values) for key, values in self.quality.items()},
             "gan_losses": [dict(losses) for losses in self.gan_losses],
             "gan_seconds": self.gan_seconds,
+            "gan_reused": [bool(g["reused"]) for g in self.gans],
+            "gan_train_seconds": [float(g["train_seconds"]) for g in self.gans],
             "gan_time_share": self.gan_seconds / max(self._elapsed(), 1e-9),
         }
 
@@ -257,6 +278,7 @@ class MDGAN(Method):
                 "accuracy_at_selection": list(self.accuracy_at_selection),
                 "gan_losses": [dict(losses) for losses in self.gan_losses],
                 "gan_seconds": self.gan_seconds,
+                "gans": [dict(g) for g in self.gans],
                 "quality": {key: list(values) for key, values in self.quality.items()},
                 "generated_images": self.generated.images,
                 "generated_labels": self.generated.labels,
@@ -267,6 +289,16 @@ class MDGAN(Method):
     def images(self) -> dict[str, torch.Tensor]:
         return {f"gan/samples_class_{c}.png": grid for c, grid in self.sample_grids.items()}
 
+    def tags(self) -> dict[str, str]:
+        """Per augmented class: its GAN's address, trained or reused, and the quality check."""
+        out: dict[str, str] = {}
+        for i, (c, gan) in enumerate(zip(self.classes, self.gans)):
+            out[gan_tag(c, "address")] = str(gan["address"])
+            out[gan_tag(c, "source")] = "reused" if gan["reused"] else "trained"
+            for name in ("generated_as_class", "real_as_class"):
+                out[gan_tag(c, name)] = f"{self.quality[name][i]:.4f}"
+        return out
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._clock_offset, self._clock_start = float(state["elapsed"]), time.perf_counter()
         if "generated_images" not in state:
@@ -275,6 +307,7 @@ class MDGAN(Method):
         self.accuracy_at_selection = [float(a) for a in state["accuracy_at_selection"]]
         self.gan_losses = [dict(losses) for losses in state["gan_losses"]]
         self.gan_seconds = float(state["gan_seconds"])
+        self.gans = [dict(g) for g in state.get("gans", [])]
         self.quality = {key: list(values) for key, values in state["quality"].items()}
         self.generated = Split(state["generated_images"], state["generated_labels"])
         self.sample_grids = {int(c): grid for c, grid in state["sample_grids"].items()}

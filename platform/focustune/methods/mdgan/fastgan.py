@@ -26,6 +26,7 @@ import copy
 import math
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -307,6 +308,9 @@ class FastGAN:
         self.resolution = internal_size(image_size)
         self.device = torch.device(device)
         self.ema_decay, self.policy = ema_decay, policy
+        #: What the GAN's training depends on besides its data, steps, batch size and seed.
+        self.settings = {"latent_dim": latent_dim, "width": width, "lr": lr, "ema_decay": ema_decay,
+                         "policy": list(policy), "resolution": self.resolution}
         with seeded_init(seed):
             self.generator = Generator(channels, self.resolution, latent_dim, width).to(self.device)
             self.discriminator = Discriminator(channels, self.resolution, width).to(self.device)
@@ -368,6 +372,22 @@ class FastGAN:
             index = torch.randint(len(real), (batch_size,), device=self.device, generator=self.rng)
             losses[0, step], losses[1, step] = self.train_step(real[index])
         return GANLosses(losses[0], losses[1])
+
+    def sampling_state(self) -> dict[str, torch.Tensor | dict[str, torch.Tensor]]:
+        """What :meth:`generate` needs after training (tensors only, on the CPU): the EMA generator's
+        weights and buffers, and the random generator's state."""
+        return {"generator_ema": {k: v.detach().cpu() for k, v in self.generator_ema.state_dict().items()},
+                "rng": self.rng.get_state(), "steps_done": torch.tensor(self.steps_done)}
+
+    def load_sampling_state(self, state: dict[str, Any], restart_seed: int) -> None:
+        """Restore :meth:`sampling_state`'s output. A random state saved on another device type cannot
+        be restored: the generator then restarts from ``restart_seed``."""
+        self.generator_ema.load_state_dict(state["generator_ema"])
+        self.steps_done = int(state["steps_done"])
+        try:
+            self.rng.set_state(state["rng"])
+        except RuntimeError:  # a CUDA generator's state on the CPU, or the reverse
+            self.rng.manual_seed(restart_seed)
 
     @torch.no_grad()
     def _refresh_batch_norm(self, batches: int = 4, batch_size: int = 128) -> None:

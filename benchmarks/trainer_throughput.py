@@ -15,12 +15,15 @@ time per sample / the trainer's), so the trainer is faster when it is above 1.
 
 The trainer runs twice: with its defaults (``amp=true``: bfloat16 autocast on a GPU and on CPUs
 with native bf16, else float32) and with ``amp=false`` (float32 everywhere, like the usual loop).
+With ``--compile`` a third runs with ``amp=false compile=true`` (``torch.compile`` of the training
+forward pass); its warm-up round holds the compilation, reported as ``compile_seconds``.
 The data pipeline of each side is also timed alone (no model), which bounds the speed-up a data
 pipeline can give when the model's compute is the same.
 
     python benchmarks/trainer_throughput.py                  # small_cnn, 6 rounds
     python benchmarks/trainer_throughput.py --threads 1
     python benchmarks/trainer_throughput.py --models small_cnn,resnet18 --train-limit 1024
+    python benchmarks/trainer_throughput.py --compile        # also float32 with torch.compile
     python benchmarks/trainer_throughput.py --quick          # smoke run
 """
 
@@ -33,6 +36,7 @@ import common
 
 USUAL_WORKERS = (0, 2)  # DataLoader num_workers of the usual loop
 REFERENCE = "focustune"  # the trainer with its defaults
+COMPILED = "focustune amp=false compile=true"
 
 
 def usual_loader(data_dir: str, num_workers: int, limit: int | None) -> Any:
@@ -95,18 +99,20 @@ class UsualLoop:
 class TrainerEpochs:
     """The trainer, run an epoch at a time, timed as ``Trainer.fit`` times an epoch (no validation)."""
 
-    def __init__(self, model_name: str, dataset: Any, device: str, amp: bool, rounds: int):
+    def __init__(self, model_name: str, dataset: Any, device: str, amp: bool, rounds: int, compile: bool = False):
         from focustune.config import resolve
         from focustune.methods import get_method
         from focustune.training import Trainer
 
         method_cls = get_method("erm")
         config, params = resolve(method_cls, {"epochs": rounds, "batch_size": 128, "lr": 1e-3, "optimizer": "adam",
-                                              "model": model_name, "amp": amp})
+                                              "model": model_name, "amp": amp, "compile": compile})
         self.trainer = Trainer(method_cls(params), config, dataset, seed=0, device=device)
+        self.compile_seconds = 0.0
 
     def epoch(self) -> tuple[float, int]:
         record = self.trainer.run_epoch()
+        self.compile_seconds += record.get("compile_seconds", 0.0)
         seconds = record["phase_seconds"] + record["seconds"]
         return seconds, round(record["samples_per_s"] * record["seconds"])
 
@@ -126,13 +132,18 @@ class TrainerEpochs:
         return len(data) / (time.perf_counter() - tick)
 
 
-def measure(model_name: str, rounds: int, data_dir: str, device: str, limit: int | None) -> dict[str, Any]:
-    """Interleaved epochs of every contender; per-round (seconds, samples), and data-only rates."""
+def measure(model_name: str, rounds: int, data_dir: str, device: str, limit: int | None,
+            compile: bool = False) -> dict[str, Any]:
+    """Interleaved epochs of every contender; per-round (seconds, samples), data-only rates and the
+    compiled trainer's compilation seconds."""
     dataset = common.load_pneumonia(data_dir, limit)
     contenders: dict[str, Any] = {}
     for amp in (True, False):
         trainer = TrainerEpochs(model_name, dataset, device, amp, rounds)
         contenders[REFERENCE if amp else f"focustune amp=false ({trainer.trainer.precision})"] = trainer
+    if compile:
+        trainer = TrainerEpochs(model_name, dataset, device, False, rounds, compile=True)
+        contenders[f"{COMPILED} ({trainer.trainer.precision})"] = trainer
     print(f"  focustune defaults compute in {contenders[REFERENCE].trainer.precision} on {device}")
     for workers in USUAL_WORKERS:
         contenders[f"usual, {workers} workers"] = UsualLoop(model_name, usual_loader(data_dir, workers, limit), device)
@@ -145,25 +156,29 @@ def measure(model_name: str, rounds: int, data_dir: str, device: str, limit: int
         print(f"  [{model_name}] round {round_index + 1}/{rounds}: " + ", ".join(
             f"{n} {times[n][-1][1] / times[n][-1][0]:,.0f}/s" for n in names), flush=True)
     data_rates = {name: c.data_only() for name, c in contenders.items()}
-    return {"times": times, "data_only_samples_per_s": data_rates}
+    compiled = {name: c.compile_seconds for name, c in contenders.items() if name.startswith(COMPILED)}
+    return {"times": times, "data_only_samples_per_s": data_rates, "compile_seconds": compiled}
 
 
 def summarise(model_name: str, measured: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows per contender: samples/s and the platform trainer's speed-up, warm-up round dropped."""
     times = {n: v[1:] if len(v) > 1 else v for n, v in measured["times"].items()}
     reference = REFERENCE
-    float32 = next(n for n in times if n.startswith(f"{REFERENCE} amp=false"))
+    float32 = next(n for n in times if n.startswith(f"{REFERENCE} amp=false") and not n.startswith(COMPILED))
 
     def speedup(values: list, over: str) -> dict[str, float]:
         return common.summary([(s / n) / (o_s / o_n) for (s, n), (o_s, o_n) in zip(values, times[over])])
 
+    compiled = next((n for n in times if n.startswith(COMPILED)), None)
     rows = []
     for name, values in times.items():
         rows.append({"model": model_name, "contender": name, "reference": reference,
                      "trainer_speedup": speedup(values, reference), "float32_trainer_speedup": speedup(values, float32),
+                     "compiled_trainer_speedup": speedup(values, compiled) if compiled else None,
                      "samples_per_s": common.summary([seen / seconds for seconds, seen in values]),
                      "epoch_seconds": common.summary([s for s, _ in values]),
-                     "data_only_samples_per_s": measured["data_only_samples_per_s"][name], "raw": values})
+                     "data_only_samples_per_s": measured["data_only_samples_per_s"][name],
+                     "compile_seconds": measured["compile_seconds"].get(name), "raw": values})
     return rows
 
 
@@ -171,6 +186,7 @@ def main() -> None:
     parser = common.base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="small_cnn", help="comma-separated backbones (e.g. small_cnn,resnet18)")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved epochs per contender (first = warm-up)")
+    parser.add_argument("--compile", action="store_true", help="also the float32 trainer with torch.compile")
     common.add_training_options(parser)
     args = parser.parse_args()
     if args.quick:
@@ -182,7 +198,8 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     for model_name in args.models.split(","):
-        rows += summarise(model_name, measure(model_name, args.rounds, args.data_dir, device, args.train_limit))
+        rows += summarise(model_name, measure(model_name, args.rounds, args.data_dir, device, args.train_limit,
+                                              args.compile))
     print()
     print(common.table(
         [{"model": r["model"], "contender": r["contender"],
@@ -198,15 +215,23 @@ def main() -> None:
     worst = min(r["trainer_speedup"]["median"] for r in usual)
     print(f"\ntarget: >= {target:g}x against every usual loop on {device}; worst median speed-up {worst:.2f}x "
           f"-> {'reached' if worst >= target else 'MISSED'}")
+    for r in rows:
+        if r["compile_seconds"] is not None:
+            print(f"{r['model']}, {r['contender']}: compilation {r['compile_seconds']:.1f} s (in its warm-up round)")
     for r in usual:
-        exact = next(x for x in rows if x["model"] == r["model"] and x["contender"].startswith(f"{REFERENCE} amp="))
+        exact = next(x for x in rows if x["model"] == r["model"] and x["contender"].startswith(f"{REFERENCE} amp=")
+                     and not x["contender"].startswith(COMPILED))
         per_sample_data = 1 / r["data_only_samples_per_s"] - 1 / exact["data_only_samples_per_s"]
         bound = 1 + per_sample_data * exact["samples_per_s"]["median"]  # (compute + usual data) / trainer time
         print(f"{r['model']}, {r['contender']}: the float32 trainer is {r['float32_trainer_speedup']['median']:.2f}x "
               f"faster; the loop's data path costs {per_sample_data * 1e6:.0f} µs/sample more than the trainer's, "
               f"which alone (equal compute) allows about {bound:.2f}x")
+        if r["compiled_trainer_speedup"]:
+            print(f"{r['model']}, {r['contender']}: the compiled float32 trainer is "
+                  f"{common.spread(r['compiled_trainer_speedup'], 2)}x faster")
     common.write_result("trainer_throughput", args, {
-        "settings": {"rounds": args.rounds, "threads": args.threads, "warmup_rounds_dropped": 1,
+        "settings": {"rounds": args.rounds, "compile": args.compile, "threads": args.threads,
+                     "warmup_rounds_dropped": 1,
                      "train_limit": args.train_limit, "batch_size": 128, "optimizer": "adam", "lr": 1e-3,
                      "dataset": "pneumoniamnist",
                      "timing": "training only: the trainer's epoch as fit() times it; the usual loop's epoch wall"},

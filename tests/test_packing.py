@@ -128,3 +128,5 @@ def test_trials_of_different_models_or_unpackable_layers_are_refused(tiny_datase
     trainer.model.backbone.append(nn.Dropout2d(0.1))
     with pytest.raises(ConfigError, match="Dropout2d"):
         check_packable([trainer])
+    with pytest.raises(ConfigError, match="compile=true"):
+        check_packable([_trainer("erm", tiny_dataset, 0), _trainer("erm", tiny_dataset, 1, compile=True)])

@@ -402,3 +402,21 @@ def test_stage_bests_survive_a_checkpoint(tiny_dataset, tmp_path):
     second = _trainer("imet", tiny_dataset, overrides={"iterations": 3}, checkpoint_dir=tmp_path)
     assert second.load_checkpoint(tmp_path)
     assert second.fit().stages == whole.stages
+
+
+@pytest.mark.slow
+def test_a_compiled_trainer_trains_as_the_eager_one_and_reports_its_compile_time(tiny_dataset, monkeypatch):
+    """``compile=true``: the same losses and metrics as eager float32 (inductor may reorder float sums;
+    its dropout draws eager's random numbers here, ``fallback_random``), the compilation timed on the
+    epoch that paid it, none after (no new batch size, no new model)."""
+    import torch._inductor.config
+
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    eager = _trainer("erm", tiny_dataset, seed=2, overrides={"amp": False, "epochs": 3}).fit()
+    compiled = _trainer("erm", tiny_dataset, seed=2, overrides={"amp": False, "epochs": 3, "compile": True}).fit()
+    assert [h["train_loss"] for h in compiled.history] == pytest.approx([h["train_loss"] for h in eager.history],
+                                                                          rel=1e-4)
+    assert compiled.test["balanced_acc"] == pytest.approx(eager.test["balanced_acc"], abs=1e-6)
+    seconds = [h["compile_seconds"] for h in compiled.history]
+    assert seconds[0] > 0 and seconds[1:] == [0.0, 0.0]
+    assert "compile_seconds" not in eager.history[0]

@@ -45,6 +45,8 @@ class TrainConfig:
     deterministic: bool = hp(False, help="deterministic algorithms (torch.use_deterministic_algorithms) during "
                                          "training: bitwise-repeatable runs on a GPU, somewhat slower; "
                                          "CPU runs are repeatable either way")
+    compile: bool = hp(False, help="torch.compile the training forward pass (inductor, on CPUs and GPUs): the "
+                                   "first steps pay the compilation (the epoch record's compile_seconds)")
     eval_batch_size: int = hp(1024, low=1, high=1_000_000, help="batch size for evaluation")
     probe_fraction: float = hp(0.1, low=0.01, high=0.5,
                                help="share of each training class held out as the probe split, for methods "

@@ -111,6 +111,9 @@ class Trainer:
         self.elapsed = 0.0  # seconds of training and validation, across resumes
         self._result: RunResult | None = None
         self._logits: tuple[torch.Tensor, torch.Tensor] | None = None  # (val, test) of the last weights evaluated
+        self._compiled: tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]] | None = None
+        self._compiled_sizes: set[int] = set()  # batch sizes the compiled forward has seen
+        self._compile_seconds = 0.0  # this epoch's steps that compiled (config.compile)
         self.run = RunContext(config=config, num_classes=dataset.num_classes, device=self.device,
                               generator=self.generator, seed=seed, train=self.data.train, val=self.data.val,
                               probe=self.probe, model=self.model, predict=self.predict_probs, log=self.log,
@@ -197,19 +200,35 @@ class Trainer:
         return finite(self.predict_logits(split.images), self.epoch)
 
     # ------------------------------------------------------------------ training
+    def _training_forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The model's forward pass for training: itself, or with ``compile`` its ``torch.compile``d
+        form (compiled again when a phase builds a new model; evaluation stays eager)."""
+        if not self.config.compile:
+            return self.model
+        if self._compiled is None or self._compiled[0] is not self.model:
+            self._compiled, self._compiled_sizes = (self.model, torch.compile(self.model)), set()
+        return self._compiled[1]
+
     def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with self._autocast():
-            logits = self.model(x)
+            logits = self._training_forward()(x)
         losses = self.method.sample_losses(logits.float(), y)
         return self.method.batch_loss(logits.float(), y, losses), losses
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimisation step, then the method's ``end_step``; returns the unweighted per-sample
         losses of the step's first forward pass (detached)."""
+        compiling = self.config.compile and (self._compiled is None or self._compiled[0] is not self.model
+                                             or x.shape[0] not in self._compiled_sizes)
+        started = time.perf_counter()
         self.optimisation.zero_grad()
         loss, losses = self._forward_loss(x, y)
         self.optimisation.step(self.model, loss, lambda: self._forward_loss(x, y)[0])
         losses = losses.detach()
+        if compiling:  # a step that compiles (a new model or batch size): its time, read once
+            losses.sum().item()
+            self._compile_seconds += time.perf_counter() - started
+            self._compiled_sizes.add(x.shape[0])
         self.method.end_step(y, losses)
         return losses
 
@@ -315,6 +334,8 @@ class Trainer:
         record = {"epoch": epoch + 1, "phase": phase.name, "train_loss": train_loss, "val": val,
                   "samples_per_s": seen / max(seconds, 1e-9), "seconds": seconds,
                   "lr": self.optimisation.lr, "best": is_best}
+        if self.config.compile:  # the steps that compiled, inside ``seconds``
+            record["compile_seconds"], self._compile_seconds = self._compile_seconds, 0.0
         if diagnostics:
             record["method"] = diagnostics
         self.history.append(record)

@@ -141,6 +141,9 @@ def check_packable(trainers: Sequence[Trainer]) -> None:
     if not trainers:
         raise ConfigError("a pack needs at least one trial")
     first = trainers[0]
+    if any(trainer.config.compile for trainer in trainers):
+        raise ConfigError("a pack trains its own stacked forward pass, which compile=true does not reach; "
+                          "run compiled trials unpacked (--pack 1)")
     shape = _architecture(first.model)
     for trainer in trainers:
         same = {"device": trainer.device == first.device, "precision": trainer.amp_dtype == first.amp_dtype,

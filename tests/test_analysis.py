@@ -44,6 +44,14 @@ class Logger:
         self.uri = client.tracking_uri
         self.clock = 1_700_000_000_000
 
+    @classmethod
+    def in_new_store(cls, root, experiment: str) -> Logger:
+        """A Logger writing to a new experiment of a new sqlite store under folder ``root``."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+        return cls(client, client.create_experiment(experiment, artifact_location=(root / "a").as_uri()))
+
     def _tick(self) -> int:
         self.clock += 1000
         return self.clock
@@ -523,12 +531,8 @@ PHASED = {"imet": {1: (2, "iteration_0", 0.80, 0.60), 2: (4, "iteration_1", 0.75
 
 @pytest.fixture(scope="module")
 def phased(tmp_path_factory):
-    from mlflow import MlflowClient
-
-    root = tmp_path_factory.mktemp("phased")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    logger = Logger(client, client.create_experiment("phased", artifact_location=(root / "a").as_uri()))
+    logger = Logger.in_new_store(tmp_path_factory.mktemp("phased"), "phased")
+    uri = logger.uri
     parent = logger.study("tiny", "erm", {"lr": 1e-3})
     for seed in (1, 2, 3):
         logger.run(parent, "tiny", "erm", "seed_rerun", seed, {"lr": 1e-3}, test=ERM[seed - 1],
@@ -664,14 +668,10 @@ def _audit_finals(method: str, seed: int) -> dict:
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory):
-    from mlflow import MlflowClient
-
     from focustune.tracking_schema import CALIBRATION_ARTIFACT
 
-    root = tmp_path_factory.mktemp("audited")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    logger = Logger(client, client.create_experiment("audited", artifact_location=(root / "a").as_uri()))
+    logger = Logger.in_new_store(tmp_path_factory.mktemp("audited"), "audited")
+    uri = logger.uri
     for method, seeds in AUDIT_SEEDS.items():
         parent = logger.study("skin", method, {"lr": 1e-3})
         for seed in range(1, seeds + 1):

@@ -12,7 +12,7 @@ PYTHON=${PYTHON:-python3}
 CARRY=.gpu_carry
 DATA=$CARRY/data
 SITE=${SITE:-/tmp/focustune_site}
-STEPS=${GPU_CHECK_STEPS:-"pytest_cuda trainer_throughput trials_per_gpu comparison_wall"}
+STEPS=${GPU_CHECK_STEPS:-"pytest_cuda trainer_throughput trials_per_gpu comparison_wall packed_trials gan_reuse"}
 mkdir -p "$OUT" "$SITE"
 export PYTHONPATH="$PWD/platform:$PWD/analysis:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -44,9 +44,12 @@ step install 60 bash -c install_wheels
 step pytest_cuda 200 "$PYTHON" -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider \
     --junitxml "$OUT/pytest_cuda.xml"
 step trainer_throughput 90 "$PYTHON" benchmarks/trainer_throughput.py --data-dir "$DATA" \
-    --models small_cnn,resnet18 --rounds 4 --output "$OUT/trainer_throughput.json"
+    --models small_cnn,resnet18 --rounds 4 --compile --output "$OUT/trainer_throughput.json"
 step trials_per_gpu 120 "$PYTHON" benchmarks/trials_per_gpu.py --data-dir "$DATA" --concurrency 1,2,4,8,16 \
     --trials-per-worker 2 --epochs 3 --output "$OUT/trials_per_gpu.json"
 step comparison_wall 90 "$PYTHON" benchmarks/comparison_wall.py --data-dir "$DATA" --trials 4 --epochs 5 \
     --concurrency 8 --output "$OUT/comparison_wall.json"
+step packed_trials 90 "$PYTHON" benchmarks/packed_trials.py --data-dir "$DATA" --packs 1,4,8 \
+    --output "$OUT/packed_trials.json"
+step gan_reuse 120 "$PYTHON" benchmarks/gan_reuse.py --data-dir "$DATA" --trials 6 --output "$OUT/gan_reuse.json"
 log "done"

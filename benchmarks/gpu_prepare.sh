@@ -5,7 +5,7 @@
 # medmnist or pytorch-optimizer:
 #   wheels/  pytorch-optimizer (SAM: mdgan, the SAM test) and medmnist (MedMNIST metadata for
 #            load_dataset, the usual loop of trainer_throughput.py), both pure Python, no dependencies pulled
-#   data/    pneumoniamnist.npz (the GPU benchmarks; the CUDA tests use generated data only)
+#   data/    pneumoniamnist.npz and breastmnist.npz (the GPU benchmarks; the CUDA tests use generated data only)
 # Then, on the GPU machine: bash benchmarks/gpu_check.sh   (carrying the path .gpu_carry)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,6 @@ WHEELS=("pytorch-optimizer==4.1.0" "medmnist==3.0.2")  # the versions this proje
 
 mkdir -p "$CARRY/wheels" "$CARRY/data"
 "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --dest "$CARRY/wheels" "${WHEELS[@]}"
-cp -f "$DATA_DIR/pneumoniamnist.npz" "$CARRY/data/"
+cp -f "$DATA_DIR/pneumoniamnist.npz" "$DATA_DIR/breastmnist.npz" "$CARRY/data/"
 ls -l "$CARRY/wheels" "$CARRY/data"
 du -sh "$CARRY"

@@ -8,7 +8,7 @@ from torch import nn
 
 from conftest import make_dataset, without_timings
 from focustune.config import resolve
-from focustune.errors import ConfigError
+from focustune.errors import ConfigError, TrainingDiverged
 from focustune.methods import get_method, method_names
 from focustune.training import Trainer
 from focustune.training.packing import Pack, check_packable, train_packed
@@ -112,13 +112,13 @@ def test_batchnorm_statistics_stay_with_each_member():
         trainer.fit()
     pack = Pack([_trainer("erm", dataset, seed, **values) for seed in (1, 2)])
     pack.fit()
-    for alone, member in zip(solo, pack.members):
+    for alone, member in zip(solo, pack.members.values()):
         for (name, a), b in zip(alone.model.named_buffers(), member.trainer.model.buffers()):
             if "running" in name:
                 assert torch.allclose(a, b, rtol=1e-2, atol=1e-3), name  # BatchNorm amplifies rounding
             else:
                 assert torch.equal(a, b), name  # num_batches_tracked
-    assert not torch.equal(*[m.trainer.model.backbone.bn1.running_mean for m in pack.members])
+    assert not torch.equal(*[m.trainer.model.backbone.bn1.running_mean for m in pack.members.values()])
 
 
 def test_trials_of_different_models_or_unpackable_layers_are_refused(tiny_dataset):
@@ -130,3 +130,20 @@ def test_trials_of_different_models_or_unpackable_layers_are_refused(tiny_datase
         check_packable([trainer])
     with pytest.raises(ConfigError, match="compile=true"):
         check_packable([_trainer("erm", tiny_dataset, 0), _trainer("erm", tiny_dataset, 1, compile=True)])
+
+
+def test_a_member_joining_later_or_diverging_leaves_the_others_as_alone(tiny_dataset):
+    """Dynamic membership: a trial joins after the others' first epoch; another's loss diverges
+    (it is dropped with its error, the pack goes on); each survivor trains as its solo run."""
+    solo = [_trainer("erm", tiny_dataset, seed, **values).fit() for seed, values in MEMBERS[:2]]
+    pack = Pack([_trainer("erm", tiny_dataset, MEMBERS[0][0], **MEMBERS[0][1]),
+                 _trainer("erm", tiny_dataset, 5, optimizer="sgd", lr=10.0, momentum=0.99)])
+    assert 0 in pack.run_epoch()
+    late = pack.add(_trainer("erm", tiny_dataset, MEMBERS[1][0], **MEMBERS[1][1]))
+    with pytest.raises(TrainingDiverged, match="training loss became"):
+        pack.fit()
+    assert pack.members[1].dropped and pack.members[1].failure is not None
+    assert pack.active == [] and late == 2
+    results = {index: member.trainer.result() for index, member in pack.members.items() if index != 1}
+    assert_same_run(solo[0], results[0])
+    assert_same_run(solo[1], results[2])

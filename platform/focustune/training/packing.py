@@ -25,16 +25,18 @@ stacked kernels (a grouped convolution instead of K convolutions):
 
 Members need not be at the same epoch, phase or batch size: a step stacks the members whose batches
 have one shape (and trains the others in their own stacks); a member whose epoch has no more batches
-finishes it (validation, checkpoint, callback) while the others go on. A member leaves the pack when
-it finishes or is dropped (:meth:`Pack.drop`, e.g. stopped by a scheduler); the others go on as
-before. Every method packs: phased ones (imet, mdgan) too, each member at its own phase; mdgan's
-GAN training runs in its phase start, per member, so its packs gain little.
+finishes it (validation, checkpoint, callback) while the others go on. Members join at any time
+(:meth:`Pack.add`, e.g. a trial started while others train) and leave when they finish, are dropped
+(:meth:`Pack.drop`, e.g. stopped by a scheduler) or diverge (their loss became NaN/inf: the member
+is dropped with its :class:`~focustune.errors.TrainingDiverged`); the others go on as before.
+Every method packs: phased ones (imet, mdgan) too, each member at its own phase; mdgan's GAN
+training runs in its phase start, per member, so its packs gain little.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +46,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from focustune.errors import ConfigError
+from focustune.errors import ConfigError, TrainingDiverged
 from focustune.training.device import autocast, deterministic_algorithms, seed_everything
 from focustune.training.evaluation import RunResult
 from focustune.training.loop import EpochSteps, Trainer
@@ -179,6 +181,8 @@ class Member:
     batch: Batch | None = None
     record: dict[str, Any] | None = None
     dropped: bool = False
+    #: why the member stopped training on its own (its loss diverged); it is dropped
+    failure: TrainingDiverged | None = None
 
     @contextmanager
     def own_streams(self) -> Iterator[None]:
@@ -193,10 +197,13 @@ class Member:
                 self.batch = next(self.steps) if losses is None else self.steps.send(losses)
             except StopIteration as end:
                 self.steps, self.batch, self.record = None, None, end.value
+            except TrainingDiverged as diverged:  # this configuration's failure, not its pack-mates'
+                self.steps, self.batch, self.failure, self.dropped = None, None, diverged, True
 
 
 class Pack:
-    """``trainers`` (see :func:`check_packable`) trained in lockstep as one stacked model.
+    """``trainers`` (see :func:`check_packable`) trained in lockstep as one stacked model; more join
+    with :meth:`add`. ``members`` maps each member's index (0, 1, ... in the order they joined) to it.
 
     Each trainer starts as a solo run's ``fit`` does (its global streams seeded by its seed); one
     restored with :meth:`load_checkpoint` resumes as a solo run resumed from that checkpoint."""
@@ -204,13 +211,23 @@ class Pack:
     def __init__(self, trainers: Sequence[Trainer]):
         check_packable(trainers)
         self.device = trainers[0].device
-        self.members = [Member(t, RandomStreams.seeded(t.seed, t.device)) for t in trainers]
+        self.members: dict[int, Member] = {}
         self.template = stacked_template(trainers[0].model)
         self.dropouts = {name: m for name, m in self.template.named_modules()  # p = 0 draws nothing
                          if isinstance(m, MemberDropout) and m.p > 0}
         self._layouts: dict[tuple[Any, ...], list[Layout]] = {}
+        self._joined = 0
+        for trainer in trainers:
+            self.add(trainer)
 
     # ------------------------------------------------------------------ membership
+    def add(self, trainer: Trainer) -> int:
+        """``trainer`` joins the pack (from its first epoch, or from a checkpoint loaded next); its index."""
+        check_packable([next(iter(self.members.values())).trainer, trainer] if self.members else [trainer])
+        index, self._joined = self._joined, self._joined + 1
+        self.members[index] = Member(trainer, RandomStreams.seeded(trainer.seed, trainer.device))
+        return index
+
     def load_checkpoint(self, index: int, directory: Any) -> bool:
         """Restore member ``index`` from its checkpoint folder (its global streams included)."""
         member = self.members[index]
@@ -221,17 +238,21 @@ class Pack:
         """Member ``index`` leaves the pack (stopped early); the others go on unchanged."""
         self.members[index].dropped = True
 
+    def remove(self, index: int) -> Member:
+        """Member ``index`` out of the pack altogether (its trainer released with it)."""
+        return self.members.pop(index)
+
     @property
     def active(self) -> list[int]:
         """Indices of the members still training."""
-        return [i for i, m in enumerate(self.members) if not m.dropped and not m.trainer.finished]
+        return [i for i, m in self.members.items() if not m.dropped and not m.trainer.finished]
 
     # ------------------------------------------------------------------ training
-    def run_epoch(self) -> dict[int, dict[str, Any]]:
-        """The next epoch of every active member; their epoch records by member index."""
-        indices = self.active
+    def run_epoch(self, only: Collection[int] | None = None) -> dict[int, dict[str, Any]]:
+        """The next epoch of every active member (of those in ``only``); their epoch records by index."""
+        indices = [i for i in self.active if only is None or i in only]
         members = [self.members[i] for i in indices]
-        with deterministic_algorithms(self.members[0].trainer.config.deterministic):
+        with deterministic_algorithms(members[0].trainer.config.deterministic if members else False):
             for member in members:
                 member.steps, member.record = member.trainer.epoch_steps(), None
                 member.advance(None)
@@ -242,17 +263,21 @@ class Pack:
 
     def fit(self, stop: Callable[[int, dict[str, Any]], bool] | None = None) -> list[RunResult]:
         """Train until every member has finished or been stopped; ``stop(index, record)`` after each
-        member's epoch drops it when true. Returns each member's result (its best epoch so far)."""
+        member's epoch drops it when true. Returns each member's result (its best epoch so far).
+        A member that diverged raises its ``TrainingDiverged`` once the others have trained."""
         while self.active:
             for index, record in self.run_epoch().items():
                 if stop is not None and stop(index, record):
                     self.drop(index)
+        failures = [m.failure for m in self.members.values() if m.failure is not None]
+        if failures:
+            raise failures[0]
         return self.results()
 
     def results(self) -> list[RunResult]:
         """Each member's :meth:`Trainer.result` (its best epoch evaluated on val and test)."""
         results = []
-        for member in self.members:
+        for member in self.members.values():
             with member.own_streams():
                 results.append(member.trainer.result())
         return results

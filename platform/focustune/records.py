@@ -27,6 +27,9 @@ TOTAL_EPOCHS, START_EPOCH, TRAIN_SECONDS = "total_epochs", "start_epoch", "train
 OBJECTIVE = "objective"
 #: Ray Tune's id of a trial, in its results (and the ``focustune.trial_id`` tag of the trial's run).
 TRIAL_ID = "trial_id"
+#: A packed trial's pack (``--pack``): the tag naming the process it trained in, and the per-epoch
+#: metric of how many trials trained in that pack's epoch.
+PACK, PACK_SIZE = "pack", "pack_size"
 #: The report entries a trial's MLflow run keeps as tags (``focustune.<name>``), not as metrics.
 TAGGED = (NODE_ID, PRECISION, MECHANISM_EPOCH, BEST_PHASE)
 #: The progress counters a trial's run logs as metrics at every epoch, beside the scalars.
@@ -73,6 +76,8 @@ class TrialReport:
     method_tags: Mapping[str, str] | None = None
     diverged: bool = False
     failed_reason: str = ""
+    #: The pack this trial trained in (``--pack`` > 1), else None.
+    pack: str | None = None
 
     def to_result(self) -> dict[str, Any]:
         """Tune's flat result: every field that is set, then the scalars."""
@@ -92,8 +97,9 @@ class TrialReport:
         return cls(scalars=scalars, **values)
 
     def tags(self) -> dict[str, str]:
-        """The :data:`TAGGED` entries as text (empty when not reported)."""
-        return {name: "" if getattr(self, name) is None else str(getattr(self, name)) for name in TAGGED}
+        """The :data:`TAGGED` entries as text (empty when not reported), and the :data:`PACK` of a packed trial."""
+        tags = {name: "" if getattr(self, name) is None else str(getattr(self, name)) for name in TAGGED}
+        return {**tags, PACK: self.pack} if self.pack else tags
 
     def logged_scalars(self) -> dict[str, float]:
         """What a trial's run logs as metrics from this report: the progress counters, the objective

@@ -61,6 +61,9 @@ _CLUSTER_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--cpus-per-trial", {"type": float, "help": "CPUs per trial (default 1)"}),
     ("--gpus-per-trial", {"type": float, "help": "fractional GPUs per trial, e.g. 0.25"}),
     ("--max-concurrent", {"type": int, "help": "at most this many trials at once"}),
+    ("--pack", {"type": int, "metavar": "K", "help": "train K trials of a study (same model, head, batch size) at "
+                                                    "once in one process as one stacked model, in the resources "
+                                                    "of one trial; each stays its own trial (default 1)"}),
     ("--wait-for-nodes", {"action": "store_const", "const": True,
                           "help": "on a cluster (--address) whose autoscaler adds nodes: when no node fits one "
                                   "trial yet, wait for one instead of refusing the sweep"}),

@@ -19,7 +19,7 @@ from focustune.tracking_schema import split_study_key, ui_hint
 #: What ``sweep`` takes when neither the command line nor ``--plan`` sets it; ``tune`` changes a few.
 SWEEP_DEFAULTS = {"datasets": [DataOptions().dataset], "trials": 20, "epochs": 30, "seeds": 1, "scheduler": "none",
                   "experiment": options.DEFAULT_EXPERIMENT, "data_seed": DataOptions().data_seed,
-                  "cpus_per_trial": 1.0, "gpus_per_trial": 0.0}
+                  "cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "pack": 1}
 TUNE_DEFAULTS = {**SWEEP_DEFAULTS, "trials": 40, "seeds": 0, "config_out": "best_config.yaml"}
 #: The summary table's columns: the test columns are seed re-runs' metrics (mean ± sd), by their MLflow names.
 TEST_COLUMNS = {"test_bal_acc": "test_balanced_acc", "test_auc": "test_auc", "test_acc": "test_acc"}

@@ -75,8 +75,10 @@ def _single_machine(local: bool) -> Iterator[None]:
             ray_constants.ENABLE_RAY_CLUSTER = before
 
 
-def trial_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None) -> dict[str, int]:
-    """Trial slots per alive node (by its node id) for the trial resources, and the overall cap."""
+def trial_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int | None,
+                pack: int = 1) -> dict[str, int]:
+    """Trial slots per alive node (by its node id) for the trial resources, ``pack`` trials to each
+    (``--pack``: they train in one process), and the overall cap."""
     import ray
 
     slots: dict[str, int] = {}
@@ -87,7 +89,7 @@ def trial_slots(cpus_per_trial: float, gpus_per_trial: float, max_concurrent: in
         count = math.floor(res.get("CPU", 0) / cpus_per_trial + 1e-9)
         if gpus_per_trial > 0:
             count = min(count, math.floor(res.get("GPU", 0) / gpus_per_trial + 1e-9))
-        slots[node["NodeID"]] = count
+        slots[node["NodeID"]] = count * pack
     if max_concurrent:
         slots["total"] = max_concurrent
     return slots

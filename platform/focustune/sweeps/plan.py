@@ -22,7 +22,7 @@ OPTION_KEYS = {"methods": "methods", "trials": "trials", "epochs": "epochs", "se
                "scheduler": "scheduler", "experiment": "experiment", "tracking_uri": "tracking_uri",
                "address": "address", "storage": "storage", "optuna_storage": "optuna_storage",
                "warm_start": "warm_start", "cpus_per_trial": "cpus_per_trial", "gpus_per_trial": "gpus_per_trial",
-               "max_concurrent": "max_concurrent", "wait_for_nodes": "wait_for_nodes",
+               "max_concurrent": "max_concurrent", "pack": "pack", "wait_for_nodes": "wait_for_nodes",
                **{key: key for key in SHAPING_KEYS},  # the data options
                "spaces": "space", "set": "set", "register": "register", "config_out": "config_out",
                "system_metrics": "system_metrics", "objectives": "objectives", "select": "select"}
@@ -90,7 +90,7 @@ def sweep_spec(args: argparse.Namespace, defaults: dict[str, Any]) -> SweepSpec:
         tracking_uri=option("tracking_uri"), experiment=option("experiment"), address=option("address"),
         storage=option("storage"), optuna_storage=option("optuna_storage"), warm_start=option("warm_start"),
         cpus_per_trial=option("cpus_per_trial"), gpus_per_trial=option("gpus_per_trial"),
-        max_concurrent=option("max_concurrent"), wait_for_nodes=bool(option("wait_for_nodes")),
+        max_concurrent=option("max_concurrent"), pack=option("pack"), wait_for_nodes=bool(option("wait_for_nodes")),
         resume=bool(args.resume), register=option("register"),
         config_out=option("config_out"), system_metrics=bool(option("system_metrics")),
         space_files=dict(spaces) if isinstance(spaces, dict) else dict(map(space_assignment, spaces)),

@@ -178,9 +178,10 @@ MAX_SEEDS = 1_000
 
 
 def _check_numbers(spec: SweepSpec) -> None:
-    for name in ("trials", "epochs", "seeds", "max_concurrent", "cpus_per_trial", "gpus_per_trial"):
+    counts = ("trials", "epochs", "seeds", "max_concurrent", "pack")
+    for name in (*counts, "cpus_per_trial", "gpus_per_trial"):
         value = getattr(spec, name)
-        wanted = (int,) if name in ("trials", "epochs", "seeds", "max_concurrent") else (int, float)
+        wanted = (int,) if name in counts else (int, float)
         if not (isinstance(value, wanted) and not isinstance(value, bool)) and value is not None:
             raise ConfigError(f"{name}: expected a number, got {value!r}")
     for name, value, low in (("--trials", spec.trials, 1), ("--epochs", spec.epochs, 1), ("--seeds", spec.seeds, 0)):
@@ -195,6 +196,15 @@ def _check_numbers(spec: SweepSpec) -> None:
         raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     if spec.max_concurrent is not None and spec.max_concurrent < 1:
         raise ConfigError(f"--max-concurrent must be at least 1, got {spec.max_concurrent}")
+    _check_pack(spec)
+
+
+def _check_pack(spec: SweepSpec) -> None:
+    """``--pack``: a count from 1 to MAX_PACK."""
+    from focustune.sweeps.packs import MAX_PACK
+
+    if spec.pack is None or not 1 <= spec.pack <= MAX_PACK:
+        raise ConfigError(f"--pack must be from 1 to {MAX_PACK} (trials per process), got {spec.pack}")
 
 
 def _check_names(spec: SweepSpec) -> None:
@@ -232,7 +242,11 @@ def validate(spec: SweepSpec) -> None:
     _check_names(spec)
     _check_numbers(spec)
     for name in spec.methods:
-        method_trial(name, spec.fixed_values)  # the fixed values suit every method
+        trial = method_trial(name, spec.fixed_values)  # the fixed values suit every method
+        if spec.pack > 1 and trial.train_config.compile:
+            from focustune.training.packing import COMPILE_REFUSED
+
+            raise ConfigError(f"--pack {spec.pack} with compile=true: {COMPILE_REFUSED}")
     check_tracking_uri(spec.tracking)
     address = spec.address or os.environ.get("RAY_ADDRESS")
     check_address(address)
@@ -248,8 +262,19 @@ def validate(spec: SweepSpec) -> None:
                           "or choose another --experiment or --storage")
     if spec.resume and not exists:
         raise ConfigError(f"--resume: no sweep to resume at {spec.storage_path}")
+    if spec.resume:
+        check_same_pack(spec)
     if address and address != "local":
         check_cluster_fits(spec, address)
+
+
+def check_same_pack(spec: SweepSpec) -> None:
+    """A resumed sweep keeps its ``--pack``: its restored trials keep the resources they started with
+    (none for packed trials, one trial's for unpacked ones)."""
+    before = SweepState.open(spec).data.get("spec", {}).get("pack", 1)
+    if before != spec.pack:
+        raise ConfigError(f"--resume with --pack {spec.pack}: this sweep ran with --pack {before}; resume it "
+                          f"with --pack {before}")
 
 
 def check_cluster_fits(spec: SweepSpec, address: str) -> None:

@@ -47,6 +47,7 @@ class Sweep:
 
     def __init__(self, spec: SweepSpec, spaces: dict[str, SearchSpace], out: Any = sys.stdout):
         self.spec, self.spaces, self.out = spec, spaces, out
+        self.coordinator: Any = None  # with --pack: the pack coordinator actor, alive while this handle is
         remember(spec.tracking, spec.optuna_url)  # what Tune's restored experiment holds masked (credentials)
         self.state = SweepState.open(spec)
 
@@ -67,6 +68,7 @@ class Sweep:
         if awaited := awaited_resources(self.spec.cpus_per_trial, self.spec.gpus_per_trial):
             self._print(awaited)
         refs = {name: ray.put(dataset_to_arrays(d)) for name, d in datasets.items()}  # once per sweep
+        self._start_packs(refs)
         tracking = StudyTracking(self.spec, self.state)
         tracking.use_datasets(datasets)
         keys = self.keys(datasets)
@@ -80,7 +82,8 @@ class Sweep:
     def _search(self, keys: list[str], refs: dict[str, Any], tracking: Any, parents: dict[str, str],
                 warm_starts: dict[str, list[dict]]) -> None:
         """Run the Tune run (or resume it), then record each study's summary and best configuration."""
-        slots = trial_slots(self.spec.cpus_per_trial, self.spec.gpus_per_trial, self.spec.max_concurrent)
+        slots = trial_slots(self.spec.cpus_per_trial, self.spec.gpus_per_trial, self.spec.max_concurrent,
+                            self.spec.pack)
         self.state.add_attempt(slots)  # a resumed sweep's utilisation counts every driver's nodes
         results = self._fit(keys, refs, tracking, parents, slots, warm_starts)
         tracking.close_orphans({str(r.metrics.get("trial_id")) for r in results if r.metrics})
@@ -112,18 +115,43 @@ class Sweep:
             tracking.close_parent(parent, study, usage, status="FINISHED" if study.best_config else "FAILED")
         tracking.log_study_views(parents)
 
-    def _trainable(self, refs: dict[str, Any]) -> Any:
-        """The trial function with the datasets' object refs and the trial resources."""
-        from ray import tune
+    @property
+    def _pack_name(self) -> str:
+        from focustune.sweeps.packs import coordinator_name
 
-        from focustune.sweeps.trainable import run_trial
+        return coordinator_name(self.state.data["sweep_id"])
 
+    def _trial_settings(self, refs: dict[str, Any]) -> dict[str, Any]:
+        """What every trial's training needs besides its config: the datasets' object refs, its CPUs,
+        device, system metrics and the sweep's GAN store."""
         spec = self.spec
         device = "cuda" if spec.gpus_per_trial > 0 else "cpu"
-        return tune.with_resources(
-            tune.with_parameters(run_trial, dataset_refs=refs, cpus=spec.cpus_per_trial, device=device,
-                                 system_metrics=spec.system_metrics, gan_store=f"{spec.storage_path}/{GAN_STORE}"),
-            {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+        return {"dataset_refs": refs, "cpus": spec.cpus_per_trial, "device": device,
+                "system_metrics": spec.system_metrics, "gan_store": f"{spec.storage_path}/{GAN_STORE}"}
+
+    def _start_packs(self, refs: dict[str, Any]) -> None:
+        """With ``--pack K`` > 1: this driver's pack coordinator (:mod:`focustune.sweeps.packs`)."""
+        if self.spec.pack > 1:
+            from focustune.sweeps.packs import start_coordinator
+
+            self.coordinator = start_coordinator(self._pack_name, self.spec.pack, self.spec.cpus_per_trial,
+                                                 self.spec.gpus_per_trial, self._trial_settings(refs))
+
+    def _trainable(self, refs: dict[str, Any]) -> Any:
+        """The trial function with the datasets' object refs and the trial resources; packed trials
+        (``--pack``) hold none themselves, their pack's worker holds them."""
+        from ray import tune
+
+        spec = self.spec
+        if spec.pack > 1:
+            from focustune.sweeps.packs import MEMBER_RESOURCES, run_packed_trial
+
+            return tune.with_resources(tune.with_parameters(run_packed_trial, coordinator=self._pack_name),
+                                       MEMBER_RESOURCES)
+        from focustune.sweeps.trainable import run_trial
+
+        return tune.with_resources(tune.with_parameters(run_trial, **self._trial_settings(refs)),
+                                   {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
 
     def _fit(self, keys: list[str], refs: dict[str, Any], tracking: Any, parents: dict[str, str],
              slots: dict[str, int], warm_starts: dict[str, list[dict]]) -> Any:
@@ -147,13 +175,18 @@ class Sweep:
                                           storage_filesystem=files)
             return tune_storage.fitted(restored)
         spec = self.spec
-        search, scheduler = self._searcher(keys, warm_starts), self._scheduler(keys)
+        search, scheduler = self._searcher(keys, warm_starts, slots), self._scheduler(keys)
         budgets = {key: (spec.trials, spec.seeds) for key in keys}
         runs = tracking.trial_runs(parents, params_for=tracked_params)
         callbacks = [TrialLedger(), TrackingCallback(runs), SweepProgress(budgets, slots, self.out)]
+        if spec.pack > 1:
+            from focustune.sweeps.packs import PackDepartures
+
+            callbacks.append(PackDepartures(self._pack_name))
+        packed = f", {spec.pack} per pack" if spec.pack > 1 else ""
         self._print(f"{len(keys)} studies at once: {spec.trials} search trial(s) x {spec.epochs} epoch(s) each, "
                     f"then {spec.seeds} seed re-run(s); {slot_count(slots)} trial "
-                    f"slot(s); Optuna studies in {masked(spec.optuna_url)}")
+                    f"slot(s){packed}; Optuna studies in {masked(spec.optuna_url)}")
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
             metric=OBJECTIVE, mode="max", search_alg=search, scheduler=scheduler, num_samples=-1,
             reuse_actors=REUSE_WORKERS),  # the searcher keeps to --max-concurrent (search.MultiStudySearch)
@@ -163,8 +196,9 @@ class Sweep:
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS)))
         return tune_storage.fitted(tuner)
 
-    def _searcher(self, keys: list[str], warm_starts: dict[str, list[dict]]) -> Any:
-        """One Optuna study per key, every search trial with the fixed values and the search seed."""
+    def _searcher(self, keys: list[str], warm_starts: dict[str, list[dict]], slots: dict[str, int]) -> Any:
+        """One Optuna study per key, every search trial with the fixed values and the search seed.
+        Packed trials hold no resources of their own: the searcher keeps K per trial slot live."""
         from focustune.sweeps.search import DefineByRun, MultiStudySearch, study_queue
 
         spec = self.spec
@@ -173,7 +207,8 @@ class Sweep:
             {key: DefineByRun(self.spaces[key], fixed) for key in keys},
             study_queue(keys, spec.trials, spec.seeds, spec.one_study_at_a_time, spec.objective_names,
                         spec.selection_rule), spec.optuna_url, spec.search_seed,
-            warm_starts=warm_starts, max_concurrent=spec.max_concurrent, objectives=spec.objective_names)
+            warm_starts=warm_starts, objectives=spec.objective_names,
+            max_concurrent=spec.max_concurrent or (slot_count(slots) if spec.pack > 1 else None))
 
     def _scheduler(self, keys: list[str]) -> Any:
         """Per-study ASHA with each method's grace period (``--scheduler asha``; by non-dominated rank

@@ -43,6 +43,7 @@ class SweepSpec:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
+    pack: int = 1  # trials of one study trained together in one process (sweeps.packs)
     wait_for_nodes: bool = False  # on a cluster no node of which fits a trial: wait (an autoscaler adds one)
     resume: bool = False
     space_files: dict[str, str] = field(default_factory=dict)

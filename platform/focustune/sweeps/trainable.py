@@ -46,8 +46,6 @@ def dataset_from_arrays(stored: dict[str, Any]) -> ImageDataset:
     return ImageDataset(**{**stored, **splits})
 
 
-
-
 def epoch_report(trainer: Trainer, record: dict[str, Any], **attempt: Any) -> TrialReport:
     """What a trial reports after an epoch: progress, objective, phase, flat scalars, the method's
     diagnostics; ``attempt``: the node, start epoch and busy times of this trial attempt."""
@@ -124,6 +122,42 @@ class ResourceUse:
         return out
 
 
+def prepare_process(cpus: float, device: str | None) -> None:
+    """A trial process's torch threads (its CPUs) and, for trials sharing a GPU, its share of the GPU's memory."""
+    import ray
+
+    torch.set_num_threads(max(1, int(cpus)))
+    gpu_share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+    if device == "cuda" and 0 < gpu_share < 1:  # trials sharing a GPU each keep to their share of its memory
+        torch.cuda.set_per_process_memory_fraction(gpu_share)
+
+
+def trial_dataset(dataset: str, dataset_refs: dict[str, Any]) -> ImageDataset:
+    """The study's dataset from the sweep's object refs (only this one is read)."""
+    import ray
+
+    ref = dataset_refs[dataset]
+    return dataset_from_arrays(ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref)
+
+
+def trial_report(trainer: Trainer, record: dict[str, Any], extra: dict[str, float] | None = None,
+                 **attempt: Any) -> TrialReport:
+    """The report of ``record``'s epoch (:func:`epoch_report`) with ``extra`` scalars, and on the last
+    epoch the final scores (:func:`with_final`)."""
+    sent = epoch_report(trainer, record, **attempt)
+    if extra:
+        sent = replace(sent, scalars={**sent.scalars, **extra})
+    if trainer.finished:  # the best epoch's test scores: still the trial's work
+        sent = with_final(sent, trainer)
+    return sent
+
+
+def diverged_report(trainer: Trainer, error: TrainingDiverged, **attempt: Any) -> TrialReport:
+    """The last report of a configuration whose loss diverged (a property of it: never retried)."""
+    return TrialReport(epoch=trainer.epoch, total_epochs=trainer.total_epochs, objective=0.0, diverged=True,
+                       failed_reason=str(error), **attempt)
+
+
 def run_trial(config: dict[str, Any], *, dataset_refs: dict[str, Any], cpus: float = 1.0,
               device: str | None = None, system_metrics: bool = False, gan_store: str | None = None) -> None:
     """Train one configuration of its study (dataset and method from ``config[STUDY_KEY]``); report
@@ -134,25 +168,16 @@ def run_trial(config: dict[str, Any], *, dataset_refs: dict[str, Any], cpus: flo
     from ray import tune
 
     began = time.time()
-    torch.set_num_threads(max(1, int(cpus)))
-    gpu_share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
-    if device == "cuda" and 0 < gpu_share < 1:  # trials sharing a GPU each keep to their share of its memory
-        torch.cuda.set_per_process_memory_fraction(gpu_share)
+    prepare_process(cpus, device)
     trial = resolve_trial(config)
-    ref = dataset_refs[trial.dataset]
-    dataset = dataset_from_arrays(ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref)
-
+    dataset = trial_dataset(trial.dataset, dataset_refs)
     node_id = ray.get_runtime_context().get_node_id()
     started_at = {"epoch": 0}  # > 0 when this attempt resumed from a checkpoint
     usage = ResourceUse(cpus, device == "cuda") if system_metrics else None
 
     def report(trainer: Trainer, record: dict[str, Any]) -> None:
-        sent = epoch_report(trainer, record, node_id=node_id, start_epoch=started_at["epoch"], busy_since=began,
-                            busy_until=math.nan)
-        if usage:
-            sent = replace(sent, scalars={**sent.scalars, **usage.sample()})
-        if trainer.finished:  # the best epoch's test scores: still the trial's work
-            sent = with_final(sent, trainer)
+        sent = trial_report(trainer, record, usage.sample() if usage else None, node_id=node_id,
+                            start_epoch=started_at["epoch"], busy_since=began, busy_until=math.nan)
         with tempfile.TemporaryDirectory() as folder:
             trainer.save_checkpoint(folder)
             sent = replace(sent, busy_until=time.time())
@@ -169,6 +194,5 @@ def run_trial(config: dict[str, Any], *, dataset_refs: dict[str, Any], cpus: flo
     try:
         trainer.fit()
     except TrainingDiverged as exc:  # a property of the configuration: retrying would diverge again
-        tune.report(TrialReport(epoch=trainer.epoch, total_epochs=trainer.total_epochs, objective=0.0, node_id=node_id,
-                                busy_since=began, busy_until=time.time(), diverged=True,
-                                failed_reason=str(exc)).to_result())
+        tune.report(diverged_report(trainer, exc, node_id=node_id, busy_since=began,
+                                    busy_until=time.time()).to_result())

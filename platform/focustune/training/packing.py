@@ -51,6 +51,9 @@ from focustune.training.device import autocast, deterministic_algorithms, seed_e
 from focustune.training.evaluation import RunResult
 from focustune.training.loop import EpochSteps, Trainer
 
+#: Why compiled trials do not pack.
+COMPILE_REFUSED = ("a pack trains its own stacked forward pass, which compile=true does not reach; "
+                   "run compiled trials unpacked (--pack 1)")
 #: Modules drawing random numbers that a pack cannot give each member its own stream for.
 UNPACKABLE_RANDOM_MODULES = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -144,8 +147,7 @@ def check_packable(trainers: Sequence[Trainer]) -> None:
         raise ConfigError("a pack needs at least one trial")
     first = trainers[0]
     if any(trainer.config.compile for trainer in trainers):
-        raise ConfigError("a pack trains its own stacked forward pass, which compile=true does not reach; "
-                          "run compiled trials unpacked (--pack 1)")
+        raise ConfigError(COMPILE_REFUSED)
     shape = _architecture(first.model)
     for trainer in trainers:
         same = {"device": trainer.device == first.device, "precision": trainer.amp_dtype == first.amp_dtype,
@@ -233,6 +235,12 @@ class Pack:
         member = self.members[index]
         with member.own_streams():
             return member.trainer.load_checkpoint(directory)
+
+    def save_checkpoint(self, index: int, directory: Any) -> None:
+        """Write member ``index``'s checkpoint to its folder (its global streams, not the process's)."""
+        member = self.members[index]
+        with member.own_streams():
+            member.trainer.save_checkpoint(directory)
 
     def drop(self, index: int) -> None:
         """Member ``index`` leaves the pack (stopped early); the others go on unchanged."""

@@ -100,13 +100,15 @@ def test_sweep_structure_in_mlflow(tmp_path, tiny, server):
     assert rerun.data.params["lr"] == erm.data.params["best.lr"]
 
 
-def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, tiny):
+def test_killed_packed_driver_resumes_without_rerunning_finished_trials(tmp_path, tiny):
+    """Packed trials (--pack 2: each study's two trials in one process) killed with their driver."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     other = tiny_npz(tmp_path / "tiny2.npz", counts=(20, 12, 8))
     args = ["--datasets", f"{tiny},{other}", "--methods", "erm", "--trials", "2", "--seeds", "0",
-            "--max-concurrent", "1", "--tracking-uri", uri, "--experiment", "killed", *COMMON]
+            "--max-concurrent", "2", "--tracking-uri", uri, "--experiment", "killed", *COMMON]
+    packed = [*args, "--pack", "2"]
     log = tmp_path / "sweep.log"
-    driver = start(sweep_command(*args), log, cwd=tmp_path)
+    driver = start(sweep_command(*packed), log, cwd=tmp_path)
     try:
         ended = lambda: len(re.findall(r"\] search [12]/2", log.read_text()))  # noqa: E731
         assert wait_until(lambda: ended() >= 2, 300), log.read_text()[-3000:]
@@ -122,9 +124,11 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, tiny)
                        if r.info.status == "FINISHED"}
     assert len(finished_before) >= 2
 
-    again = run_sweep(tmp_path, *args)  # without --resume: refused, nothing lost
+    again = run_sweep(tmp_path, *packed)  # without --resume: refused, nothing lost
     assert again.returncode == 2 and "--resume" in again.stdout
-    resumed = run_sweep(tmp_path, *args, "--resume")
+    unpacked = run_sweep(tmp_path, *args, "--resume")  # its trials hold no CPUs of their own: refused
+    assert unpacked.returncode == 2 and "this sweep ran with --pack 2" in unpacked.stdout
+    resumed = run_sweep(tmp_path, *packed, "--resume")
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     every = by_kind(runs_of(uri, "killed"), "trial")
     trials = [r for r in every if r.info.status == "FINISHED"]
@@ -138,6 +142,9 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, tiny)
         if run.data.tags["focustune.trial_id"] in finished_before:  # not re-run: one value per epoch
             history = client(uri).get_metric_history(run.info.run_id, "train_loss")
             assert sorted(m.step for m in history) == [1, 2, 3]
+    first = [r for r in trials if r.data.tags["focustune.trial_id"] in finished_before]
+    assert all(r.data.tags["focustune.pack"].startswith("pack-0.") for r in first)  # the first driver's packs
+    assert {r.data.tags["focustune.pack"] for r in trials} >= {r.data.tags["focustune.pack"] for r in first}
     state = json.loads((tmp_path / "focustune_runs" / "killed" / "sweep.json").read_text())
     studies = [StudyRecord.from_json(state["studies"][k]) for k in ("tiny/erm", "tiny2/erm")]
     assert state["done"] and [study.finished for study in studies] == [2, 2]
@@ -325,6 +332,8 @@ def test_trial_whose_worker_dies_resumes_from_its_checkpoint(tmp_path, tiny):
     (["--methods", "erm", "--plan", "PLAN_UNKNOWN"], "unknown key(s) trails"),
     (["--methods", "erm", "--plan", "PLAN_BROKEN"], "not valid YAML"),
     (["--methods", "erm", "--warm-start", "nope"], "--warm-start nope"),
+    (["--methods", "erm", "--pack", "0"], "--pack must be from 1 to 64"),
+    (["--methods", "erm", "--pack", "2", "--set", "compile=true"], "--pack 2 with compile=true"),
 ])
 def test_bad_input_is_refused_before_ray_starts(tmp_path, args, message, capsys, monkeypatch):
     from focustune.cli import main
@@ -344,12 +353,13 @@ def test_bad_input_is_refused_before_ray_starts(tmp_path, args, message, capsys,
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "focustune_runs").exists()
 
 
-def test_asha_stopped_trials_are_pruned_in_optuna_and_tagged_in_mlflow(tmp_path):
+def test_asha_stopped_packed_trials_are_pruned_in_optuna_and_their_pack_mates_train_on(tmp_path):
+    """Packed trials (three per pack) under ASHA: each is its own Optuna trial and MLflow run."""
     import optuna
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     done = run_sweep(tmp_path, "--methods", "erm", "--trials", "6", "--epochs", "4", "--seeds", "0",
-                     "--scheduler", "asha", "--max-concurrent", "1", "--set", "batch_size=8",
+                     "--scheduler", "asha", "--max-concurrent", "3", "--pack", "3", "--set", "batch_size=8",
                      "--tracking-uri", uri, "--experiment", "asha")
     assert done.returncode == 0, done.stdout[-3000:]
     trials = by_kind(runs_of(uri, "asha"), "trial")
@@ -362,6 +372,10 @@ def test_asha_stopped_trials_are_pruned_in_optuna_and_tagged_in_mlflow(tmp_path)
     study = optuna.load_study(study_name="digits-lt/erm", storage=storage)
     states = [t.state.name for t in study.trials]
     assert states.count("PRUNED") == len(stopped) and states.count("COMPLETE") == len(full)
+    # a member stopped by ASHA left its pack; a pack-mate trained all its epochs
+    assert {r.data.tags["focustune.pack"] for r in stopped} & {r.data.tags["focustune.pack"] for r in full}
+    sizes = [m.value for m in client(uri).get_metric_history(full[0].info.run_id, "pack_size")]
+    assert len(sizes) == 4 and 1 <= min(sizes) <= max(sizes) <= 3
 
 
 def test_tune_with_two_objectives_selects_from_the_front_by_the_rule_and_logs_the_front(tmp_path, tiny):

@@ -5,8 +5,8 @@ How a pack maps onto Tune's trials:
 
 * a packed trial's trainable (:func:`run_packed_trial`) holds no CPU (:data:`MEMBER_RESOURCES`): it
   asks the sweep's :class:`PackCoordinator` (one named actor per driver) for a place. The coordinator
-  gives it a :class:`PackWorker` of its group (trials of one study with one model, head, batch size
-  and precision: :func:`pack_group`) that has fewer than K members, or starts a new worker, which
+  gives it a :class:`PackWorker` of its group (trials of one study with one model, head and
+  precision: :func:`pack_group`) that has fewer than K members, or starts a new worker, which
   holds the resources of one unpacked trial (``--cpus-per-trial``, ``--gpus-per-trial``);
 * a worker trains its members' epochs together: once every member has asked for its next epoch (or
   :data:`ROUND_WAIT_S` after the first one asked) one ``Pack.run_epoch`` trains those that asked, and
@@ -55,12 +55,14 @@ def coordinator_name(sweep_id: str) -> str:
 
 
 def pack_group(config: dict[str, Any]) -> tuple[Any, ...]:
-    """What trials must share to stack in one pack: their study, model, head, batch size and precision."""
+    """What trials must share to train in one pack: their study, model, head and precision. Members
+    with different batch sizes share the process but not a stacked step (each batch shape is a stack
+    of its own); grouping by batch size as well would start more packs than there are trial slots."""
     from focustune.records import STUDY_KEY
     from focustune.sweeps.trial_config import resolve_trial
 
     train = resolve_trial(config).train_config
-    return (config[STUDY_KEY], train.model, train.head, train.batch_size, train.amp, train.deterministic)
+    return (config[STUDY_KEY], train.model, train.head, train.amp, train.deterministic)
 
 
 def folder_files(folder: str | Path) -> dict[str, bytes]:
@@ -81,8 +83,8 @@ class PackCoordinator:
     """Places each packed trial in a worker of its group with room, starting workers as needed; drops
     a departed trial from its worker and ends a worker left empty."""
 
-    def __init__(self, size: int, cpus: float, gpus: float, settings: dict[str, Any]):
-        self.size, self.cpus, self.gpus, self.settings = size, cpus, gpus, settings
+    def __init__(self, driver: int, size: int, cpus: float, gpus: float, settings: dict[str, Any]):
+        self.driver, self.size, self.cpus, self.gpus, self.settings = driver, size, cpus, gpus, settings
         self.workers: dict[str, Any] = {}  # label -> actor handle
         self.groups: dict[str, tuple[Any, ...]] = {}  # label -> its group
         self.counts: dict[str, int] = {}  # label -> members placed (joining or training)
@@ -93,7 +95,7 @@ class PackCoordinator:
         for label, own in self.groups.items():
             if own == group and self.counts[label] < self.size:
                 return label
-        label, self.started = f"pack-{self.started}", self.started + 1
+        label, self.started = f"pack-{self.driver}.{self.started}", self.started + 1  # unique in the sweep
         self.workers[label] = PackWorker.options(  # type: ignore[attr-defined]
             num_cpus=self.cpus, num_gpus=self.gpus).remote(label, self.settings)
         self.groups[label], self.counts[label] = group, 0
@@ -310,6 +312,7 @@ class PackDepartures(tune.Callback):
         self._depart(trial)
 
 
-def start_coordinator(name: str, size: int, cpus: float, gpus: float, settings: dict[str, Any]) -> Any:
-    """This driver's coordinator (keep the handle: the coordinator and its workers live as long)."""
-    return PackCoordinator.options(name=name).remote(size, cpus, gpus, settings)  # type: ignore[attr-defined]
+def start_coordinator(name: str, driver: int, size: int, cpus: float, gpus: float, settings: dict[str, Any]) -> Any:
+    """The coordinator of the sweep's ``driver``-th driver run (its packs are ``pack-DRIVER.N``); keep
+    the handle: the coordinator and its workers live as long."""
+    return PackCoordinator.options(name=name).remote(driver, size, cpus, gpus, settings)  # type: ignore[attr-defined]

@@ -134,7 +134,8 @@ class Sweep:
         if self.spec.pack > 1:
             from focustune.sweeps.packs import start_coordinator
 
-            self.coordinator = start_coordinator(self._pack_name, self.spec.pack, self.spec.cpus_per_trial,
+            driver = len(self.state.attempts())  # this driver run's number (0, then one per --resume)
+            self.coordinator = start_coordinator(self._pack_name, driver, self.spec.pack, self.spec.cpus_per_trial,
                                                  self.spec.gpus_per_trial, self._trial_settings(refs))
 
     def _trainable(self, refs: dict[str, Any]) -> Any:

@@ -8,6 +8,12 @@ final test evaluation). Rounds repeat with the order of the contenders flipped; 
     python benchmarks/packed_trials.py                       # K = 1, 4, 8; bf16 where the CPU has it
     python benchmarks/packed_trials.py --amp false           # float32
     python benchmarks/packed_trials.py --quick
+    python benchmarks/packed_trials.py --sweep --amp false   # through `focustune sweep --pack K`
+
+``--sweep`` times the real command instead: ``focustune sweep --pack K`` (one study of ``--trials``
+erm trials, every trial its own Tune trial, Optuna trial and MLflow run; K members per trial slot of
+``--cpus-per-trial 1``), reporting trials per hour over the search (first trial start to last trial
+end, as the sweep's own utilisation span) and over the whole command (Ray start, MLflow, delivery).
 """
 
 from __future__ import annotations
@@ -46,6 +52,58 @@ def timed(contender: str, dataset: Any, args: Any, device: str) -> dict[str, Any
             "precision": members[0].precision, "test_auc": [r.test["auc"] for r in results]}
 
 
+def timed_sweep(k: int, args: Any) -> dict[str, Any]:
+    """One ``focustune sweep --pack k`` in a fresh folder: wall, search span, trials per hour, memory."""
+    import json
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import sweeptools
+
+    with tempfile.TemporaryDirectory(prefix="focustune_bench_pack_") as folder:
+        workdir = Path(folder)
+        command = [sys.executable, "-m", "focustune.cli", "sweep", "--dataset", "pneumoniamnist", "--data-dir",
+                   args.data_dir, "--methods", "erm", "--trials", str(args.trials), "--epochs", str(args.epochs),
+                   "--seeds", "0", "--pack", str(k), "--cpus-per-trial", "1", "--set", f"amp={args.amp}",
+                   "--set", f"batch_size={args.batch_size}", "--tracking-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+                   "--storage", str(workdir / "runs"), "--experiment", "bench"]
+        logged = sweeptools.run_logged(command, workdir)
+        state = json.loads((workdir / "runs" / "bench" / "sweep.json").read_text())
+    span = state["utilisation"]["span_s"]
+    return {"contender": f"sweep K={k}", "k": k, "wall_s": logged["wall_s"], "search_s": span,
+            "trials_per_hour": 3600 * args.trials / span, "trials_per_hour_wall": 3600 * args.trials / logged["wall_s"],
+            "utilisation": state["utilisation"]["overall"], "memory": logged["memory"],
+            "precision": "float32" if args.amp == "false" else "default"}
+
+
+def sweep_main(args: Any, load: list[float]) -> None:
+    """``--sweep``: K = each of ``--packs`` through the real command, rounds in flipped order."""
+    runs = []
+    packs = [int(k) for k in args.packs.split(",")]
+    for round_index in range(args.rounds):
+        for k in packs if round_index % 2 == 0 else packs[::-1]:
+            run = {**timed_sweep(k, args), "round": round_index}
+            runs.append(run)
+            print(f"  round {round_index} K={k}: search {run['search_s']:.1f} s, command {run['wall_s']:.1f} s -> "
+                  f"{run['trials_per_hour']:,.0f} trials/h over the search", flush=True)
+    rows = [{"k": k, "search_s": common.summary([r["search_s"] for r in runs if r["k"] == k]),
+             "wall_s": common.summary([r["wall_s"] for r in runs if r["k"] == k]),
+             "trials_per_hour": common.summary([r["trials_per_hour"] for r in runs if r["k"] == k])} for k in packs]
+    base = rows[0]["trials_per_hour"]["median"]
+    print()
+    print(common.table([{"K": r["k"], "search s": common.spread(r["search_s"], 1),
+                         "command s": common.spread(r["wall_s"], 1),
+                         "trials/hour (search)": common.spread(r["trials_per_hour"], 0),
+                         f"vs K={packs[0]}": f"{r['trials_per_hour']['median'] / base:.2f}x"} for r in rows],
+                       ["K", "search s", "command s", "trials/hour (search)", f"vs K={packs[0]}"]))
+    common.write_result("packed_sweeps" + ("_float32" if args.amp == "false" else ""), args, {
+        "settings": {"method": "erm", "model": "small_cnn", "dataset": "pneumoniamnist", "trials": args.trials,
+                     "epochs": args.epochs, "batch_size": args.batch_size, "amp": args.amp, "rounds": args.rounds,
+                     "cpus_per_trial": 1},
+        "rows": rows, "runs": runs}, None, load)
+
+
 def main() -> None:
     parser = common.base_parser(__doc__.split("\n\n")[0])
     common.add_training_options(parser)
@@ -55,10 +113,16 @@ def main() -> None:
     parser.add_argument("--amp", choices=("true", "false"), default="true",
                         help="true: the trainer's default (bf16 autocast where the CPU has it); false: float32")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--sweep", action="store_true", help="time `focustune sweep --pack K` instead of the engine")
+    parser.add_argument("--trials", type=int, default=16, help="--sweep: trials of the one study")
     args = parser.parse_args()
     if args.quick:
         args.packs, args.epochs, args.rounds, args.train_limit = "1,2", 1, 1, args.train_limit or 256
+        args.trials = 4
     common.require_data(args.data_dir, "pneumoniamnist")
+    if args.sweep:
+        sweep_main(args, common.header("trials per hour: focustune sweep --pack K", "cpu"))
+        return
     common.set_threads(args.threads)
     device = common.pick_device(args.device)
     load = common.header("trials per hour: K trials packed as one stacked model", device)

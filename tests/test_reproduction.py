@@ -123,10 +123,26 @@ def test_learn2mix_is_judged_on_epochs_to_the_target_test_accuracy_not_validatio
         ("erm", "epochs_to_target", 6), ("focal (class-weighted)", "epochs_to_target", 4),
         ("smote", "epochs_to_target", 5)]  # Table 1: 14 vs 20, 18, 19 epochs
     assert all("t_p_holm" not in r for r in tests)  # a conjunction: each part at alpha, no Holm
-    erm = tests[0]  # epochs are a count: their interval is not clipped to [-1, 1] as an accuracy's difference is
+    erm = tests[0]  # epochs: their interval is not clipped to [-1, 1] as an accuracy's difference is
     assert erm["diff_low"] < -1 or erm["diff_high"] > 1 or not math.isfinite(erm["diff_low"])
     assert summary["verdict"] == expected, summary["verdict_line"]
     assert "test (test_monitor" in (tmp_path / "summary.md").read_text()
+
+
+def test_epochs_to_target_intervals_stay_within_the_epochs_a_run_can_take(tmp_path):
+    claim, length = learn2mix_claim(), 6
+    curves = {"learn2mix": reaching_at([1, 1, 1, 6, 0], TARGET, length), "erm": reaching_at([5, 5, 6, 5, 5], TARGET),
+              "focal (class-weighted)": reaching_at([4, 5, 4, 5, 4], TARGET),
+              "smote": reaching_at([5, 6, 5, 5, 5], TARGET)}
+    summary = summarise_claim(claim, learn2mix_records(claim, curves), tmp_path, HOST)
+    reach = summary["settings"][claim.settings[0].label]["epochs_to_target"]["learn2mix"]
+    # 1, 1, 1, 6 and 7 (censored): the t-interval reaches below epoch 1, which no run can take
+    assert reach["mean"] == pytest.approx(3.2) and reach["mean"] - reach["half_width"] < 1
+    assert reach["low"] == 1 and reach["clipped"]
+    erm = next(r for r in summary["claim_tests"] if r["versus"] == "erm")
+    # differences -4, -4, -5, 1, 2: the t-interval reaches below -6, the most one run can lead another by
+    assert erm["diff"] == pytest.approx(-2) and erm["diff"] - erm["diff_half_width"] < -length
+    assert erm["diff_low"] == -length and erm["diff_high"] == pytest.approx(erm["diff"] + erm["diff_half_width"])
 
 
 def test_learn2mix_target_defaults_to_the_baselines_accuracy_at_the_papers_epoch(tmp_path):

@@ -22,7 +22,8 @@ accuracy over the epochs) needs no target.
 
 Intervals (:data:`INTERVAL`): the 95% Student-t interval over seeds (n - 1 degrees of freedom),
 clipped to the range of the quantity: [0, 1] for accuracies, recalls, AUC and errors, [-1, 1] for
-their paired differences (the true value lies in that range, so clipping loses no coverage); a
+their paired differences, 1 to one past the last epoch for epochs to a target (the true value lies in
+that range, so clipping loses no coverage); a
 clipped estimate says so (``clipped``), and ``half_width`` keeps the unclipped half-width.
 """
 
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,8 @@ SCALAR_RECORD_METRICS = tuple(m for m in RECORD_METRICS if m in METRIC_NAMES)
 #: The metrics each arm is tested on against the baseline arm (paired by seed).
 TESTED_METRICS = ("acc", "balanced_acc")
 INTERVAL = ("95% Student-t interval over seeds, clipped to the quantity's range ([0, 1] for accuracies, recalls "
-            "and errors; [-1, 1] for their paired differences)")
+            "and errors; [-1, 1] for their paired differences; 1 to one past the last epoch for epochs to a target, "
+            "and that width either way for their differences)")
 UNIT, DIFFERENCE = (0.0, 1.0), (-1.0, 1.0)
 
 
@@ -155,6 +157,11 @@ def first_epoch_at(record: dict, target: float, curve: str) -> int | None:
     return next((epoch for epoch, value in accuracy_curve(record, curve) if value >= target), None)
 
 
+def epoch_range(runs: Iterable[dict], curve: str) -> tuple[float, float]:
+    """Where epochs to a target lie: from 1 to one past the longest run's last epoch (a censored run)."""
+    return 1.0, float(max(len(accuracy_curve(r, curve)) for r in runs) + 1)
+
+
 def epochs_or_censored(record: dict, target: float, curve: str) -> int:
     """Epochs to ``target``; a run that never reached it counts one epoch past its last (censored)."""
     reached = first_epoch_at(record, target, curve)
@@ -183,7 +190,8 @@ def epochs_to(runs: dict[int, dict], target: float, curve: str = VAL_CURVE) -> d
     reached = [e for e in per_seed.values() if e is not None]
     return {"target": target, "curve": curve, "per_seed": per_seed, "reached": len(reached),
             "censored": len(per_seed) - len(reached),
-            **_est([epochs_or_censored(runs[s], target, curve) for s in sorted(runs)], bounds=None)}
+            **_est([epochs_or_censored(runs[s], target, curve) for s in sorted(runs)],
+                   bounds=epoch_range(runs.values(), curve))}
 
 
 def curve_area(record: dict, curve: str) -> float:
@@ -242,7 +250,7 @@ def augmented_classes(arms: dict[str, dict[int, dict]], baseline: str) -> dict[s
 
 
 def _test_row(test: Any, bounds: tuple[float, float] | None = DIFFERENCE) -> dict[str, Any]:
-    """A paired test's difference, its interval (clipped to ``bounds``; None: a count such as epochs), p-values,
+    """A paired test's difference, its interval (clipped to ``bounds``; None: unbounded), p-values,
     which test gave ``t_p`` and the minimal effect detectable at its n (80% power, the observed spread)."""
     d = test.difference
     bounds = _interval(d, bounds)
@@ -268,6 +276,15 @@ def claim_value(metric: str, record: dict, cls: int | None, stage: str | None = 
     if metric == "augmented_recall":
         return test["per_class_recall"][cls]
     return 1 - test["acc"] if metric == "error" else test[metric]
+
+
+def difference_bounds(metric: str, runs: list[dict], curve: str) -> tuple[float, float]:
+    """The range of a paired difference of ``metric``: [-1, 1] for accuracies and recalls, and for epochs
+    to a target plus or minus the width of :func:`epoch_range`."""
+    if metric != "epochs_to_target":
+        return DIFFERENCE
+    low, high = epoch_range(runs, curve)
+    return low - high, high - low
 
 
 def claim_tests(family: Sequence[Any], groups: dict[str, dict[str, dict[int, dict]]],
@@ -296,7 +313,7 @@ def claim_tests(family: Sequence[Any], groups: dict[str, dict[str, dict[int, dic
             row = {"setting": setting, "arm": c.arm, "versus": c.versus, "metric": c.metric, "stage": c.stage,
                    "versus_stage": c.versus_stage, "lower_is_better": c.lower_is_better, "effect": c.effect,
                    "effect_source": c.effect_source,
-                   **_test_row(test, None if c.metric == "epochs_to_target" else DIFFERENCE)}
+                   **_test_row(test, difference_bounds(c.metric, [*mine.values(), *theirs.values()], curve))}
             rows.append({**row, "seeds_to_resolve": seeds_to_resolve(row["diff_sd"], c.effect)})
     return rows
 

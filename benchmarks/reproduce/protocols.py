@@ -64,6 +64,9 @@ class Arm:
     settings: tuple[str, ...] = ()
     #: Options of the arm in one setting only, (setting label, options) pairs (a tuned arm's chosen values).
     per_setting: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: Keys of ``options`` that make the arm what it is (LOW's ``lam_unit``): a tuned search keeps them
+    #: fixed even where the method's search space ranges over them.
+    defines: tuple[str, ...] = ()
 
     def points(self, quick: bool) -> tuple[str, ...]:
         return self.quick_grid if quick and self.quick_grid is not None else self.grid
@@ -174,8 +177,10 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
                           data_seed_per_run=True),),
         # (arm order fixed: run files are named by index) the batch-mean arm is a labelled extra; the verdict keys
         # on the per-sample arm, the paper's eq. (8)-(9) and its April 2020 research code (lamb=1 is in the grid)
-        arms=(Arm(LOW_BATCH_MEAN, "low", _sets(lam_unit="authors_code"), grid=LOW_GRID, quick_grid=LOW_QUICK_GRID),
-              Arm(LOW_PER_SAMPLE, "low", _sets(lam_unit="ours"), grid=LOW_GRID, quick_grid=LOW_QUICK_GRID),
+        arms=(Arm(LOW_BATCH_MEAN, "low", _sets(lam_unit="authors_code"), grid=LOW_GRID, quick_grid=LOW_QUICK_GRID,
+                  defines=("lam_unit",)),
+              Arm(LOW_PER_SAMPLE, "low", _sets(lam_unit="ours"), grid=LOW_GRID, quick_grid=LOW_QUICK_GRID,
+                  defines=("lam_unit",)),
               Arm("erm", "erm"), Arm("focal", "focal"), Arm("weighted_ce", "weighted_ce")),
         common=LENET_SGD, epochs=100, quick_epochs=1, baseline="erm", seeds=FIVE_RUNS,
         fidelity=(
@@ -301,7 +306,7 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
               # isolates the GAN: the same worst class, the same count of added images, real ones, same window
               Arm(MDGAN_REAL, "mdgan", MDGAN + _sets(selection_split="val", augment_with="real"), MDGAN_QUICK),
               Arm(MDGAN_SELU, "mdgan", MDGAN + _sets(selection_split="val", head="spinal_selu"), MDGAN_QUICK,
-                  settings=(PNEUMONIA_SUBSET,)),
+                  settings=(PNEUMONIA_SUBSET,), defines=("head",)),
               Arm(MDGAN_SELU_CONTROL, "erm", _sets(optimizer="sam", head="spinal_selu", lr=0.05),
                   settings=(PNEUMONIA_SUBSET,))),
         common=_sets(model="small_cnn", batch_size=32, amp="false"), epochs=12, quick_epochs=2,

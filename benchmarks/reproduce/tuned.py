@@ -7,9 +7,11 @@ The search is the ordinary ``focustune sweep`` (Optuna, ASHA early stopping, sel
 validation by the runs' selection metric), one sweep per (setting, arm), run as its own process:
 the method's search space (``search_spaces/<method>.yaml`` over the shared ranges) is searched, the
 protocol's other options (model, optimiser, epochs, ...) stay fixed, and a grid the as-published arm
-tried (LOW's lambda) is left to the search. A setting that draws its data per run is tuned on data
-seed 0, a draw none of the claim's seeds uses. Each sweep keeps its state (``--resume``) and writes
-its chosen configuration (``chosen.yaml``); a finished sweep is not run again. The chosen values then
+tried (LOW's lambda) is left to the search. A key that defines an arm (``Arm.defines``: LOW's
+``lam_unit``, the SELU head of mdgan's ``spinal_selu`` arm) stays fixed where the space ranges over
+it. A setting that draws its data per run is tuned on data seed 0, a draw none of the claim's seeds
+uses. Each sweep keeps its state (``--resume``) and writes its chosen configuration (``chosen.yaml``);
+a finished sweep is not run again. The chosen values then
 become the arm's options and the claim's runs go through the same resumable runner
 (``results/tuned/<claim>/runs``), so the tuned protocol runs in parts as the as-published one does.
 """
@@ -41,9 +43,14 @@ def searched_keys(method: str) -> set[str]:
     return set(load_space(get_method(method)).dimensions)
 
 
+def tuned_keys(arm: Arm) -> set[str]:
+    """The hyperparameters the arm's search ranges over: its method's space less the keys that define the arm."""
+    return searched_keys(arm.method) - set(arm.defines)
+
+
 def fixed_sets(claim: Claim, arm: Arm) -> list[str]:
     """The protocol's ``--set`` options of ``arm`` that its search does not range over."""
-    searched = searched_keys(arm.method)
+    searched = tuned_keys(arm)
     sets = merged_sets([*claim.common, *arm.options])
     pairs = [(sets[i], sets[i + 1]) for i in range(0, len(sets), 2)]
     return [word for flag, item in pairs if item.partition("=")[0] not in searched for word in (flag, item)]
@@ -67,12 +74,12 @@ def run_sweep(argv: list[str]) -> int:
     return subprocess.run([sys.executable, "-c", code, *argv], env=env, check=False).returncode
 
 
-def chosen(folder: Path, method: str) -> dict[str, Any]:
+def chosen(folder: Path, arm: Arm) -> dict[str, Any]:
     """The searched hyperparameters of the arm's chosen configuration, with where they came from."""
     from focustune.run_config import read_run_config
 
     config = read_run_config(folder / CHOSEN)
-    searched = searched_keys(method)
+    searched = tuned_keys(arm)
     return {"values": {k: v for k, v in config.params.items() if k in searched}, "source": config.source}
 
 
@@ -99,12 +106,12 @@ def tune_claim(claim: Claim, data_dir: str, out: Path, trials: int,
                 code = execute(argv)
                 if code != 0 or not (folder / CHOSEN).is_file():
                     return None, code or 1
-            picked = chosen(folder, arm.method)
+            picked = chosen(folder, arm)
             values = tuple(word for key, value in picked["values"].items() for word in ("--set", f"{key}={value}"))
             per_arm.setdefault(arm.label, {})[setting.label] = (*fixed_sets(claim, arm), *values)
             tuning.append({"setting": setting.label, "arm": arm.label, "method": arm.method, "trials": trials,
                            "epochs": setting.epochs or claim.epochs, "searcher": "optuna (TPE)", "scheduler": "asha",
-                           "searched": sorted(searched_keys(arm.method)), "chosen": picked["values"],
+                           "searched": sorted(tuned_keys(arm)), "chosen": picked["values"],
                            "source": picked["source"], "sweep": str(folder.relative_to(out))})
     arms = tuple(dataclasses.replace(arm, options=(), quick_options=(), grid=(), quick_grid=None,
                                      per_setting=tuple(per_arm.get(arm.label, {}).items()))

@@ -24,3 +24,10 @@ class TrainingDiverged(FocusTuneError):
 class ResumeRefused(FocusTuneError):
     """What ``--resume`` finds under the storage is not what this driver wrote (or not readable as it):
     nothing of it is loaded."""
+
+
+class SweepInterrupted(FocusTuneError):
+    """The Tune run returned before the sweep's trials had ended (Tune ends its run quietly on SIGINT or
+    SIGUSR1): the state is kept and the sweep is not marked done, so ``--resume`` goes on."""
+
+    exit_code = 130

@@ -19,13 +19,14 @@ from dataclasses import replace
 from typing import Any
 
 from focustune.credentials import masked, remember
+from focustune.errors import SweepInterrupted
 from focustune.spaces import SearchSpace
 from focustune.sweeps.cluster import awaited_resources, init_ray, pend_one_trial_per_slot, slot_count, trial_slots
 from focustune.sweeps.preflight import study_grace
 from focustune.sweeps.spec import SweepSpec
 from focustune.sweeps.state import SweepState
 from focustune.sweeps.studies import utilisation
-from focustune.sweeps.summaries import busy_intervals, study_summaries
+from focustune.sweeps.summaries import busy_intervals, study_summaries, unfinished
 from focustune.records import OBJECTIVE, SEED_KEY, STUDY_KEY, StudyRecord
 from focustune.sweeps.trial_config import SEARCH_SEED, resolve_trial, tracked_params
 from focustune.tracking_schema import split_study_key, study_key
@@ -87,10 +88,14 @@ class Sweep:
         self.state.add_attempt(slots)  # a resumed sweep's utilisation counts every driver's nodes
         results = self._fit(keys, refs, tracking, parents, slots, warm_starts)
         tracking.close_orphans({str(r.metrics.get("trial_id")) for r in results if r.metrics})
-        for key, summary in study_summaries(keys, results, self.spec.objective_names, self.spec.selection_rule).items():
+        summaries = study_summaries(keys, results, self.spec.objective_names, self.spec.selection_rule)
+        for key, summary in summaries.items():
             self.state.studies[key] = replace(self.state.study(key), **summary)
         self.state.data["utilisation"] = utilisation(busy_intervals(results), slots, self.state.attempts())
         self.state.save()
+        if left := unfinished(results, summaries, self.spec.trials, self.spec.seeds):
+            raise SweepInterrupted(f"the sweep was interrupted ({'; '.join(left)}); its state is kept: run the "
+                                   "same command with --resume to go on")
         for key in keys:
             study = self.state.study(key)
             if study.pareto is not None:  # a selection rule: the front, on the study run

@@ -47,6 +47,20 @@ def study_summaries(keys: list[str], results: Any, objectives: tuple[str, ...] =
     return {key: study_summary(group, objectives, rule, key) for key, group in by_study.items()}
 
 
+def unfinished(results: Any, summaries: dict[str, dict[str, Any]], trials: int, seeds: int) -> list[str]:
+    """What a Tune run that returned (``results``: its ResultGrid) left undone, empty when nothing: trials
+    still live, a study short of its search trials, or of the seed re-runs of its best configuration."""
+    left = []
+    if live := len(results) - results.num_terminated - results.num_errors:
+        left.append(f"{live} trial(s) still running")
+    for key, summary in summaries.items():
+        if summary["total"] < trials:
+            left.append(f"{key}: {summary['total']} of {trials} search trials started")
+        elif summary["best_config"] is not None and len(summary["reruns"]) < seeds:
+            left.append(f"{key}: {len(summary['reruns'])} of {seeds} seed re-runs")
+    return left
+
+
 def study_summary(results: list[Any], objectives: tuple[str, ...] = (), rule: SelectionRule | None = None,
                   key: str = "the study") -> dict[str, Any]:
     """Trial counts, the best full-budget search trial (its configuration, objective and test scores),

@@ -538,7 +538,8 @@ def test_tuned_verdict_searches_every_arm_with_the_same_budget_and_runs_the_chos
 
 
 def test_tuned_search_keeps_the_key_that_defines_an_arm_fixed(tmp_path):
-    """LOW's space ranges over ``lam_unit``; the per-sample and batch-mean arms each search with their own unit."""
+    """LOW's space ranges over ``lam_unit``; the per-sample and batch-mean arms each search with their own unit,
+    and a conditional key whose condition fails is not reported as chosen."""
     from focustune.run_config import RunConfig
     from tuned import tune_claim
 
@@ -548,13 +549,17 @@ def test_tuned_search_keeps_the_key_that_defines_an_arm_fixed(tmp_path):
         sets = dict(argv[i + 1].partition("=")[::2] for i, a in enumerate(argv) if a == "--set")
         units[argv[argv.index("--config-out") + 1]] = sets.get("lam_unit")
         RunConfig(method=argv[argv.index("--methods") + 1], dataset="mnist",
-                  params={"lr": 0.01, "lam": 0.5, "lam_unit": sets.get("lam_unit", "ours")},
+                  params={"lr": 0.01, "lam": 0.5, "lam_unit": sets.get("lam_unit", "ours"), "base_loss": "ce",
+                          "gamma": 2.0},
                   source={}).write(argv[argv.index("--config-out") + 1])
         return 0
 
     tuned, code = tune_claim(claim, "D", tmp_path, trials=3, execute=fake_sweep)
     assert code == 0 and sorted(u for u in units.values() if u) == ["authors_code", "ours"]
     per_sample = next(r for r in tuned.extra["tuning"] if r["arm"] == LOW_PER_SAMPLE)
-    assert "lam_unit" not in per_sample["searched"] and per_sample["chosen"] == {"lam": 0.5, "lr": 0.01}
+    # gamma acts only with base_loss=focal: it is not reported as chosen, and the runs keep its value
+    assert "lam_unit" not in per_sample["searched"] and "gamma" in per_sample["searched"]
+    assert per_sample["chosen"] == {"lam": 0.5, "lr": 0.01, "base_loss": "ce"}
     arm = next(a for a in tuned.arms if a.label == LOW_PER_SAMPLE)
-    assert "lam_unit=ours" in tuned.argv(claim.settings[0], arm, 1, "D", False)
+    argv = tuned.argv(claim.settings[0], arm, 1, "D", False)
+    assert "lam_unit=ours" in argv and "gamma=2.0" in argv

@@ -24,9 +24,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protocols import Arm, Claim, Setting, merged_sets
+
+if TYPE_CHECKING:
+    from focustune.spaces import SearchSpace
 
 #: Search trials per arm (the same for every arm of a claim), unless ``--trials`` says otherwise.
 TRIALS = 16
@@ -35,12 +38,17 @@ TUNING_DATA_SEED = 0
 CHOSEN = "chosen.yaml"
 
 
-def searched_keys(method: str) -> set[str]:
-    """The hyperparameters the method's search space searches (its file over the shared ranges)."""
+def search_space(method: str) -> SearchSpace:
+    """The method's search space (its file over the shared ranges)."""
     from focustune.methods import get_method
     from focustune.spaces import load_space
 
-    return set(load_space(get_method(method)).dimensions)
+    return load_space(get_method(method))
+
+
+def searched_keys(method: str) -> set[str]:
+    """The hyperparameters the method's search space searches."""
+    return set(search_space(method).dimensions)
 
 
 def tuned_keys(arm: Arm) -> set[str]:
@@ -75,12 +83,17 @@ def run_sweep(argv: list[str]) -> int:
 
 
 def chosen(folder: Path, arm: Arm) -> dict[str, Any]:
-    """The searched hyperparameters of the arm's chosen configuration, with where they came from."""
+    """The searched hyperparameters of the arm's chosen configuration (``values``, the runs' options), those
+    that act (``acting``: less a conditional key whose condition fails, e.g. LOW's gamma unless
+    ``base_loss=focal``, which keeps its default), and where they came from."""
     from focustune.run_config import read_run_config
 
     config = read_run_config(folder / CHOSEN)
     searched = tuned_keys(arm)
-    return {"values": {k: v for k, v in config.params.items() if k in searched}, "source": config.source}
+    values = {k: v for k, v in config.params.items() if k in searched}
+    dimensions = search_space(arm.method).dimensions
+    acting = {k: v for k, v in values.items() if dimensions[k].applies(config.params)}
+    return {"values": values, "acting": acting, "source": config.source}
 
 
 def tune_claim(claim: Claim, data_dir: str, out: Path, trials: int,
@@ -111,7 +124,7 @@ def tune_claim(claim: Claim, data_dir: str, out: Path, trials: int,
             per_arm.setdefault(arm.label, {})[setting.label] = (*fixed_sets(claim, arm), *values)
             tuning.append({"setting": setting.label, "arm": arm.label, "method": arm.method, "trials": trials,
                            "epochs": setting.epochs or claim.epochs, "searcher": "optuna (TPE)", "scheduler": "asha",
-                           "searched": sorted(tuned_keys(arm)), "chosen": picked["values"],
+                           "searched": sorted(tuned_keys(arm)), "chosen": picked["acting"],
                            "source": picked["source"], "sweep": str(folder.relative_to(out))})
     arms = tuple(dataclasses.replace(arm, options=(), quick_options=(), grid=(), quick_grid=None,
                                      per_setting=tuple(per_arm.get(arm.label, {}).items()))

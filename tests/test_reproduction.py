@@ -322,6 +322,25 @@ def test_runs_resume_in_parts_and_a_grid_arm_keeps_its_best_point_on_validation(
     assert reproduce.run_claim(claim, args(), tmp_path, fake_training(calls)) == 2 and len(calls) == total + 1
 
 
+def test_shards_side_by_side_share_the_runs_without_overlap_and_the_last_one_summarises(tmp_path):
+    claim, calls = CLAIMS["imet-pneumonia"], {0: [], 1: []}
+    args = lambda *more: reproduce.parse_args(["imet-pneumonia", "--out", str(tmp_path), *more])  # noqa: E731
+    assert reproduce.run_claim(claim, args("--shard", "0/2", "--max-runs", "3"), tmp_path, fake_training(calls[0])) == 0
+    assert reproduce.run_claim(claim, args("--shard", "1/2"), tmp_path, fake_training(calls[1])) == 0
+    assert not (tmp_path / claim.name / "summary.json").exists()  # shard 0 is not done
+    assert reproduce.run_claim(claim, args("--shard", "0/2"), tmp_path, fake_training(calls[0])) == 0
+    runs = [(c[c.index("--method") + 1], c[c.index("--seed") + 1], " ".join(c)) for c in calls[0] + calls[1]]
+    assert len(runs) == len(set(runs)) == len(claim.runs(False))  # every run once, by one shard or the other
+    assert len(calls[0]) == len(calls[1]) == len(claim.runs(False)) // 2
+    assert json.loads((tmp_path / claim.name / "summary.json").read_text())["runs"] == len(claim.runs(False))
+    for bad in ("2/2", "1", "a/2", "-1/2"):
+        with pytest.raises(SystemExit):
+            args("--shard", bad)
+    # the searches are not shared: a tuned shard before they are done refuses, and runs no search
+    assert reproduce.run_tuned(claim, args("--tuned", "--shard", "0/2"), tmp_path / "other") == 2
+    assert not list((tmp_path / "other").rglob("chosen.yaml"))
+
+
 def test_test_monitor_records_test_accuracy_per_epoch_and_changes_nothing_else(tmp_path):
     argv = ["train", "--method", "learn2mix", "--dataset", "digits-lt", "--epochs", "2", "--seed", "1",
             "--set", "batch_size=64", "--set", "amp=false", "--quiet"]

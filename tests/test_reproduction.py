@@ -556,6 +556,22 @@ def test_tuned_verdict_searches_every_arm_with_the_same_budget_and_runs_the_chos
     assert tune_claim(claim, "D", tmp_path, trials=7, execute=fake_sweep)[1] == 0 and len(sweeps) == len(claim.arms)
 
 
+@pytest.mark.parametrize("name", CLAIMS)
+def test_the_keys_that_define_an_arm_are_its_options_and_fixed_in_its_search(name):
+    """An arm named for a setting of a searched key (LOW's unit, mdgan's SELU head, the class-weighted focal)
+    defines it: its search keeps the protocol's value instead of ranging over it."""
+    from tuned import fixed_sets, searched_keys, tuned_keys
+
+    claim = CLAIMS[name]
+    for arm in claim.arms:
+        options = dict(item.partition("=")[::2] for item in arm.options[1::2])
+        for key in arm.defines:
+            assert key in options and key in searched_keys(arm.method) and key not in tuned_keys(arm), arm.label
+            assert f"{key}={options[key]}" in fixed_sets(claim, arm)
+        if "weighted" in arm.label and arm.method == "focal":
+            assert arm.defines == ("alpha",)
+
+
 def test_tuned_search_keeps_the_key_that_defines_an_arm_fixed(tmp_path):
     """LOW's space ranges over ``lam_unit``; the per-sample and batch-mean arms each search with their own unit,
     and a conditional key whose condition fails is not reported as chosen."""

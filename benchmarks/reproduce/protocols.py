@@ -218,7 +218,8 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
                   # not the paper's (its imbalanced claims are on Imagenette and CIFAR-100, not here): labelled extra
                   Setting(LEARN2MIX_STEP, "mnist", ("--imbalance", "step"), data_seed_per_run=True)),
         arms=(Arm(LEARN2MIX_ARM, "learn2mix", _sets(mixing_rate=0.1, update_every="epoch")), Arm("erm", "erm"),
-              Arm("focal (class-weighted)", "focal", _sets(gamma=2, alpha=1), settings=(LEARN2MIX_MNIST,)),
+              Arm("focal (class-weighted)", "focal", _sets(gamma=2, alpha=1), settings=(LEARN2MIX_MNIST,),
+                  defines=("alpha",)),
               Arm("smote", "smote", _sets(epoch_samples="original"), settings=(LEARN2MIX_MNIST,)),
               Arm("oversample", "oversample", settings=(LEARN2MIX_STEP,)),
               Arm("weighted_ce", "weighted_ce", settings=(LEARN2MIX_STEP,))),

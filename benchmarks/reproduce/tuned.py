@@ -8,13 +8,13 @@ by the runs' selection metric), one sweep per (setting, arm), run as its own pro
 search space (``search_spaces/<method>.yaml`` over the shared ranges) is searched, the protocol's
 other options (model, optimiser, epochs, ...) stay fixed, and a grid the as-published arm tried
 (LOW's lambda) is left to the search. A key that defines an arm (``Arm.defines``: LOW's
-``lam_unit``, the SELU head of mdgan's ``spinal_selu`` arm, the class weights of learn2mix's class-
-weighted focal baseline) stays fixed where the space ranges over it. A setting that draws its data
-per run is tuned on data seed 0, a draw none of the claim's seeds uses. Each sweep keeps its state
-(``--resume``) and writes its chosen configuration (``chosen.yaml``); a finished sweep is not run
-again. The chosen values then become the arm's options and the claim's runs go through the same
-resumable runner (``results/tuned/<claim>/runs``), so the tuned protocol runs in parts as the as-
-published one does.
+``lam_unit``, the SELU head of mdgan's ``spinal_selu`` arm, the class weights of learn2mix's
+class-weighted focal baseline) stays fixed where the space ranges over it. A setting that draws its
+data per run is tuned on data seed 0, a draw none of the claim's seeds uses. Each sweep keeps its
+state (``--resume``) and writes its chosen configuration (``chosen.yaml``); a finished sweep is not
+run again. The chosen values then become the arm's options and the claim's runs go through the same
+resumable runner (``results/tuned/<claim>/runs``), so the tuned protocol runs in parts as the
+as-published one does.
 """
 
 from __future__ import annotations

@@ -556,6 +556,39 @@ def test_tuned_verdict_searches_every_arm_with_the_same_budget_and_runs_the_chos
     assert tune_claim(claim, "D", tmp_path, trials=7, execute=fake_sweep)[1] == 0 and len(sweeps) == len(claim.arms)
 
 
+def test_a_mechanism_control_runs_with_the_methods_tuned_values_and_has_no_search_of_its_own(tmp_path):
+    """mdgan's real-image twin isolates the GAN in the tuned verdict too: it runs with mdgan's chosen values."""
+    from focustune.run_config import RunConfig
+    from focustune_analysis.reproduction_verdicts import MDGAN_ARM, _tuning_lines
+    from tuned import tune_claim
+
+    claim, searched = CLAIMS["mdgan-medmnist"], []
+
+    def fake_sweep(argv):
+        out = argv[argv.index("--config-out") + 1]
+        searched.append(out)
+        RunConfig(method=argv[argv.index("--methods") + 1], dataset="pneumoniamnist",
+                  params={"lr": 0.02 + 0.001 * len(searched), "head": "linear", "finetune_epochs": 3},
+                  source={}).write(out)
+        return 0
+
+    tuned, code = tune_claim(claim, "D", tmp_path, trials=2, execute=fake_sweep)
+    pairs = [(s, a) for s in claim.settings for a in claim.arms if not a.settings or s.label in a.settings]
+    assert code == 0 and len(searched) == len(pairs) - len(claim.settings)  # the twin's searches are not run
+    for setting in claim.settings:
+        rows = {r["arm"]: r for r in tuned.extra["tuning"] if r["setting"] == setting.label}
+        assert rows[MDGAN_REAL]["trials"] == 0 and rows[MDGAN_REAL]["as"] == MDGAN_ARM
+        assert (rows[MDGAN_REAL]["chosen"], rows[MDGAN_REAL]["sweep"]) == (rows[MDGAN_ARM]["chosen"],
+                                                                       rows[MDGAN_ARM]["sweep"])
+        method, twin = (next(a for a in tuned.arms if a.label == label) for label in (MDGAN_ARM, MDGAN_REAL))
+        twin_argv, method_argv = (tuned.argv(setting, arm, 1, "D", False) for arm in (twin, method))
+        assert "augment_with=real" in twin_argv and "augment_with=real" not in method_argv
+        assert [w for w in twin_argv if w.startswith(("lr=", "head=", "finetune_epochs="))] == [
+            w for w in method_argv if w.startswith(("lr=", "head=", "finetune_epochs="))]
+    lines = "\n".join(_tuning_lines(tuned.extra["tuning"]))
+    assert f"none: runs with `{MDGAN_ARM}`'s chosen values" in lines
+
+
 @pytest.mark.parametrize("name", CLAIMS)
 def test_the_keys_that_define_an_arm_are_its_options_and_fixed_in_its_search(name):
     """An arm named for a setting of a searched key (LOW's unit, mdgan's SELU head, the class-weighted focal)

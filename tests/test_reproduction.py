@@ -322,6 +322,25 @@ def test_runs_resume_in_parts_and_a_grid_arm_keeps_its_best_point_on_validation(
     assert reproduce.run_claim(claim, args(), tmp_path, fake_training(calls)) == 2 and len(calls) == total + 1
 
 
+def test_shards_side_by_side_share_the_runs_without_overlap_and_the_last_one_summarises(tmp_path):
+    claim, calls = CLAIMS["imet-pneumonia"], {0: [], 1: []}
+    args = lambda *more: reproduce.parse_args(["imet-pneumonia", "--out", str(tmp_path), *more])  # noqa: E731
+    assert reproduce.run_claim(claim, args("--shard", "0/2", "--max-runs", "3"), tmp_path, fake_training(calls[0])) == 0
+    assert reproduce.run_claim(claim, args("--shard", "1/2"), tmp_path, fake_training(calls[1])) == 0
+    assert not (tmp_path / claim.name / "summary.json").exists()  # shard 0 is not done
+    assert reproduce.run_claim(claim, args("--shard", "0/2"), tmp_path, fake_training(calls[0])) == 0
+    runs = [(c[c.index("--method") + 1], c[c.index("--seed") + 1], " ".join(c)) for c in calls[0] + calls[1]]
+    assert len(runs) == len(set(runs)) == len(claim.runs(False))  # every run once, by one shard or the other
+    assert len(calls[0]) == len(calls[1]) == len(claim.runs(False)) // 2
+    assert json.loads((tmp_path / claim.name / "summary.json").read_text())["runs"] == len(claim.runs(False))
+    for bad in ("2/2", "1", "a/2", "-1/2"):
+        with pytest.raises(SystemExit):
+            args("--shard", bad)
+    # the searches are not shared: a tuned shard before they are done refuses, and runs no search
+    assert reproduce.run_tuned(claim, args("--tuned", "--shard", "0/2"), tmp_path / "other") == 2
+    assert not list((tmp_path / "other").rglob("chosen.yaml"))
+
+
 def test_test_monitor_records_test_accuracy_per_epoch_and_changes_nothing_else(tmp_path):
     argv = ["train", "--method", "learn2mix", "--dataset", "digits-lt", "--epochs", "2", "--seed", "1",
             "--set", "batch_size=64", "--set", "amp=false", "--quiet"]
@@ -537,8 +556,58 @@ def test_tuned_verdict_searches_every_arm_with_the_same_budget_and_runs_the_chos
     assert tune_claim(claim, "D", tmp_path, trials=7, execute=fake_sweep)[1] == 0 and len(sweeps) == len(claim.arms)
 
 
+def test_a_mechanism_control_runs_with_the_methods_tuned_values_and_has_no_search_of_its_own(tmp_path):
+    """mdgan's real-image twin isolates the GAN in the tuned verdict too: it runs with mdgan's chosen values."""
+    from focustune.run_config import RunConfig
+    from focustune_analysis.reproduction_verdicts import MDGAN_ARM, _tuning_lines
+    from tuned import tune_claim
+
+    claim, searched = CLAIMS["mdgan-medmnist"], []
+
+    def fake_sweep(argv):
+        out = argv[argv.index("--config-out") + 1]
+        searched.append(out)
+        RunConfig(method=argv[argv.index("--methods") + 1], dataset="pneumoniamnist",
+                  params={"lr": 0.02 + 0.001 * len(searched), "head": "linear", "finetune_epochs": 3},
+                  source={}).write(out)
+        return 0
+
+    tuned, code = tune_claim(claim, "D", tmp_path, trials=2, execute=fake_sweep)
+    pairs = [(s, a) for s in claim.settings for a in claim.arms if not a.settings or s.label in a.settings]
+    assert code == 0 and len(searched) == len(pairs) - len(claim.settings)  # the twin's searches are not run
+    for setting in claim.settings:
+        rows = {r["arm"]: r for r in tuned.extra["tuning"] if r["setting"] == setting.label}
+        assert rows[MDGAN_REAL]["trials"] == 0 and rows[MDGAN_REAL]["as"] == MDGAN_ARM
+        assert (rows[MDGAN_REAL]["chosen"], rows[MDGAN_REAL]["sweep"]) == (rows[MDGAN_ARM]["chosen"],
+                                                                       rows[MDGAN_ARM]["sweep"])
+        method, twin = (next(a for a in tuned.arms if a.label == label) for label in (MDGAN_ARM, MDGAN_REAL))
+        twin_argv, method_argv = (tuned.argv(setting, arm, 1, "D", False) for arm in (twin, method))
+        assert "augment_with=real" in twin_argv and "augment_with=real" not in method_argv
+        assert [w for w in twin_argv if w.startswith(("lr=", "head=", "finetune_epochs="))] == [
+            w for w in method_argv if w.startswith(("lr=", "head=", "finetune_epochs="))]
+    lines = "\n".join(_tuning_lines(tuned.extra["tuning"]))
+    assert f"none: runs with `{MDGAN_ARM}`'s chosen values" in lines
+
+
+@pytest.mark.parametrize("name", CLAIMS)
+def test_the_keys_that_define_an_arm_are_its_options_and_fixed_in_its_search(name):
+    """An arm named for a setting of a searched key (LOW's unit, mdgan's SELU head, the class-weighted focal)
+    defines it: its search keeps the protocol's value instead of ranging over it."""
+    from tuned import fixed_sets, searched_keys, tuned_keys
+
+    claim = CLAIMS[name]
+    for arm in claim.arms:
+        options = dict(item.partition("=")[::2] for item in arm.options[1::2])
+        for key in arm.defines:
+            assert key in options and key in searched_keys(arm.method) and key not in tuned_keys(arm), arm.label
+            assert f"{key}={options[key]}" in fixed_sets(claim, arm)
+        if "weighted" in arm.label and arm.method == "focal":
+            assert arm.defines == ("alpha",)
+
+
 def test_tuned_search_keeps_the_key_that_defines_an_arm_fixed(tmp_path):
-    """LOW's space ranges over ``lam_unit``; the per-sample and batch-mean arms each search with their own unit."""
+    """LOW's space ranges over ``lam_unit``; the per-sample and batch-mean arms each search with their own unit,
+    and a conditional key whose condition fails is not reported as chosen."""
     from focustune.run_config import RunConfig
     from tuned import tune_claim
 
@@ -548,13 +617,17 @@ def test_tuned_search_keeps_the_key_that_defines_an_arm_fixed(tmp_path):
         sets = dict(argv[i + 1].partition("=")[::2] for i, a in enumerate(argv) if a == "--set")
         units[argv[argv.index("--config-out") + 1]] = sets.get("lam_unit")
         RunConfig(method=argv[argv.index("--methods") + 1], dataset="mnist",
-                  params={"lr": 0.01, "lam": 0.5, "lam_unit": sets.get("lam_unit", "ours")},
+                  params={"lr": 0.01, "lam": 0.5, "lam_unit": sets.get("lam_unit", "ours"), "base_loss": "ce",
+                          "gamma": 2.0},
                   source={}).write(argv[argv.index("--config-out") + 1])
         return 0
 
     tuned, code = tune_claim(claim, "D", tmp_path, trials=3, execute=fake_sweep)
     assert code == 0 and sorted(u for u in units.values() if u) == ["authors_code", "ours"]
     per_sample = next(r for r in tuned.extra["tuning"] if r["arm"] == LOW_PER_SAMPLE)
-    assert "lam_unit" not in per_sample["searched"] and per_sample["chosen"] == {"lam": 0.5, "lr": 0.01}
+    # gamma acts only with base_loss=focal: it is not reported as chosen, and the runs keep its value
+    assert "lam_unit" not in per_sample["searched"] and "gamma" in per_sample["searched"]
+    assert per_sample["chosen"] == {"lam": 0.5, "lr": 0.01, "base_loss": "ce"}
     arm = next(a for a in tuned.arms if a.label == LOW_PER_SAMPLE)
-    assert "lam_unit=ours" in tuned.argv(claim.settings[0], arm, 1, "D", False)
+    argv = tuned.argv(claim.settings[0], arm, 1, "D", False)
+    assert "lam_unit=ours" in argv and "gamma=2.0" in argv

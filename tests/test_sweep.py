@@ -129,7 +129,7 @@ def test_interrupted_then_killed_packed_driver_resumes_without_rerunning_finishe
         # Tune snapshots its experiment every few seconds; kill once two finished trials are in it
         tune_run = tmp_path / "focustune_runs" / "killed" / "benchmark"
         newest = lambda: max(tune_run.glob("experiment_state*.json"), key=lambda f: f.stat().st_mtime)  # noqa: E731
-        assert wait_until(lambda: newest().read_text().count("TERMINATED") >= 2, 60)
+        assert wait_until(lambda: newest().read_text().count("TERMINATED") >= 2, 300)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:

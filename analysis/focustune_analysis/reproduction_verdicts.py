@@ -301,11 +301,17 @@ def _tuning_lines(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["Every arm's hyperparameters chosen by `focustune sweep` (Optuna, ASHA, selected on validation), the "
              "same trials per arm; the protocol's other options fixed; then the claim's seeds with the chosen values:",
              "", "| setting | arm | trials x epochs | searched | chosen |", "|---|---|---|---|---|"]
-    lines += [f"| {r['setting']} | {r['arm']} | {r['trials']} x {r['epochs']} ({r['searcher']}, {r['scheduler']}) | "
-              f"{', '.join(r['searched'])} | "
+    lines += [f"| {r['setting']} | {r['arm']} | {_budget(r)} | {', '.join(r['searched']) or '-'} | "
               f"{', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in r['chosen'].items())} |"
               for r in rows]
     return lines + [""]
+
+
+def _budget(row: dict[str, Any]) -> str:
+    """A tuning row's search budget, or the arm whose chosen values it runs with (a mechanism control)."""
+    if row.get("as"):
+        return f"none: runs with `{row['as']}`'s chosen values"
+    return f"{row['trials']} x {row['epochs']} ({row['searcher']}, {row['scheduler']})"
 
 
 def _selection_lines(summary: dict[str, Any]) -> list[str]:

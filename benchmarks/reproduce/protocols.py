@@ -67,6 +67,9 @@ class Arm:
     #: Keys of ``options`` that make the arm what it is (LOW's ``lam_unit``): a tuned search keeps them
     #: fixed even where the method's search space ranges over them.
     defines: tuple[str, ...] = ()
+    #: The label of the arm whose chosen values this one runs with in the tuned verdict, instead of a search of
+    #: its own: a mechanism control (mdgan's real-image twin) keeps the method's tuned configuration.
+    tuned_as: str = ""
 
     def points(self, quick: bool) -> tuple[str, ...]:
         return self.quick_grid if quick and self.quick_grid is not None else self.grid
@@ -218,7 +221,8 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
                   # not the paper's (its imbalanced claims are on Imagenette and CIFAR-100, not here): labelled extra
                   Setting(LEARN2MIX_STEP, "mnist", ("--imbalance", "step"), data_seed_per_run=True)),
         arms=(Arm(LEARN2MIX_ARM, "learn2mix", _sets(mixing_rate=0.1, update_every="epoch")), Arm("erm", "erm"),
-              Arm("focal (class-weighted)", "focal", _sets(gamma=2, alpha=1), settings=(LEARN2MIX_MNIST,)),
+              Arm("focal (class-weighted)", "focal", _sets(gamma=2, alpha=1), settings=(LEARN2MIX_MNIST,),
+                  defines=("alpha",)),
               Arm("smote", "smote", _sets(epoch_samples="original"), settings=(LEARN2MIX_MNIST,)),
               Arm("oversample", "oversample", settings=(LEARN2MIX_STEP,)),
               Arm("weighted_ce", "weighted_ce", settings=(LEARN2MIX_STEP,))),
@@ -304,7 +308,8 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
               Arm("mdgan (worst class on probe)", "mdgan", MDGAN + _sets(selection_split="probe"), MDGAN_QUICK),
               Arm(MDGAN_CONTROL, "erm", _sets(optimizer="sam", head="spinal", lr=0.05)),
               # isolates the GAN: the same worst class, the same count of added images, real ones, same window
-              Arm(MDGAN_REAL, "mdgan", MDGAN + _sets(selection_split="val", augment_with="real"), MDGAN_QUICK),
+              Arm(MDGAN_REAL, "mdgan", MDGAN + _sets(selection_split="val", augment_with="real"), MDGAN_QUICK,
+                  tuned_as=MDGAN_ARM),
               Arm(MDGAN_SELU, "mdgan", MDGAN + _sets(selection_split="val", head="spinal_selu"), MDGAN_QUICK,
                   settings=(PNEUMONIA_SUBSET,), defines=("head",)),
               Arm(MDGAN_SELU_CONTROL, "erm", _sets(optimizer="sam", head="spinal_selu", lr=0.05),

@@ -60,10 +60,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=TRIALS, help=f"--tuned: search trials per arm (default {TRIALS})")
     parser.add_argument("--max-runs", type=int, metavar="N", help="train at most N runs (grid points count one "
                                                                   "each), then stop: a long protocol in parts")
+    parser.add_argument("--shard", type=shard, metavar="K/N", help="train only the runs at places K, K+N, ... of "
+                        "the protocol (K from 0): N processes side by side, each its own K, share the runs; the "
+                        "last to finish writes the summary (--tuned: once every search is done)")
     args = parser.parse_args(argv)
     if args.max_runs is not None and args.max_runs < 1:
         parser.error("--max-runs must be at least 1")
     return args
+
+
+def shard(text: str) -> tuple[int, int]:
+    """``K/N`` as (K, N), with 0 <= K < N."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N with 0 <= K < N (e.g. 0/2 and 1/2)")
+    return int(index), int(count)
 
 
 def data_dir(claim: Claim, args: argparse.Namespace) -> str:
@@ -104,7 +115,7 @@ class ClaimRuns:
     """The runs of one claim in ``out/<claim>/runs``: one JSON file per (setting, arm, seed), written when done."""
 
     def __init__(self, claim: Claim, args: argparse.Namespace, out: Path, execute: Callable | None = None):
-        self.claim, self.quick, self.budget = claim, args.quick, args.max_runs
+        self.claim, self.quick, self.budget, self.shard = claim, args.quick, args.max_runs, args.shard
         self.folder = out / claim.name / "runs"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.directory = data_dir(claim, args)
@@ -127,15 +138,19 @@ class ClaimRuns:
                     found.append(written)
         return found
 
-    def missing(self) -> list[tuple[Setting, Arm, int]]:
+    def missing(self, shard: tuple[int, int] | None = None) -> list[tuple[Setting, Arm, int]]:
         """The runs not done yet, seed by seed (every setting and arm of a seed before the next seed), so a
-        protocol run in parts has paired runs of all arms to compare at every stop."""
-        runs = [run for run in self.claim.runs(self.quick) if not self.path(*run).is_file()]
-        return sorted(runs, key=lambda run: run[2])
+        protocol run in parts has paired runs of all arms to compare at every stop; with ``shard`` (K, N) those
+        at places K, K+N, ... of that order (fixed places, so side-by-side shards never share a run)."""
+        runs = sorted(self.claim.runs(self.quick), key=lambda run: run[2])
+        if shard is not None:
+            runs = runs[shard[0]::shard[1]]
+        return [run for run in runs if not self.path(*run).is_file()]
 
     def run_missing(self) -> int:
-        """Train the missing runs (at most ``--max-runs``); the exit status of the first failure, else 0."""
-        for setting, arm, seed in self.missing():
+        """Train the missing runs of this shard (at most ``--max-runs``); the exit status of the first failure,
+        else 0."""
+        for setting, arm, seed in self.missing(self.shard):
             if arm.points(self.quick):
                 code = self._run_grid(setting, arm, seed)
             else:
@@ -220,8 +235,12 @@ def run_tuned(claim: Claim, args: argparse.Namespace, out: Path) -> int:
     """The tuned, equal-budget verdict: every arm's search (resumed; finished ones kept), then the claim's runs
     with the chosen values in ``out/tuned``, graded by the same rules."""
     tuned, code = tune_claim(claim, data_dir(claim, args), out / TUNED, args.trials,
-                             execute=None if args.summarise_only else run_sweep)
+                             execute=None if args.summarise_only or args.shard else run_sweep)
     if tuned is None:
+        if args.shard and not args.summarise_only:
+            print(f"[{claim.name} tuned] --shard shares the runs, not the searches: run the searches first "
+                  "(the same command without --shard)", file=sys.stderr)
+            return 2
         return code
     return run_claim(tuned, args, out / TUNED)
 

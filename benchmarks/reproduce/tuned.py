@@ -3,17 +3,18 @@ learning rate and its own hyperparameters chosen by focustune's own search, the 
 trials per arm, then the chosen configuration runs on the claim's seeds and is graded by the same
 rules as the as-published runs.
 
-The search is the ordinary ``focustune sweep`` (Optuna, ASHA early stopping, selection on
-validation by the runs' selection metric), one sweep per (setting, arm), run as its own process:
-the method's search space (``search_spaces/<method>.yaml`` over the shared ranges) is searched, the
-protocol's other options (model, optimiser, epochs, ...) stay fixed, and a grid the as-published arm
-tried (LOW's lambda) is left to the search. A key that defines an arm (``Arm.defines``: LOW's
-``lam_unit``, the SELU head of mdgan's ``spinal_selu`` arm) stays fixed where the space ranges over
-it. A setting that draws its data per run is tuned on data seed 0, a draw none of the claim's seeds
-uses. Each sweep keeps its state (``--resume``) and writes its chosen configuration (``chosen.yaml``);
-a finished sweep is not run again. The chosen values then
-become the arm's options and the claim's runs go through the same resumable runner
-(``results/tuned/<claim>/runs``), so the tuned protocol runs in parts as the as-published one does.
+The search is the ordinary ``focustune sweep`` (Optuna, ASHA early stopping, selection on validation
+by the runs' selection metric), one sweep per (setting, arm), run as its own process: the method's
+search space (``search_spaces/<method>.yaml`` over the shared ranges) is searched, the protocol's
+other options (model, optimiser, epochs, ...) stay fixed, and a grid the as-published arm tried
+(LOW's lambda) is left to the search. A key that defines an arm (``Arm.defines``: LOW's
+``lam_unit``, the SELU head of mdgan's ``spinal_selu`` arm, the class weights of learn2mix's
+class-weighted focal baseline) stays fixed where the space ranges over it. A setting that draws its
+data per run is tuned on data seed 0, a draw none of the claim's seeds uses. Each sweep keeps its
+state (``--resume``) and writes its chosen configuration (``chosen.yaml``); a finished sweep is not
+run again. The chosen values then become the arm's options and the claim's runs go through the same
+resumable runner (``results/tuned/<claim>/runs``), so the tuned protocol runs in parts as the
+as-published one does.
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protocols import Arm, Claim, Setting, merged_sets
+
+if TYPE_CHECKING:
+    from focustune.spaces import SearchSpace
 
 #: Search trials per arm (the same for every arm of a claim), unless ``--trials`` says otherwise.
 TRIALS = 16
@@ -35,12 +39,17 @@ TUNING_DATA_SEED = 0
 CHOSEN = "chosen.yaml"
 
 
-def searched_keys(method: str) -> set[str]:
-    """The hyperparameters the method's search space searches (its file over the shared ranges)."""
+def search_space(method: str) -> SearchSpace:
+    """The method's search space (its file over the shared ranges)."""
     from focustune.methods import get_method
     from focustune.spaces import load_space
 
-    return set(load_space(get_method(method)).dimensions)
+    return load_space(get_method(method))
+
+
+def searched_keys(method: str) -> set[str]:
+    """The hyperparameters the method's search space searches."""
+    return set(search_space(method).dimensions)
 
 
 def tuned_keys(arm: Arm) -> set[str]:
@@ -75,45 +84,72 @@ def run_sweep(argv: list[str]) -> int:
 
 
 def chosen(folder: Path, arm: Arm) -> dict[str, Any]:
-    """The searched hyperparameters of the arm's chosen configuration, with where they came from."""
+    """The searched hyperparameters of the arm's chosen configuration (``values``, the runs' options), those
+    that act (``acting``: less a conditional key whose condition fails, e.g. LOW's gamma unless
+    ``base_loss=focal``, which keeps its default), and where they came from."""
     from focustune.run_config import read_run_config
 
     config = read_run_config(folder / CHOSEN)
     searched = tuned_keys(arm)
-    return {"values": {k: v for k, v in config.params.items() if k in searched}, "source": config.source}
+    values = {k: v for k, v in config.params.items() if k in searched}
+    dimensions = search_space(arm.method).dimensions
+    acting = {k: v for k, v in values.items() if dimensions[k].applies(config.params)}
+    return {"values": values, "acting": acting, "source": config.source}
 
 
 def tune_claim(claim: Claim, data_dir: str, out: Path, trials: int,
                execute: Callable[[list[str]], int] | None = run_sweep) -> tuple[Claim | None, int]:
     """Run (or resume) every arm's search; the claim with each arm's chosen values as its options (and
     the search budgets in ``extra["tuning"]``), or None with the exit status of the first failed sweep
-    (``execute`` None: run no search, and None, 0 while one is not done)."""
+    (``execute`` None: run no search, and None, 0 while one is not done). An arm ``tuned_as`` another
+    runs with that arm's chosen values (in the same setting) and has no search of its own."""
     per_arm: dict[str, dict[str, tuple[str, ...]]] = {}
     tuning = []
     for i, setting in enumerate(claim.settings):
-        for j, arm in enumerate(claim.arms):
+        picks: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # label -> (chosen, its tuning record)
+        for j in sorted(range(len(claim.arms)), key=lambda j: bool(claim.arms[j].tuned_as)):  # sources first
+            arm = claim.arms[j]
             if arm.settings and setting.label not in arm.settings:
                 continue
-            folder = out / claim.name / "sweeps" / f"s{i}_a{j}"
-            folder.mkdir(parents=True, exist_ok=True)
-            argv = sweep_argv(claim, setting, arm, folder, data_dir, trials)
-            if not (folder / CHOSEN).is_file():
-                if execute is None:
-                    print(f"[{claim.name} tuned] the search of {setting.label} / {arm.label} is not done yet: "
-                          "no tuned summary", flush=True)
-                    return None, 0
-                print(f"[{claim.name} tuned] {setting.label} / {arm.label}: focustune {' '.join(argv)}", flush=True)
-                code = execute(argv)
-                if code != 0 or not (folder / CHOSEN).is_file():
-                    return None, code or 1
-            picked = chosen(folder, arm)
+            if arm.tuned_as:
+                source, record = picks[arm.tuned_as]
+                keys = tuned_keys(arm)
+                picked = {"values": {k: v for k, v in source["values"].items() if k in keys},
+                          "acting": {k: v for k, v in source["acting"].items() if k in keys}}
+                row = {"trials": 0, "searched": [], "as": arm.tuned_as, "sweep": record["sweep"]}
+            else:
+                folder = out / claim.name / "sweeps" / f"s{i}_a{j}"
+                code = _search(claim, setting, arm, folder, data_dir, trials, execute)
+                if code is not None:
+                    return None, code
+                picked = chosen(folder, arm)
+                row = {"trials": trials, "searched": sorted(tuned_keys(arm)), "source": picked["source"],
+                       "sweep": str(folder.relative_to(out))}
             values = tuple(word for key, value in picked["values"].items() for word in ("--set", f"{key}={value}"))
             per_arm.setdefault(arm.label, {})[setting.label] = (*fixed_sets(claim, arm), *values)
-            tuning.append({"setting": setting.label, "arm": arm.label, "method": arm.method, "trials": trials,
-                           "epochs": setting.epochs or claim.epochs, "searcher": "optuna (TPE)", "scheduler": "asha",
-                           "searched": sorted(tuned_keys(arm)), "chosen": picked["values"],
-                           "source": picked["source"], "sweep": str(folder.relative_to(out))})
+            row = {"setting": setting.label, "arm": arm.label, "method": arm.method, "trials": row.pop("trials"),
+                   "epochs": setting.epochs or claim.epochs, "searcher": "optuna (TPE)", "scheduler": "asha",
+                   "searched": row.pop("searched"), "chosen": picked["acting"], **row}
+            picks[arm.label] = (picked, row)
+            tuning.append(row)
     arms = tuple(dataclasses.replace(arm, options=(), quick_options=(), grid=(), quick_grid=None,
                                      per_setting=tuple(per_arm.get(arm.label, {}).items()))
                  for arm in claim.arms)
     return dataclasses.replace(claim, arms=arms, common=(), extra={**claim.extra, "tuning": tuning}), 0
+
+
+def _search(claim: Claim, setting: Setting, arm: Arm, folder: Path, data_dir: str, trials: int,
+            execute: Callable[[list[str]], int] | None) -> int | None:
+    """Run the arm's search unless its ``chosen.yaml`` exists: None when it is there, else the exit status
+    to stop with (0 when ``execute`` is None and the search is not done)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / CHOSEN).is_file():
+        return None
+    if execute is None:
+        print(f"[{claim.name} tuned] the search of {setting.label} / {arm.label} is not done yet: "
+              "no tuned summary", flush=True)
+        return 0
+    argv = sweep_argv(claim, setting, arm, folder, data_dir, trials)
+    print(f"[{claim.name} tuned] {setting.label} / {arm.label}: focustune {' '.join(argv)}", flush=True)
+    code = execute(argv)
+    return None if code == 0 and (folder / CHOSEN).is_file() else (code or 1)

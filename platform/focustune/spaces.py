@@ -42,6 +42,7 @@ converts a validated space.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import dataclasses
 import importlib.resources
 import math
@@ -72,6 +73,10 @@ class Dimension:
     values: tuple[Any, ...] | None = None
     log: bool = False
     when: dict[str, Any] = field(default_factory=dict)
+
+    def applies(self, values: Mapping[str, Any]) -> bool:
+        """Whether this key is searched given the other keys' values (its ``when`` condition holds)."""
+        return all(values.get(key) == value for key, value in self.when.items())
 
     def value_of(self, text: str) -> Any:
         """A logged value (text, as MLflow keeps params) as this dimension's value; None if outside it."""

@@ -87,7 +87,7 @@ class DefineByRun:
     def __call__(self, trial: Any) -> dict:
         chosen: dict[str, Any] = {}
         for dim in self.order:
-            if all(chosen.get(key, self.fixed.get(key)) == value for key, value in dim.when.items()):
+            if dim.applies({**self.fixed, **chosen}):
                 chosen[dim.name] = _suggest(trial, dim)
         return {**chosen, **self.fixed}
 

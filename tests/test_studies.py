@@ -151,6 +151,25 @@ def tune_trial(trial_id: str, config: dict, status: str = "RUNNING", result: dic
     return SimpleNamespace(trial_id=trial_id, config=config, status=status, last_result=result or {})
 
 
+def test_trials_live_after_tunes_last_step_mark_the_run_interrupted():
+    """Tune's clean-up marks the trials an interrupt cut short TERMINATED, as finished ones: the ledger's
+    count of live trials after the last step is what tells them apart."""
+    from focustune.sweeps.search import TrialLedger
+    from focustune.sweeps.summaries import unfinished
+
+    def trials(*statuses):
+        return [SimpleNamespace(is_finished=lambda s=s: s in ("TERMINATED", "ERROR")) for s in statuses]
+
+    TrialLedger.begin()
+    assert TrialLedger.live_at_last_step == 0  # a restored run with nothing left takes no step
+    TrialLedger().on_step_end(1, trials("TERMINATED", "RUNNING", "PENDING", "ERROR"))
+    assert TrialLedger.live_at_last_step == 2
+    started = {A: {"total": 2, "best_config": {"lr": 0.1}, "reruns": []}}  # every search trial started
+    assert unfinished(TrialLedger.live_at_last_step, started, trials=2, seeds=0) == ["2 trial(s) still running"]
+    TrialLedger().on_step_end(2, trials("TERMINATED", "TERMINATED", "ERROR"))
+    assert unfinished(TrialLedger.live_at_last_step, started, trials=2, seeds=0) == []
+
+
 def test_a_restored_searcher_agrees_with_the_trials_tune_restored(tmp_path):
     """Tune uploads its trial list and the searcher's state as separate files, so a driver killed
     meanwhile leaves them out of step; the first step after the restore reconciles them."""

@@ -126,9 +126,10 @@ def test_interrupted_then_killed_packed_driver_resumes_without_rerunning_finishe
     try:
         ended = lambda: len(re.findall(r"\] search [12]/2", log.read_text()))  # noqa: E731
         assert wait_until(lambda: ended() >= 1, 300), log.read_text()[-3000:]
-        # Tune snapshots its experiment every few seconds; kill once two finished trials are in it
+        # Tune snapshots its experiment every few seconds; kill once two finished trials are in it. The newest
+        # snapshot is this driver's file, by the time in its name: uploads rewrite the older drivers' files too
         tune_run = tmp_path / "focustune_runs" / "killed" / "benchmark"
-        newest = lambda: max(tune_run.glob("experiment_state*.json"), key=lambda f: f.stat().st_mtime)  # noqa: E731
+        newest = lambda: max(tune_run.glob("experiment_state-*.json"), key=lambda f: f.name)  # noqa: E731
         assert wait_until(lambda: newest().read_text().count("TERMINATED") >= 2, 300)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)

@@ -83,9 +83,12 @@ class Sweep:
     def _search(self, keys: list[str], refs: dict[str, Any], tracking: Any, parents: dict[str, str],
                 warm_starts: dict[str, list[dict]]) -> None:
         """Run the Tune run (or resume it), then record each study's summary and best configuration."""
+        from focustune.sweeps.search import TrialLedger
+
         slots = trial_slots(self.spec.cpus_per_trial, self.spec.gpus_per_trial, self.spec.max_concurrent,
                             self.spec.pack)
         self.state.add_attempt(slots)  # a resumed sweep's utilisation counts every driver's nodes
+        TrialLedger.begin()
         results = self._fit(keys, refs, tracking, parents, slots, warm_starts)
         tracking.close_orphans({str(r.metrics.get("trial_id")) for r in results if r.metrics})
         summaries = study_summaries(keys, results, self.spec.objective_names, self.spec.selection_rule)
@@ -93,7 +96,7 @@ class Sweep:
             self.state.studies[key] = replace(self.state.study(key), **summary)
         self.state.data["utilisation"] = utilisation(busy_intervals(results), slots, self.state.attempts())
         self.state.save()
-        if left := unfinished(results, summaries, self.spec.trials, self.spec.seeds):
+        if left := unfinished(TrialLedger.live_at_last_step, summaries, self.spec.trials, self.spec.seeds):
             raise SweepInterrupted(f"the sweep was interrupted ({'; '.join(left)}); its state is kept: run the "
                                    "same command with --resume to go on")
         for key in keys:

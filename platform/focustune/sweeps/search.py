@@ -327,12 +327,26 @@ def state_from_data(raw: bytes, where: str) -> dict:
 
 class TrialLedger(tune.Callback):
     """Hands the searcher of a restored sweep Tune's restored trials, before it suggests anything
-    (:meth:`MultiStudySearch.reconcile`)."""
+    (:meth:`MultiStudySearch.reconcile`), and counts the trials still live as each step of Tune's loop
+    ends. Tune ends its loop early on Ctrl-C or SIGUSR1 and returns normally, and its clean-up marks
+    every live trial TERMINATED, as an early-stopped one: live trials after the last step are how
+    the driver tells an interrupted Tune run from a finished one."""
+
+    #: Trials live when the last step of this process's Tune loop ended (:meth:`begin` resets it).
+    live_at_last_step = 0
+
+    @classmethod
+    def begin(cls) -> None:
+        """Before a Tune run (a restored run whose trials are all done takes no step)."""
+        cls.live_at_last_step = 0
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         searcher = MultiStudySearch.current()
         if searcher is not None and searcher._restored:
             searcher.reconcile(trials)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        TrialLedger.live_at_last_step = sum(not trial.is_finished() for trial in trials)
 
 
 def _final(result: dict, prefixes: tuple[str, ...] | str = ("test_", "best_val_")) -> dict[str, float]:

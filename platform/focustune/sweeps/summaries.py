@@ -47,11 +47,12 @@ def study_summaries(keys: list[str], results: Any, objectives: tuple[str, ...] =
     return {key: study_summary(group, objectives, rule, key) for key, group in by_study.items()}
 
 
-def unfinished(results: Any, summaries: dict[str, dict[str, Any]], trials: int, seeds: int) -> list[str]:
-    """What a Tune run that returned (``results``: its ResultGrid) left undone, empty when nothing: trials
-    still live, a study short of its search trials, or of the seed re-runs of its best configuration."""
+def unfinished(live: int, summaries: dict[str, dict[str, Any]], trials: int, seeds: int) -> list[str]:
+    """What a Tune run that returned left undone, empty when nothing: ``live`` trials that its end cut
+    short (:class:`~focustune.sweeps.search.TrialLedger`), a study short of its search trials, or of
+    the seed re-runs of its best configuration."""
     left = []
-    if live := len(results) - results.num_terminated - results.num_errors:
+    if live:
         left.append(f"{live} trial(s) still running")
     for key, summary in summaries.items():
         if summary["total"] < trials:

@@ -589,6 +589,29 @@ def test_a_mechanism_control_runs_with_the_methods_tuned_values_and_has_no_searc
     assert f"none: runs with `{MDGAN_ARM}`'s chosen values" in lines
 
 
+def test_an_erm_control_trained_with_sam_searches_sams_learning_rates_as_mdgan_does(tmp_path):
+    from focustune.methods import get_method
+    from focustune.spaces import load_space
+    from focustune_analysis.reproduction_verdicts import MDGAN_ARM, MDGAN_CONTROL, MDGAN_SELU_CONTROL
+    from tuned import search_space, sweep_argv
+
+    claim = CLAIMS["mdgan-medmnist"]
+    arms = {arm.label: arm for arm in claim.arms}
+    mdgan_lr = search_space(arms[MDGAN_ARM]).dimensions["lr"]
+    shared_lr = load_space(get_method("erm")).dimensions["lr"]
+    for label in (MDGAN_CONTROL, MDGAN_SELU_CONTROL):
+        arm = arms[label]
+        assert "optimizer=sam" in arm.options
+        lr = search_space(arm).dimensions["lr"]
+        assert (lr.low, lr.high) == (mdgan_lr.low, mdgan_lr.high) != (shared_lr.low, shared_lr.high)
+        argv = sweep_argv(claim, claim.settings[0], arm, tmp_path, "D", 4)
+        parsed = build_parser().parse_args(argv)
+        assert parsed.command == "sweep" and argv[argv.index("--space") + 1].startswith("erm=")
+    for arm in claim.arms:  # every other arm trained with SAM is mdgan, whose own space ranges SGD's rates
+        if "optimizer=sam" in " ".join(arm.options) and arm.method != "mdgan":
+            assert arm.space, arm.label
+
+
 @pytest.mark.parametrize("name", CLAIMS)
 def test_the_keys_that_define_an_arm_are_its_options_and_fixed_in_its_search(name):
     """An arm named for a setting of a searched key (LOW's unit, mdgan's SELU head, the class-weighted focal)
@@ -599,7 +622,7 @@ def test_the_keys_that_define_an_arm_are_its_options_and_fixed_in_its_search(nam
     for arm in claim.arms:
         options = dict(item.partition("=")[::2] for item in arm.options[1::2])
         for key in arm.defines:
-            assert key in options and key in searched_keys(arm.method) and key not in tuned_keys(arm), arm.label
+            assert key in options and key in searched_keys(arm) and key not in tuned_keys(arm), arm.label
             assert f"{key}={options[key]}" in fixed_sets(claim, arm)
         if "weighted" in arm.label and arm.method == "focal":
             assert arm.defines == ("alpha",)

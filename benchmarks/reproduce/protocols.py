@@ -70,6 +70,9 @@ class Arm:
     #: The label of the arm whose chosen values this one runs with in the tuned verdict, instead of a search of
     #: its own: a mechanism control (mdgan's real-image twin) keeps the method's tuned configuration.
     tuned_as: str = ""
+    #: The search space file of its tuned search, in ``spaces/`` (empty: the method's own): a range that
+    #: follows one of the arm's options, e.g. SAM's learning rates for an erm control trained with SAM.
+    space: str = ""
 
     def points(self, quick: bool) -> tuple[str, ...]:
         return self.quick_grid if quick and self.quick_grid is not None else self.grid
@@ -306,13 +309,13 @@ CLAIMS: dict[str, Claim] = {c.name: c for c in (
                   Setting("BreastMNIST", "breastmnist", epochs=60)),
         arms=(Arm(MDGAN_ARM, "mdgan", MDGAN + _sets(selection_split="val"), MDGAN_QUICK),
               Arm("mdgan (worst class on probe)", "mdgan", MDGAN + _sets(selection_split="probe"), MDGAN_QUICK),
-              Arm(MDGAN_CONTROL, "erm", _sets(optimizer="sam", head="spinal", lr=0.05)),
+              Arm(MDGAN_CONTROL, "erm", _sets(optimizer="sam", head="spinal", lr=0.05), space="erm_sam.yaml"),
               # isolates the GAN: the same worst class, the same count of added images, real ones, same window
               Arm(MDGAN_REAL, "mdgan", MDGAN + _sets(selection_split="val", augment_with="real"), MDGAN_QUICK,
                   tuned_as=MDGAN_ARM),
               Arm(MDGAN_SELU, "mdgan", MDGAN + _sets(selection_split="val", head="spinal_selu"), MDGAN_QUICK,
                   settings=(PNEUMONIA_SUBSET,), defines=("head",)),
-              Arm(MDGAN_SELU_CONTROL, "erm", _sets(optimizer="sam", head="spinal_selu", lr=0.05),
+              Arm(MDGAN_SELU_CONTROL, "erm", _sets(optimizer="sam", head="spinal_selu", lr=0.05), space="erm_sam.yaml",
                   settings=(PNEUMONIA_SUBSET,))),
         common=_sets(model="small_cnn", batch_size=32, amp="false"), epochs=12, quick_epochs=2,
         baseline="erm (SpinalNet, SAM)",

@@ -37,24 +37,31 @@ TRIALS = 16
 #: Data seed of the tuning sweeps of a setting that draws its data per run (the claim's seeds start at 1).
 TUNING_DATA_SEED = 0
 CHOSEN = "chosen.yaml"
+#: The arms' own search space files (``Arm.space``).
+SPACES = Path(__file__).resolve().parent / "spaces"
 
 
-def search_space(method: str) -> SearchSpace:
-    """The method's search space (its file over the shared ranges)."""
+def space_file(arm: Arm) -> Path | None:
+    """The arm's own search space file, or None for its method's (``search_spaces/<method>.yaml``)."""
+    return SPACES / arm.space if arm.space else None
+
+
+def search_space(arm: Arm) -> SearchSpace:
+    """The arm's search space (its own file or its method's, over the shared ranges)."""
     from focustune.methods import get_method
     from focustune.spaces import load_space
 
-    return load_space(get_method(method))
+    return load_space(get_method(arm.method), space_file(arm))
 
 
-def searched_keys(method: str) -> set[str]:
-    """The hyperparameters the method's search space searches."""
-    return set(search_space(method).dimensions)
+def searched_keys(arm: Arm) -> set[str]:
+    """The hyperparameters the arm's search space searches."""
+    return set(search_space(arm).dimensions)
 
 
 def tuned_keys(arm: Arm) -> set[str]:
-    """The hyperparameters the arm's search ranges over: its method's space less the keys that define the arm."""
-    return searched_keys(arm.method) - set(arm.defines)
+    """The hyperparameters the arm's search ranges over: its search space less the keys that define the arm."""
+    return searched_keys(arm) - set(arm.defines)
 
 
 def fixed_sets(claim: Claim, arm: Arm) -> list[str]:
@@ -73,7 +80,7 @@ def sweep_argv(claim: Claim, setting: Setting, arm: Arm, folder: Path, data_dir:
             *setting.options, *data_seed, "--trials", str(trials), "--epochs", str(setting.epochs or claim.epochs),
             "--seeds", "0", "--scheduler", "asha", "--storage", str(folder / "state"), "--experiment", "tuning",
             "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}", "--config-out", str(folder / CHOSEN),
-            *fixed_sets(claim, arm), *resume]
+            *(("--space", f"{arm.method}={space_file(arm)}") if arm.space else ()), *fixed_sets(claim, arm), *resume]
 
 
 def run_sweep(argv: list[str]) -> int:
@@ -92,7 +99,7 @@ def chosen(folder: Path, arm: Arm) -> dict[str, Any]:
     config = read_run_config(folder / CHOSEN)
     searched = tuned_keys(arm)
     values = {k: v for k, v in config.params.items() if k in searched}
-    dimensions = search_space(arm.method).dimensions
+    dimensions = search_space(arm).dimensions
     acting = {k: v for k, v in values.items() if dimensions[k].applies(config.params)}
     return {"values": values, "acting": acting, "source": config.source}
 

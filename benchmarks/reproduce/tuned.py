@@ -123,26 +123,32 @@ def tune_claim(claim: Claim, data_dir: str, out: Path, trials: int,
                 keys = tuned_keys(arm)
                 picked = {"values": {k: v for k, v in source["values"].items() if k in keys},
                           "acting": {k: v for k, v in source["acting"].items() if k in keys}}
-                row = {"trials": 0, "searched": [], "as": arm.tuned_as, "sweep": record["sweep"]}
+                row = _row(claim, setting, arm, 0, [], picked["acting"],
+                           **{"as": arm.tuned_as, "sweep": record["sweep"]})
             else:
                 folder = out / claim.name / "sweeps" / f"s{i}_a{j}"
                 code = _search(claim, setting, arm, folder, data_dir, trials, execute)
                 if code is not None:
                     return None, code
                 picked = chosen(folder, arm)
-                row = {"trials": trials, "searched": sorted(tuned_keys(arm)), "source": picked["source"],
-                       "sweep": str(folder.relative_to(out))}
+                row = _row(claim, setting, arm, trials, sorted(tuned_keys(arm)), picked["acting"],
+                           source=picked["source"], sweep=str(folder.relative_to(out)))
             values = tuple(word for key, value in picked["values"].items() for word in ("--set", f"{key}={value}"))
             per_arm.setdefault(arm.label, {})[setting.label] = (*fixed_sets(claim, arm), *values)
-            row = {"setting": setting.label, "arm": arm.label, "method": arm.method, "trials": row.pop("trials"),
-                   "epochs": setting.epochs or claim.epochs, "searcher": "optuna (TPE)", "scheduler": "asha",
-                   "searched": row.pop("searched"), "chosen": picked["acting"], **row}
             picks[arm.label] = (picked, row)
             tuning.append(row)
     arms = tuple(dataclasses.replace(arm, options=(), quick_options=(), grid=(), quick_grid=None,
                                      per_setting=tuple(per_arm.get(arm.label, {}).items()))
                  for arm in claim.arms)
     return dataclasses.replace(claim, arms=arms, common=(), extra={**claim.extra, "tuning": tuning}), 0
+
+
+def _row(claim: Claim, setting: Setting, arm: Arm, trials: int, searched: list[str], acting: dict[str, Any],
+         **where: Any) -> dict[str, Any]:
+    """One arm's tuning record: its budget, searched keys, the chosen values that act, and where they came from."""
+    return {"setting": setting.label, "arm": arm.label, "method": arm.method, "trials": trials,
+            "epochs": setting.epochs or claim.epochs, "searcher": "optuna (TPE)", "scheduler": "asha",
+            "searched": searched, "chosen": acting, **where}
 
 
 def _search(claim: Claim, setting: Setting, arm: Arm, folder: Path, data_dir: str, trials: int,
